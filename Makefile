@@ -1,0 +1,36 @@
+# reqo: set-up, serving, tests and benchmarks. Everything runs from the virtual environment .venv/.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch that lies on these machines' disk; an unpinned torch pulls a CUDA build.
+TORCH_PIN := torch==2.13.0
+CONFIG ?= reqo.yaml
+
+.PHONY: install serve test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+serve: install
+	$(BIN)/reqo serve --config $(CONFIG)
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench.ingest_http
+	$(BIN)/python -m bench.write_latency
+	$(BIN)/python -m bench.import_parquet
+
+clean:
+	rm -rf $(VENV) data build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): each prints its figures and appends them to BENCHMARKS.md."""

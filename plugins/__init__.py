@@ -1,0 +1,1 @@
+"""The plugin contract of reqo and its built-in algorithm plugins."""

@@ -1,0 +1,1 @@
+"""The reqo host: configuration, the Recombee-compatible HTTP API and the command line."""

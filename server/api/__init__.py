@@ -1,0 +1,1 @@
+"""Recombee's API as a table of operations, shared by direct HTTP requests and batches."""

@@ -1,0 +1,121 @@
+"""Recombee's Batch: up to 10,000 sub-requests in one HTTP request, each with its own outcome.
+
+Sub-requests run in order, as if sent one by one, in one transaction on the writer thread.
+Consecutive interaction writes are stored together by one vectorised call, which is what lets a
+batch of 10,000 interactions cost a handful of queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from server.api.operations import Call, OperationTable, Params, error_body
+from storage.database import WriteContext
+from storage.errors import BadParameter, NotFound, StorageError, TooLarge
+from storage.params import check_known, read_bool
+
+MAX_BATCH_SIZE = 10_000
+
+
+@dataclass
+class PreparedCall:
+    """A matched sub-request; for coalescable writes, its validated payload or its refusal."""
+
+    call: Call
+    payload: Any = None
+    refusal: StorageError | None = None
+
+
+def parse_batch(table: OperationTable, params: Params) -> list[PreparedCall]:
+    """Check the batch's shape and match every sub-request before anything runs.
+
+    A sub-request whose method and path match no endpoint makes the whole batch a 404 (the
+    batch is a priori erroneous), as Recombee does.
+    """
+    merged = params.merged
+    check_known(merged, ("requests", "distinctRecomms"))
+    read_bool(merged, "distinctRecomms", False)
+    requests = merged.get("requests")
+    if not isinstance(requests, list):
+        raise BadParameter("requests", "is required: an array of {method, path, params}")
+    if len(requests) > MAX_BATCH_SIZE:
+        raise TooLarge(
+            f"the batch has {len(requests)} requests; the limit is {MAX_BATCH_SIZE} per batch"
+        )
+    prepared = []
+    for index, request in enumerate(requests):
+        call = _parse_request(table, index, request)
+        item = PreparedCall(call)
+        coalesce = call.operation.coalesce
+        if coalesce is not None:
+            try:
+                item.payload = coalesce.prepare(call.args, call.params)
+            except StorageError as error:
+                item.refusal = error
+        prepared.append(item)
+    return prepared
+
+
+def _parse_request(table: OperationTable, index: int, request: object) -> Call:
+    where = f"requests[{index}]"
+    if not isinstance(request, Mapping):
+        raise BadParameter(where, "must be an object with method, path and params")
+    check_known(request, ("method", "path", "params"))
+    method, path = request.get("method"), request.get("path")
+    if not isinstance(method, str) or not isinstance(path, str):
+        raise BadParameter(where, "needs a string method and a string path")
+    sub_params = request.get("params", {})
+    if sub_params is None:
+        sub_params = {}
+    if not isinstance(sub_params, Mapping):
+        raise BadParameter(f"{where}.params", "must be an object")
+    path, _, query_text = path.partition("?")
+    query: dict[str, Any] = dict(parse_qsl(query_text, keep_blank_values=True))
+    matched = table.match(method, path)
+    if matched is None:
+        raise NotFound(f"{where}: no endpoint {method.upper()} {path}; the batch was not executed")
+    operation, args = matched
+    if method.upper() in ("GET", "DELETE"):
+        query.update(sub_params)
+        return Call(operation, args, Params(query=query))
+    return Call(operation, args, Params(query=query, body=dict(sub_params)))
+
+
+def run_batch(ctx: WriteContext, prepared: Sequence[PreparedCall]) -> list[dict[str, Any]]:
+    """Execute matched sub-requests in order; returns Recombee's `[{code, json}]`."""
+    responses: list[dict[str, Any]] = []
+    index = 0
+    while index < len(prepared):
+        coalesce = prepared[index].call.operation.coalesce
+        if coalesce is None:
+            responses.append(_run_one(ctx, prepared[index].call))
+            index += 1
+            continue
+        end = index
+        while end < len(prepared):
+            other = prepared[end].call.operation.coalesce
+            if other is None or other.apply is not coalesce.apply:
+                break
+            end += 1
+        group = prepared[index:end]
+        valid = [item.payload for item in group if item.refusal is None]
+        outcomes = iter(coalesce.apply(ctx, valid) if valid else [])
+        for item in group:
+            outcome = item.refusal if item.refusal is not None else next(outcomes)
+            if isinstance(outcome, StorageError):
+                responses.append({"code": outcome.status, "json": error_body(outcome)})
+            else:
+                responses.append({"code": item.call.operation.status, "json": outcome})
+        index = end
+    return responses
+
+
+def _run_one(ctx: WriteContext, call: Call) -> dict[str, Any]:
+    try:
+        result = call.operation.handler(ctx, call.args, call.params)
+    except StorageError as error:
+        return {"code": error.status, "json": error_body(error)}
+    return {"code": call.operation.status, "json": result}

@@ -1,0 +1,124 @@
+"""Operations on items, users and their properties (Recombee's Items / Users sections)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from server.api.operations import Mode, Operation, Params
+from storage import catalog
+from storage.database import WriteContext
+from storage.errors import BadParameter
+from storage.params import check_known, read_bool, read_int, read_str_list
+from storage.schema import Entity
+
+_LIST_PARAMS = ("filter", "count", "offset", "returnProperties", "includedProperties")
+
+
+def entity_operations(entity: Entity) -> list[Operation]:
+    """The operations of one entity kind, under `/items/` or `/users/`."""
+    base = "/" + entity.table
+    key = entity.id_field
+
+    def add(ctx: WriteContext, args: Mapping[str, str], params: Params) -> str:
+        check_known(params.merged, ())
+        return catalog.add_entity(ctx, entity, args[key])
+
+    def delete(ctx: WriteContext, args: Mapping[str, str], params: Params) -> str:
+        check_known(params.merged, ())
+        return catalog.delete_entity(ctx, entity, args[key])
+
+    def set_values(ctx: WriteContext, args: Mapping[str, str], params: Params) -> str:
+        check_known(params.query, ("cascadeCreate",))
+        values = dict(params.body)
+        cascade = read_bool(params.query, "cascadeCreate", False)
+        if "!cascadeCreate" in values:
+            cascade = read_bool(values, "!cascadeCreate", False)
+            del values["!cascadeCreate"]
+        for name in values:
+            if name.startswith("!"):
+                raise BadParameter(name, "unknown parameter (the only one is !cascadeCreate)")
+        return catalog.set_values(ctx, entity, args[key], values, cascade_create=cascade)
+
+    def get_values(ctx: WriteContext, args: Mapping[str, str], params: Params) -> object:
+        check_known(params.merged, ())
+        return catalog.get_values(ctx, entity, args[key])
+
+    def list_all(ctx: WriteContext, args: Mapping[str, str], params: Params) -> object:
+        merged = params.merged
+        check_known(merged, _LIST_PARAMS)
+        if merged.get("filter") not in (None, ""):
+            raise BadParameter("filter", "ReQL filters are not supported by this server yet")
+        return catalog.list_entities(
+            ctx,
+            entity,
+            count=read_int(merged, "count"),
+            offset=read_int(merged, "offset", default=0) or 0,
+            return_properties=read_bool(merged, "returnProperties", False),
+            included_properties=read_str_list(merged, "includedProperties"),
+        )
+
+    def add_property(ctx: WriteContext, args: Mapping[str, str], params: Params) -> str:
+        merged = params.merged
+        check_known(merged, ("type", "role", "metadata"))
+        return catalog.add_property(ctx, entity, args["propertyName"], merged.get("type"))
+
+    def delete_property(ctx: WriteContext, args: Mapping[str, str], params: Params) -> str:
+        check_known(params.merged, ())
+        return catalog.delete_property(ctx, entity, args["propertyName"])
+
+    def get_property(ctx: WriteContext, args: Mapping[str, str], params: Params) -> object:
+        check_known(params.merged, ())
+        return catalog.get_property(ctx, entity, args["propertyName"])
+
+    def list_properties(ctx: WriteContext, args: Mapping[str, str], params: Params) -> object:
+        check_known(params.merged, ())
+        return catalog.list_properties(ctx, entity)
+
+    name = entity.value
+    one = f"{base}/{{{key}}}"
+    prop = f"{base}/properties/{{propertyName}}"
+    return [
+        Operation(f"add {name}", "PUT", one, add, Mode.WRITE, status=201),
+        Operation(f"delete {name}", "DELETE", one, delete, Mode.WRITE),
+        Operation(f"set {name} values", "POST", one, set_values, Mode.WRITE),
+        Operation(f"get {name} values", "GET", one, get_values, Mode.READ),
+        Operation(f"list {name}s", "GET", f"{base}/list/", list_all, Mode.READ),
+        Operation(f"add {name} property", "PUT", prop, add_property, Mode.WRITE, status=201),
+        Operation(f"delete {name} property", "DELETE", prop, delete_property, Mode.WRITE),
+        Operation(f"get {name} property info", "GET", prop, get_property, Mode.READ),
+        Operation(
+            f"list {name} properties", "GET", f"{base}/properties/list/", list_properties, Mode.READ
+        ),
+    ]
+
+
+def _merge_users(ctx: WriteContext, args: Mapping[str, str], params: Params) -> str:
+    merged = params.merged
+    check_known(merged, ("cascadeCreate",))
+    return catalog.merge_users(
+        ctx,
+        args["targetUserId"],
+        args["sourceUserId"],
+        cascade_create=read_bool(merged, "cascadeCreate", False),
+    )
+
+
+def _reset(ctx: WriteContext, args: Mapping[str, str], params: Params) -> str:
+    check_known(params.merged, ())
+    return catalog.reset(ctx)
+
+
+def catalog_operations() -> list[Operation]:
+    return [
+        *entity_operations(Entity.ITEM),
+        *entity_operations(Entity.USER),
+        Operation(
+            "merge users",
+            "PUT",
+            "/users/{targetUserId}/merge/{sourceUserId}",
+            _merge_users,
+            Mode.WRITE,
+            status=201,
+        ),
+        Operation("reset database", "DELETE", "/", _reset, Mode.WRITE),
+    ]

@@ -1,0 +1,1 @@
+"""reqo's storage: one DuckDB file per database, holding the catalog and the interactions."""

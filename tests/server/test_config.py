@@ -1,0 +1,78 @@
+"""Configuration files are validated with errors that name the file, the key and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.cli import main
+from server.config import ConfigError, load_config, parse_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "reqo.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_valid_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOP_TOKEN", "from-env")
+    path = write(
+        tmp_path,
+        "data_dir: store\nserver: {host: 0.0.0.0, port: 9000}\n"
+        "databases:\n  shop: {token_env: SHOP_TOKEN}\n  blog: {token: abc}\n",
+    )
+    config = load_config(path)
+    assert config.data_dir == tmp_path / "store"
+    assert config.database_path("shop") == tmp_path / "store" / "shop.duckdb"
+    assert (config.host, config.port) == ("0.0.0.0", 9000)
+    assert config.databases["shop"].token == "from-env"
+    assert config.databases["blog"].token == "abc"
+    assert config.allow_unsigned is False
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "problem"),
+    [
+        ({}, "databases", "required"),
+        ({"databases": {}}, "databases", "non-empty"),
+        ({"databases": {"bad name": {"token": "t"}}}, "databases.bad name", "must match"),
+        ({"databases": {"d": {}}}, "databases.d.token", "must be a string"),
+        ({"databases": {"d": {"token": ""}}}, "databases.d.token", "must not be empty"),
+        ({"databases": {"d": {"token": "t", "colour": 1}}}, "databases.d.colour", "unknown key"),
+        ({"databases": {"d": {"token_env": "REQO_UNSET_VAR"}}}, "token_env", "unset"),
+        ({"databases": {"d": {"token": "t"}}, "dta_dir": "x"}, "dta_dir", "unknown key"),
+        ({"databases": {"d": {"token": "t"}}, "allow_unsigned": "yes"}, "allow_unsigned", "true"),
+        ({"databases": {"d": {"token": "t"}}, "server": {"port": 70000}}, "server.port", "port"),
+        (
+            {"databases": {"d": {"token": "t"}}, "server": {"tls": {"certfile": "c"}}},
+            "server.tls.keyfile",
+            "string",
+        ),
+    ],
+)
+def test_invalid_settings(data: dict[str, Any], key: str, problem: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, source="reqo.yaml", base_dir=tmp_path)
+    message = str(caught.value)
+    assert message.startswith("reqo.yaml: ")
+    assert key in message
+    assert problem in message
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "databases: [unclosed"))
+
+
+def test_the_cli_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "databases: {}\n")
+    assert main(["serve", "--config", str(path)]) == 2
+    assert "databases" in capsys.readouterr().err
+    unsigned = write(tmp_path, "allow_unsigned: true\ndatabases: {d: {token: t}}\n")
+    assert main(["serve", "--config", str(unsigned), "--host", "0.0.0.0"]) == 2
+    assert "local development only" in capsys.readouterr().err

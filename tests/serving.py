@@ -1,0 +1,151 @@
+"""Start a real reqo server (uvicorn, in a subprocess) on a free localhost port, for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+from recombee_api_client.api_client import RecombeeClient
+
+from server.auth import sign
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    """A reqo server process and what a test needs to talk to it."""
+
+    directory: Path
+    port: int
+    tokens: Mapping[str, str]
+    scheme: str = "http"
+    allow_unsigned: bool = False
+    tls: Mapping[str, str] | None = None
+    ca_file: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.directory / f"server-{self.port}.log"
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "reqo.yaml"
+
+    @property
+    def base_uri(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.base_uri}"
+
+    def client(self, database: str = "test", token: str | None = None) -> RecombeeClient:
+        """The official Recombee client, pointed at this server."""
+        return RecombeeClient(
+            database,
+            token if token is not None else self.tokens[database],
+            protocol=self.scheme,
+            options={"base_uri": self.base_uri},
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        database: str = "test",
+        json: Any = None,
+        data: bytes | None = None,
+        signed: bool = True,
+    ) -> requests.Response:
+        """A raw HTTP request to `/{database}{path}`, HMAC-signed as Recombee's clients do."""
+        url_path = f"/{database}{path}"
+        if signed:
+            url_path += ("&" if "?" in url_path else "?") + f"hmac_timestamp={int(time.time())}"
+            url_path += f"&hmac_sign={sign(url_path, self.tokens[database])}"
+        return requests.request(
+            method,
+            self.url + url_path,
+            json=json,
+            data=data,
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+            verify=self.ca_file or True,
+        )
+
+    def write_config(self) -> None:
+        server: dict[str, Any] = {"host": "127.0.0.1", "port": self.port}
+        if self.tls is not None:
+            server["tls"] = dict(self.tls)
+        config = {
+            "data_dir": "data",
+            "allow_unsigned": self.allow_unsigned,
+            "server": server,
+            "databases": {name: {"token": token} for name, token in self.tokens.items()},
+        }
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.write_config()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "server.cli", "serve"),
+                    *("--config", str(self.config_path), "--log-level", "warning"),
+                ],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        deadline = time.monotonic() + timeout
+        verify: str | bool = self.ca_file or True
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"reqo exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if requests.get(f"{self.url}/-/health", timeout=1, verify=verify).ok:
+                    return
+            except requests.RequestException:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"reqo did not answer within {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        """A graceful shutdown (SIGTERM), as an operator would do it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
