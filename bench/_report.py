@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
+import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +50,13 @@ def machine() -> str:
         parts.append(f"{memory} GiB RAM")
     parts += [f"{platform.system()} {platform.release()}", f"Python {platform.python_version()}"]
     return ", ".join(parts)
+
+
+def publish(title: str, module: str, argv: Sequence[str] | None, lines: list[str]) -> None:
+    """Print a benchmark's figures and append them with the command that produced them."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    print("\n".join(lines))
+    append_section(title, shlex.join(["python", "-m", module, *arguments]), lines)
 
 
 def append_section(title: str, command: str, lines: list[str]) -> None:

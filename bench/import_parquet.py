@@ -10,7 +10,6 @@ checkpoints it, is timed separately).
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench._report import append_section
+from bench._report import publish
 from storage.bulk import import_file
 from storage.database import Database
 
@@ -92,11 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     rate = args.rows / best
     print(f"best: {rate:,.0f} interactions/s ({best:.2f} s for {args.rows} rows)")
     if not args.no_report:
-        arguments = sys.argv[1:] if argv is None else argv
-        command = shlex.join(["python", "-m", "bench.import_parquet", *arguments])
-        append_section(
+        publish(
             "Parquet import of interactions (`reqo import`)",
-            command,
+            "bench.import_parquet",
+            argv,
             [
                 f"- {args.rows:,} interactions ({USERS:,} users, {ITEMS:,} items, {len(KINDS)} "
                 "kinds, increasing timestamps), one Parquet file, into a fresh database file",

@@ -25,7 +25,7 @@ from recombee_api_client.api_requests import (
     Batch,
 )
 
-from bench._report import append_section
+from bench._report import publish
 from tests.serving import RunningServer, free_port
 
 KINDS = ("detailviews", "purchases", "ratings", "cartadditions")
@@ -131,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- raw signed POST /batch/ over HTTP: **{raw:,.0f} interactions/s** (target >= 20,000)",
         f"- official `recombee-api-client` Batch over HTTPS: **{client:,.0f} interactions/s**",
     ]
-    print("\n".join(lines))
-    command = "python -m bench.ingest_http " + " ".join(sys.argv[1:] if argv is None else argv)
-    append_section("Batch ingestion over HTTP", command.strip(), lines)
+    publish("Batch ingestion over HTTP", "bench.ingest_http", argv, lines)
     return 0
 
 

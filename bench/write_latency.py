@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from bench._report import append_section
+from bench._report import publish
 from server.auth import sign
 from tests.serving import RunningServer, free_port
 
@@ -108,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- p50 **{p50:.2f} ms**, p90 {p90:.2f} ms, p99 **{p99:.2f} ms**; "
         f"throughput {samples.size / elapsed:,.0f} requests/s",
     ]
-    print("\n".join(lines))
-    command = "python -m bench.write_latency " + " ".join(sys.argv[1:] if argv is None else argv)
-    append_section("Single Add Detail View latency over HTTP", command.strip(), lines)
+    publish("Single Add Detail View latency over HTTP", "bench.write_latency", argv, lines)
     return 0
 
 

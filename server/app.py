@@ -23,9 +23,11 @@ from server.auth import AUTH_PARAMETERS, verify_request
 from server.config import Config
 from server.store import Store
 from storage.database import Database
-from storage.errors import InvalidInput, NotFound, StorageError
+from storage.errors import InvalidInput, NotFound, StorageError, TooLarge
 
 logger = logging.getLogger("reqo")
+MAX_BODY_BYTES = 64 * 2**20
+"""A full batch of 10,000 requests takes a few MB; anything far larger is refused with 413."""
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -42,11 +44,11 @@ def create_app(config: Config) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store.open()
+        await asyncio.to_thread(store.open)
         try:
             yield
         finally:
-            store.close()
+            await asyncio.to_thread(store.close)
 
     def database_of(request: Request) -> Database:
         name = request.path_params["databaseId"]
@@ -112,7 +114,7 @@ async def execute(
 async def read_params(request: Request) -> Params:
     """The query parameters (without the signature) and the JSON body object."""
     query = {k: v for k, v in request.query_params.items() if k not in AUTH_PARAMETERS}
-    raw = await request.body()
+    raw = await _read_body(request)
     if not raw.strip():
         return Params(query=query)
     try:
@@ -122,6 +124,19 @@ async def read_params(request: Request) -> Params:
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object")
     return Params(query=query, body=body)
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise TooLarge(f"the request body has {declared} bytes; the limit is {MAX_BODY_BYTES}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise TooLarge(f"the request body exceeds the limit of {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _refuse_constant(name: str) -> Any:

@@ -8,7 +8,8 @@ writes had been applied one after another.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -304,15 +305,12 @@ def insert_rows(ctx: WriteContext, rows: Sequence[tuple[Any, ...]]) -> None:
             [pa.array(c, type=f.type) for c, f in zip(columns, _ARROW_SCHEMA, strict=True)],
             schema=_ARROW_SCHEMA,
         )
-        ctx.conn.register("_reqo_new_interactions", table)
-        try:
+        with _registered(ctx, "_reqo_new_interactions", table):
             ctx.conn.execute(
                 "INSERT INTO interactions SELECT kind, user_id, item_id, make_timestamp(ts_us), "
                 + ", ".join(_VALUE_COLUMNS)
                 + " FROM _reqo_new_interactions"
             )
-        finally:
-            ctx.conn.unregister("_reqo_new_interactions")
     ctx.touched_catalog()
 
 
@@ -343,6 +341,16 @@ _INSERT_UNNESTED = "INSERT INTO interactions SELECT " + ", ".join(
     f"make_timestamp(unnest(${n}::{t}[]))" if n == 4 else f"unnest(${n}::{t}[])"
     for n, t in enumerate(_COLUMN_TYPES, start=1)
 )
+
+
+@contextmanager
+def _registered(ctx: WriteContext, name: str, table: pa.Table) -> Iterator[None]:
+    """Make an Arrow table queryable under `name` for the duration of a block."""
+    ctx.conn.register(name, table)
+    try:
+        yield
+    finally:
+        ctx.conn.unregister(name)
 
 
 def _missing_entity(
@@ -405,8 +413,7 @@ def _existing_event_keys(
             "ts_us": pa.array([w.ts_us for w in writes], pa.int64()),
         }
     )
-    ctx.conn.register("_reqo_probe", probe)
-    try:
+    with _registered(ctx, "_reqo_probe", probe):
         # Joining on the timestamp first lets DuckDB skip row groups outside the probe's range.
         rows = ctx.conn.execute(
             """SELECT DISTINCT p.kind, p.user_id, p.item_id, p.ts_us
@@ -414,8 +421,6 @@ def _existing_event_keys(
                  ON i.ts = make_timestamp(p.ts_us) AND i.user_id = p.user_id
                 AND i.item_id = p.item_id AND i.kind = p.kind"""
         ).fetchall()
-    finally:
-        ctx.conn.unregister("_reqo_probe")
     return {(int(k), u, i, int(t)) for k, u, i, t in rows}
 
 
@@ -431,8 +436,7 @@ def _existing_portions(
             "session_id": pa.array([w.session_id for w in writes], pa.string()),
         }
     )
-    ctx.conn.register("_reqo_probe", probe)
-    try:
+    with _registered(ctx, "_reqo_probe", probe):
         rows = ctx.conn.execute(
             f"""SELECT DISTINCT i.user_id, i.item_id, i.session_id, epoch_us(i.ts), i.portion,
                       i.time_spent
@@ -440,8 +444,7 @@ def _existing_portions(
                  ON i.kind = {_PORTION.code} AND i.user_id = p.user_id AND i.item_id = p.item_id
                 AND i.session_id IS NOT DISTINCT FROM p.session_id"""
         ).fetchall()
-    finally:
-        ctx.conn.unregister("_reqo_probe")
+
     found = {}
     for user_id, item_id, session_id, ts_us, portion, time_spent in rows:
         found[(user_id, item_id, session_id)] = InteractionWrite(

@@ -155,6 +155,9 @@ def validate_id(value: object, parameter: str) -> str:
         )
     if not ID_PATTERN.fullmatch(value):
         raise BadParameter(parameter, f"{value!r} does not match ^[a-zA-Z0-9_\\-:@.]+$")
+    if value == "undefined":
+        # Recombee forbids it: it is what a JavaScript caller sends when it forgot to set the id.
+        raise BadParameter(parameter, "'undefined' is not allowed as an id")
     return value
 
 

@@ -64,9 +64,3 @@ def datetime_to_epoch(value: datetime) -> float:
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return (value - _EPOCH) / timedelta(seconds=1)
-
-
-def us_to_epoch(us: int) -> float:
-    """Epoch microseconds as epoch seconds; whole seconds stay integral in JSON."""
-    seconds = us / 1_000_000
-    return seconds

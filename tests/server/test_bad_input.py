@@ -142,3 +142,11 @@ def test_unknown_database_and_path(shop: RunningServer) -> None:
     assert unknown.json()["statusCode"] == 404
     wrong_method = shop.request("PATCH", "/items/known")
     assert wrong_method.status_code == 405
+
+
+def test_an_oversized_body_is_413(shop: RunningServer) -> None:
+    before = snapshot(shop)
+    response = shop.request("POST", "/batch/", data=b" " * (64 * 2**20 + 1))
+    assert response.status_code == 413
+    assert "limit" in response.json()["error"]
+    assert snapshot(shop) == before

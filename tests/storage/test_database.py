@@ -168,3 +168,12 @@ def test_dense_indexes_are_never_reused(database: Database) -> None:
     database.write_sync(lambda ctx: catalog.delete_entity(ctx, Entity.ITEM, "b"))
     add("b")
     assert indexes() == {"a": 0, "c": 2, "b": 3}
+
+
+def test_an_in_memory_database_shares_one_store_between_writer_and_readers() -> None:
+    db = Database("memory", None)
+    try:
+        db.write_sync(lambda ctx: catalog.add_entity(ctx, Entity.USER, "u"))
+        assert count(db, "users") == 1
+    finally:
+        db.close()

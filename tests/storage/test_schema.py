@@ -25,7 +25,7 @@ def test_valid_ids(good: str) -> None:
     assert validate_id(good, "itemId") == good
 
 
-@pytest.mark.parametrize("bad", ["", "a b", "a/b", "ü", "a#b", "x" * 257, 42, None])
+@pytest.mark.parametrize("bad", ["", "a b", "a/b", "ü", "a#b", "x" * 257, 42, None, "undefined"])
 def test_invalid_ids(bad: Any) -> None:
     with pytest.raises(BadParameter) as caught:
         validate_id(bad, "itemId")
