@@ -1,1 +1,73 @@
-"""ReQL, Recombee's query language: text -> AST -> typed AST -> DuckDB SQL (a pure library)."""
+"""ReQL, Recombee's expression language: text -> AST -> typed AST -> DuckDB SQL + parameters.
+
+A pure library: it imports nothing of the rest of reqo and does no I/O. The host describes its
+tables with a `Catalog` and runs the SQL.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from reql.builtins import BUILTIN_FUNCTIONS
+from reql.catalog import Catalog, Column, EntityTable, InteractionsTable, Storage
+from reql.checker import Environment, Purpose, check
+from reql.compiler import CompiledExpression, ContextBinding, compile_checked
+from reql.errors import (
+    ReqlError,
+    ReqlEvaluationError,
+    ReqlLimitError,
+    ReqlNameError,
+    ReqlSyntaxError,
+    ReqlTypeError,
+)
+from reql.functions import Function, FunctionRegistry
+from reql.parser import parse
+
+__all__ = [
+    "BUILTIN_FUNCTIONS",
+    "Catalog",
+    "Column",
+    "CompiledExpression",
+    "ContextBinding",
+    "EntityTable",
+    "Environment",
+    "Function",
+    "FunctionRegistry",
+    "InteractionsTable",
+    "Purpose",
+    "ReqlError",
+    "ReqlEvaluationError",
+    "ReqlLimitError",
+    "ReqlNameError",
+    "ReqlSyntaxError",
+    "ReqlTypeError",
+    "Storage",
+    "compile_expression",
+    "parse",
+]
+
+
+def compile_expression(
+    text: str,
+    purpose: Purpose,
+    *,
+    catalog: Catalog,
+    candidate: str = "item",
+    context_item: bool = False,
+    context_user: bool = False,
+    functions: FunctionRegistry = BUILTIN_FUNCTIONS,
+) -> CompiledExpression:
+    """Parse, check and compile an expression (cached: the same inputs compile once).
+
+    `candidate` is what the expression is evaluated over ("item" or "user"); `context_item` and
+    `context_user` say whether the request has them. Raises a ReqlError subclass.
+    """
+    environment = Environment(catalog, functions, candidate, context_item, context_user)
+    return _compile(text, purpose, environment)
+
+
+@lru_cache(maxsize=2048)
+def _compile(text: str, purpose: Purpose, environment: Environment) -> CompiledExpression:
+    tree = parse(text)
+    checked = check(text, tree, environment, purpose)
+    return compile_checked(checked, purpose)

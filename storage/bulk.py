@@ -416,5 +416,5 @@ def _import_interactions(ctx: WriteContext, job: _Job) -> str:
                 CASE WHEN kind = {portion} THEN coalesce(time_spent, 0) END
             FROM {_STAGE}"""
     )
-    ctx.touched_catalog()
+    ctx.touched_interactions()
     return f"{rows} interactions ({len(new_users)} new users, {len(new_items)} new items)"

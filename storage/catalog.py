@@ -7,6 +7,7 @@ Every write function validates everything it can before it writes, so that a ref
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from storage.database import ReadContext, WriteContext
@@ -54,6 +55,7 @@ def delete_entity(ctx: WriteContext, entity: Entity, entity_id: str) -> str:
         f"DELETE FROM interactions WHERE {_interaction_column(entity)} = ?", [entity_id]
     )
     ctx.touched_catalog()
+    ctx.touched_interactions()
     return "ok"
 
 
@@ -93,6 +95,16 @@ def get_values(ctx: ReadContext, entity: Entity, entity_id: str) -> dict[str, An
     return values
 
 
+@dataclass(frozen=True)
+class Condition:
+    """A SQL condition over an entity table under `alias`, with its named parameters (a compiled
+    ReQL filter: the host compiles it, storage only runs it)."""
+
+    sql: str
+    parameters: Mapping[str, Any]
+    alias: str = "c"
+
+
 def list_entities(
     ctx: ReadContext,
     entity: Entity,
@@ -101,19 +113,27 @@ def list_entities(
     offset: int,
     return_properties: bool,
     included_properties: Sequence[str] | None,
+    condition: Condition | None = None,
 ) -> list[Any]:
-    """Ids ordered by id (or dictionaries with their properties), paged by count and offset."""
+    """Ids ordered by id (or dictionaries with their properties) that pass the condition, paged
+    by count and offset."""
     schema = ctx.schema.of(entity)
     if included_properties is not None:
         for name in included_properties:
             if schema.get(name) is None:
                 raise UnknownProperty(entity.value, name)
     limit = "" if count is None else f"LIMIT {int(count)}"
-    paging = f"ORDER BY {_ID} {limit} OFFSET {int(offset)}"
+    where, parameters = "", {}
+    if condition is not None:
+        where, parameters = f"WHERE {condition.sql}", dict(condition.parameters)
+    alias = condition.alias if condition is not None else "c"
+    paging = f"AS {alias} {where} ORDER BY {alias}.{_ID} {limit} OFFSET {int(offset)}"
     if not return_properties:
-        rows = ctx.conn.execute(f"SELECT {_ID} FROM {entity.table} {paging}").fetchall()
+        rows = ctx.conn.execute(
+            f"SELECT {alias}.{_ID} FROM {entity.table} {paging}", parameters
+        ).fetchall()
         return [row[0] for row in rows]
-    records = _select_entities(ctx, entity, paging, [])
+    records = _select_entities(ctx, entity, paging, parameters)
     if included_properties is not None:
         keep = {entity.id_field, *included_properties}
         records = [{k: v for k, v in record.items() if k in keep} for record in records]
@@ -121,7 +141,7 @@ def list_entities(
 
 
 def _select_entities(
-    ctx: ReadContext, entity: Entity, tail: str, parameters: list[Any]
+    ctx: ReadContext, entity: Entity, tail: str, parameters: list[Any] | dict[str, Any]
 ) -> list[dict[str, Any]]:
     # SELECT * reads the columns of the statement's own snapshot, so a property that another
     # request adds or drops meanwhile cannot make this query fail.
@@ -139,6 +159,46 @@ def _select_entities(
                 record[name] = export_value(value)
         records.append(record)
     return records
+
+
+def matching_items(ctx: ReadContext, condition: Condition) -> list[str]:
+    """The ids of the items that pass a condition, in id order."""
+    alias = condition.alias
+    rows = ctx.conn.execute(
+        f"SELECT {alias}.{_ID} FROM items AS {alias} WHERE {condition.sql} ORDER BY {alias}.{_ID}",
+        dict(condition.parameters),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def delete_matching_items(ctx: WriteContext, condition: Condition) -> dict[str, Any]:
+    """Delete every item that passes the condition, with its interactions (Delete More Items)."""
+    ids = matching_items(ctx, condition)
+    if ids:
+        for table, column in (("items", _ID), ("interactions", "item_id")):
+            ctx.conn.execute(
+                f"DELETE FROM {table} WHERE {column} IN (SELECT unnest($ids::VARCHAR[]))",
+                {"ids": ids},
+            )
+        ctx.touched_catalog()
+        ctx.touched_interactions()
+    return {"itemIds": ids, "count": len(ids)}
+
+
+def update_matching_items(
+    ctx: WriteContext, condition: Condition, changes: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Set property values of every item that passes the condition (Update More Items)."""
+    coerced = coerce_values(ctx.schema.items, changes)
+    ids = matching_items(ctx, condition)
+    if ids and coerced:
+        assignments = ", ".join(f"{quote_identifier(name)} = ?" for name in coerced)
+        ctx.conn.execute(
+            f"UPDATE items SET {assignments} WHERE {_ID} IN (SELECT unnest(?::VARCHAR[]))",
+            [*coerced.values(), ids],
+        )
+        ctx.touched_catalog()
+    return {"itemIds": ids, "count": len(ids)}
 
 
 def merge_users(ctx: WriteContext, target_id: str, source_id: str, *, cascade_create: bool) -> str:
@@ -176,6 +236,7 @@ def merge_users(ctx: WriteContext, target_id: str, source_id: str, *, cascade_cr
     )
     ctx.conn.execute(f"DELETE FROM users WHERE {_ID} = ?", [source_id])
     ctx.touched_catalog()
+    ctx.touched_interactions()
     return "ok"
 
 
@@ -275,4 +336,5 @@ def reset(ctx: WriteContext) -> str:
         ctx.conn.execute(f"DELETE FROM {entity.table}")
     ctx.conn.execute("DELETE FROM interactions")
     ctx.schema_changed()
+    ctx.touched_interactions()
     return "ok"

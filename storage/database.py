@@ -82,6 +82,7 @@ class WriteContext:
         self._schema_dirty = False
         self.schema_was_changed = False
         self.catalog_changed = False
+        self.interactions_changed = False
 
     @property
     def schema(self) -> Schema:
@@ -98,8 +99,12 @@ class WriteContext:
         self.catalog_changed = True
 
     def touched_catalog(self) -> None:
-        """Call after changing items, users or interactions (bumps the catalog version)."""
+        """Call after changing items or users (bumps the catalog version)."""
         self.catalog_changed = True
+
+    def touched_interactions(self) -> None:
+        """Call after adding or deleting interactions (bumps the interactions version)."""
+        self.interactions_changed = True
 
 
 ReadContext = WriteContext
@@ -151,6 +156,9 @@ class Database:
         self._schema = load_schema(self._conn)
         self._version = itertools.count(1)
         self.catalog_version = 0
+        """Moves on every commit that changed items, users or properties."""
+        self.interactions_version = 0
+        """Moves on every commit that changed interactions."""
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix=f"reqo-read-{name}")
@@ -260,6 +268,7 @@ class Database:
                     outcomes.append((True, job.run(ctx)))
                 except StorageError as error:
                     outcomes.append((False, error))
+                    _ensure_alive(conn, error)
                 index += 1
             conn.execute("COMMIT")
         except BaseException as error:
@@ -270,7 +279,8 @@ class Database:
                 self._schema = load_schema(conn)
             if len(jobs) == 1:
                 if not jobs[0].future.done():
-                    jobs[0].future.set_exception(error)
+                    cause = error.refusal if isinstance(error, _Aborted) else error
+                    jobs[0].future.set_exception(cause)
                 return
             for job in jobs:
                 self._run_group([job])
@@ -279,11 +289,30 @@ class Database:
             self._schema = load_schema(conn)
         if ctx.catalog_changed:
             self.catalog_version = next(self._version)
+        if ctx.interactions_changed:
+            self.interactions_version = next(self._version)
         for job, (ok, value) in zip(jobs, outcomes, strict=True):
             if ok:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(value)
+
+
+class _Aborted(Exception):
+    """A job refused after a failed statement, which aborted the group's transaction."""
+
+    def __init__(self, refusal: StorageError) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+def _ensure_alive(conn: duckdb.DuckDBPyConnection, refusal: StorageError) -> None:
+    # A statement that failed inside the transaction (e.g. a filter that overflowed) aborts it,
+    # and DuckDB would then turn COMMIT into a silent rollback of the whole group.
+    try:
+        conn.execute("SELECT 1")
+    except duckdb.Error:
+        raise _Aborted(refusal) from None
 
 
 def _rollback(conn: duckdb.DuckDBPyConnection) -> None:

@@ -311,7 +311,7 @@ def insert_rows(ctx: WriteContext, rows: Sequence[tuple[Any, ...]]) -> None:
                 + ", ".join(_VALUE_COLUMNS)
                 + " FROM _reqo_new_interactions"
             )
-    ctx.touched_catalog()
+    ctx.touched_interactions()
 
 
 _COLUMN_TYPES = (
@@ -498,7 +498,7 @@ def delete_interactions(ctx: WriteContext, kind: InteractionKind, params: Mappin
             f"no {kind.reql_name.replace('_', ' ')} of item '{item_id}' by user '{user_id}' "
             "match the request"
         )
-    ctx.touched_catalog()
+    ctx.touched_interactions()
     return "ok"
 
 

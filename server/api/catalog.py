@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from server.api.operations import Mode, Operation, Params
+from server.expressions import condition, run_guarded
 from storage import catalog
 from storage.database import WriteContext
 from storage.errors import BadParameter
@@ -46,15 +47,24 @@ def entity_operations(entity: Entity) -> list[Operation]:
     def list_all(ctx: WriteContext, args: Mapping[str, str], params: Params) -> object:
         merged = params.merged
         check_known(merged, _LIST_PARAMS)
-        if merged.get("filter") not in (None, ""):
-            raise BadParameter("filter", "ReQL filters are not supported by this server yet")
-        return catalog.list_entities(
-            ctx,
-            entity,
-            count=read_int(merged, "count"),
-            offset=read_int(merged, "offset", default=0) or 0,
-            return_properties=read_bool(merged, "returnProperties", False),
-            included_properties=read_str_list(merged, "includedProperties"),
+        text = merged.get("filter")
+        where = None if text in (None, "") else condition(ctx, text, candidate=entity)
+        count = read_int(merged, "count")
+        offset = read_int(merged, "offset", default=0) or 0
+        return_properties = read_bool(merged, "returnProperties", False)
+        included = read_str_list(merged, "includedProperties")
+        return run_guarded(
+            str(text),
+            "filter",
+            lambda: catalog.list_entities(
+                ctx,
+                entity,
+                count=count,
+                offset=offset,
+                return_properties=return_properties,
+                included_properties=included,
+                condition=where,
+            ),
         )
 
     def add_property(ctx: WriteContext, args: Mapping[str, str], params: Params) -> str:
@@ -108,6 +118,34 @@ def _reset(ctx: WriteContext, args: Mapping[str, str], params: Params) -> str:
     return catalog.reset(ctx)
 
 
+def _delete_more_items(ctx: WriteContext, args: Mapping[str, str], params: Params) -> object:
+    merged = params.merged
+    check_known(merged, ("filter",))
+    text = _required_filter(merged)
+    where = condition(ctx, text)
+    return run_guarded(text, "filter", lambda: catalog.delete_matching_items(ctx, where))
+
+
+def _update_more_items(ctx: WriteContext, args: Mapping[str, str], params: Params) -> object:
+    merged = params.merged
+    check_known(merged, ("filter", "changes"))
+    text = _required_filter(merged)
+    changes = merged.get("changes")
+    if not isinstance(changes, dict):
+        raise BadParameter("changes", "must be an object of property values")
+    where = condition(ctx, text)
+    return run_guarded(text, "filter", lambda: catalog.update_matching_items(ctx, where, changes))
+
+
+def _required_filter(merged: Mapping[str, object]) -> str:
+    text = merged.get("filter")
+    if text is None or text == "":
+        raise BadParameter("filter", "is required")
+    if not isinstance(text, str):
+        raise BadParameter("filter", "must be a string")
+    return text
+
+
 def catalog_operations() -> list[Operation]:
     return [
         *entity_operations(Entity.ITEM),
@@ -120,5 +158,7 @@ def catalog_operations() -> list[Operation]:
             Mode.WRITE,
             status=201,
         ),
+        Operation("delete more items", "DELETE", "/more-items/", _delete_more_items, Mode.WRITE),
+        Operation("update more items", "POST", "/more-items/", _update_more_items, Mode.WRITE),
         Operation("reset database", "DELETE", "/", _reset, Mode.WRITE),
     ]

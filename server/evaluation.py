@@ -1,0 +1,237 @@
+"""Evaluation of ReQL over the dense item index, for the recommendation pipeline.
+
+Filters give a boolean mask, boosters a float vector, value expressions the values of given
+items. Results are cached by (expression, bound values, data versions), so a repeated filter costs
+no SQL at all; expressions that call random() are never cached.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+import reql
+from server.expressions import NO_CONTEXT, Context, compile_for, current_time, run_guarded
+from storage.database import Database, ReadContext
+from storage.schema import ID_COLUMN, INDEX_COLUMN, Entity, export_value, quote_identifier
+
+_IDX = quote_identifier(INDEX_COLUMN)
+_ID = quote_identifier(ID_COLUMN)
+
+
+class _LruCache:
+    """A thread-safe LRU cache bounded by the summed size of its values."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> Any | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry[0]
+
+    def put(self, key: Hashable, value: Any, size: int) -> None:
+        if size > self.capacity:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._size -= old[1]
+            self._entries[key] = (value, size)
+            self._size += size
+            while self._size > self.capacity:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._size -= dropped
+
+
+class ExpressionEngine:
+    """Evaluates ReQL expressions over one database's items (the candidates of a request)."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        cache_bytes: int = 128 * 2**20,
+        functions: reql.FunctionRegistry = reql.BUILTIN_FUNCTIONS,
+    ) -> None:
+        self.database = database
+        self.functions = functions
+        self.results = _LruCache(cache_bytes)
+        self._contexts = _LruCache(4096)
+        self._sizes = _LruCache(16)
+
+    # -- the public evaluation API --------------------------------------------------------------
+
+    def compile(
+        self, ctx: ReadContext, text: str, purpose: reql.Purpose, context: Context, parameter: str
+    ) -> reql.CompiledExpression:
+        return compile_for(
+            ctx.schema,
+            text,
+            purpose,
+            parameter=parameter,
+            context_item=context.item_id is not None,
+            context_user=context.user_id is not None,
+            functions=self.functions,
+        )
+
+    def mask(
+        self, ctx: ReadContext, text: str, context: Context = NO_CONTEXT, parameter: str = "filter"
+    ) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """True at the dense index of every item that passes the filter (null counts as false).
+
+        The array has one entry per index ever given out; it is shared: do not modify it.
+        """
+        compiled = self.compile(ctx, text, reql.Purpose.FILTER, context, parameter)
+        key, parameters = self._key(ctx, compiled, context)
+        cached = self.results.get(key) if key is not None else None
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        size = self.index_size(ctx)
+        alias = compiled.candidate_alias
+        sql = f"SELECT {alias}.{_IDX} AS i FROM items AS {alias} WHERE {compiled.sql}"
+        indices = run_guarded(
+            compiled.source, parameter, lambda: ctx.conn.execute(sql, parameters).fetchnumpy()["i"]
+        )
+        mask = np.zeros(size, dtype=np.bool_)
+        mask[np.asarray(indices, dtype=np.int64)] = True
+        mask.flags.writeable = False
+        if key is not None:
+            self.results.put(key, mask, mask.nbytes)
+        return mask
+
+    def boosts(
+        self, ctx: ReadContext, text: str, context: Context = NO_CONTEXT, parameter: str = "booster"
+    ) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """The booster's value at each dense index; 1 where it is null or NaN (or no item)."""
+        compiled = self.compile(ctx, text, reql.Purpose.BOOSTER, context, parameter)
+        key, parameters = self._key(ctx, compiled, context)
+        cached = self.results.get(key) if key is not None else None
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        size = self.index_size(ctx)
+        alias = compiled.candidate_alias
+        sql = (
+            f"SELECT {alias}.{_IDX} AS i, CAST({compiled.sql} AS DOUBLE) AS v FROM items AS {alias}"
+        )
+        columns = run_guarded(
+            compiled.source, parameter, lambda: ctx.conn.execute(sql, parameters).fetchnumpy()
+        )
+        values = np.ma.filled(np.ma.asarray(columns["v"], dtype=np.float64), np.nan)
+        values = np.where(np.isnan(values), 1.0, values)
+        boosts = np.ones(size, dtype=np.float64)
+        boosts[np.asarray(columns["i"], dtype=np.int64)] = values
+        boosts.flags.writeable = False
+        if key is not None:
+            self.results.put(key, boosts, boosts.nbytes)
+        return boosts
+
+    def values(
+        self,
+        ctx: ReadContext,
+        text: str,
+        item_ids: Sequence[str],
+        context: Context = NO_CONTEXT,
+        parameter: str = "reqlExpressions",
+    ) -> list[Any]:
+        """The value of an expression for each of the given items, in JSON form (None for an
+        unknown item, NaN or infinity)."""
+        compiled = self.compile(ctx, text, reql.Purpose.VALUE, context, parameter)
+        _, parameters = self._key(ctx, compiled, context)
+        if not item_ids:
+            return []
+        alias = compiled.candidate_alias
+        parameters["ids"] = list(item_ids)
+        sql = (
+            f"SELECT {alias}.{_ID}, {compiled.sql} FROM items AS {alias} "
+            f"WHERE {alias}.{_ID} IN (SELECT unnest(CAST($ids AS VARCHAR[])))"
+        )
+        rows = run_guarded(
+            compiled.source, parameter, lambda: ctx.conn.execute(sql, parameters).fetchall()
+        )
+        found = {row[0]: _json_value(row[1]) for row in rows}
+        return [found.get(item_id) for item_id in item_ids]
+
+    def index_size(self, ctx: ReadContext) -> int:
+        """How many dense item indexes have been given out (the length of masks and vectors)."""
+        version = self.database.catalog_version
+        cached = self._sizes.get(version)
+        if cached is not None:
+            return int(cached)
+        row = ctx.conn.execute(f"SELECT coalesce(max({_IDX}) + 1, 0) FROM items").fetchone()
+        size = int(row[0]) if row else 0
+        self._sizes.put(version, size, 1)
+        return size
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _key(
+        self, ctx: ReadContext, compiled: reql.CompiledExpression, context: Context
+    ) -> tuple[Hashable | None, dict[str, Any]]:
+        """The cache key of one evaluation (None when it must not be cached) and its parameters."""
+        # Read the versions before any query: a result is then never newer-labelled than its data.
+        catalog_version = self.database.catalog_version
+        interactions_version = (
+            self.database.interactions_version if compiled.uses_interactions else -1
+        )
+        needs = {b.entity for b in compiled.context}
+        item = self._context_values(ctx, Entity.ITEM, context.item_id) if "item" in needs else None
+        user = self._context_values(ctx, Entity.USER, context.user_id) if "user" in needs else None
+        parameters = compiled.bind(now=current_time(), context_item=item, context_user=user)
+        if compiled.volatile:
+            return None, parameters
+        bound = json.dumps(parameters, sort_keys=True, default=str)
+        key = (
+            compiled.purpose,
+            compiled.source,
+            bound,
+            catalog_version,
+            interactions_version,
+        )
+        return key, parameters
+
+    def _context_values(
+        self, ctx: ReadContext, entity: Entity, entity_id: str | None
+    ) -> Mapping[str, Any] | None:
+        if entity_id is None:
+            return None
+        key = (entity, entity_id, self.database.catalog_version)
+        cached = self._contexts.get(key)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        cursor = ctx.conn.execute(f"SELECT * FROM {entity.table} WHERE {_ID} = ?", [entity_id])
+        names = [d[0] for d in cursor.description or ()]
+        row = cursor.fetchone()
+        values: dict[str, Any] = {entity.id_field: entity_id}
+        if row is not None:
+            for name, value in zip(names, row, strict=True):
+                if name not in (INDEX_COLUMN, ID_COLUMN):
+                    values[name] = export_value(value)
+        self._contexts.put(key, values, 1)
+        return values
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    return value
