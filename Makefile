@@ -31,6 +31,7 @@ bench: install
 	$(BIN)/python -m bench.ingest_http
 	$(BIN)/python -m bench.write_latency
 	$(BIN)/python -m bench.import_parquet
+	$(BIN)/python -m bench.reql_filter
 
 clean:
 	rm -rf $(VENV) data build *.egg-info .mypy_cache .pytest_cache .ruff_cache

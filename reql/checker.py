@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from reql import types as t
 from reql.catalog import Catalog, Column, EntityTable
 from reql.errors import ReqlError, ReqlNameError, ReqlTypeError
 from reql.functions import Argument, Function, FunctionRegistry, SignatureError
+from reql.operators import binary_result, comparison_problem
 from reql.parser import start_of
 from reql.types import Kind, Type
 
@@ -156,7 +158,7 @@ class _Checker:
             names = [*table.names, *(n for scope in self.scopes for n in scope)]
             raise self.fail(
                 ReqlNameError,
-                f"unknown {table.entity} property '{node.name}'{_did_you_mean(node.name, names)}",
+                f"unknown property '{node.name}'{_did_you_mean(node.name, names)}",
                 node,
             )
         return Info(column.type, not column.type.is_collection, column=column)
@@ -187,7 +189,7 @@ class _Checker:
                 names = [k for k, _ in target.type.fields]
                 raise self.fail(
                     ReqlNameError,
-                    f"the dictionary has no key '{node.key.value}'"
+                    f"the dictionary has no key {_quoted(node.key.value)}"
                     f"{_did_you_mean(node.key.value, names)}",
                     node.key,
                 )
@@ -224,7 +226,8 @@ class _Checker:
         if column is None:
             raise self.fail(
                 ReqlNameError,
-                f"unknown {entity} property '{key.value}'{_did_you_mean(key.value, table.names)}",
+                f"unknown property {_quoted(key.value)} of the context {entity}"
+                f"{_did_you_mean(key.value, table.names)}",
                 key,
             )
         return Info(column.type, not column.type.is_collection, column=column, context=entity)
@@ -248,6 +251,13 @@ class _Checker:
                 ReqlTypeError,
                 f"{function.name}() takes {function.arity} argument"
                 f"{'' if function.arity == '1' else 's'}, not {count}",
+                node,
+            )
+        if function.reads_tables and self.scopes:
+            raise self.fail(
+                ReqlTypeError,
+                f"{function.name}() cannot be called inside a lambda (it reads another table, "
+                "which DuckDB cannot do in a list lambda); call it outside, e.g. on a set of ids",
                 node,
             )
         if function.uses_interactions and self.env.catalog.interactions is None:
@@ -281,6 +291,9 @@ class _Checker:
             ) from None
         if function.result_from_catalog is not None:
             result = function.result_from_catalog(self.env.catalog)
+        if function.nullable is None and any(a.type.is_null for a in checked_args):
+            # "A function with a null argument returns null."
+            result = t.NULL
         if function.nullable is not None:
             nullable = function.nullable(checked_args)
         else:
@@ -358,7 +371,9 @@ class _Checker:
                 node,
             )
         nullable = left.nullable or right.nullable
-        return Info(result, nullable and not result.is_collection)
+        if result.is_collection and not (left.type.is_null or right.type.is_null):
+            nullable = False  # set operations on sets give sets, never null
+        return Info(result, nullable)
 
     def logical_type(self, node: ast.Logical) -> Info:
         nullable = False
@@ -404,74 +419,10 @@ class _Checker:
         return Info(result, then.nullable or otherwise.nullable)
 
 
-def binary_result(operator: str, left: Type, right: Type) -> Type | None:
-    """The type of `left operator right`, or None when the operator does not apply."""
-    if left.is_mixed or right.is_mixed:
-        return None
-    if left.is_null and right.is_null:
-        return t.NULL
-    if left.is_null or right.is_null:
-        other = right if left.is_null else left
-        if other.is_collection:
-            return None
-        if other.kind is Kind.TIMESTAMP and operator in ("+", "-"):
-            return t.TIMESTAMP
-        # Whatever the null stands for, the result is null: type it as the other operand would be.
-        partner = t.INT if other.kind in (Kind.INT, Kind.TIMESTAMP) else other
-        return binary_result(
-            operator, other if other.kind is not Kind.TIMESTAMP else t.DOUBLE, partner
-        )
-    numbers = left.is_number and right.is_number
-    if operator in ("/", "%"):
-        return t.DOUBLE if numbers else None
-    if operator in ("+", "-", "*") and numbers:
-        return t.INT if left == right == t.INT else t.DOUBLE
-    if operator == "*":
-        return None
-    if operator == "&":
-        return _set_result(left, right, left.kind is right.kind is Kind.ARRAY)
-    if operator == "+":
-        if (left.kind is Kind.TIMESTAMP and right.is_number) or (
-            left.is_number and right.kind is Kind.TIMESTAMP
-        ):
-            return t.TIMESTAMP
-        if left.kind is right.kind is Kind.STRING:
-            return t.STRING
-        return _set_result(left, right, left.kind is right.kind is Kind.ARRAY)
-    # "-"
-    if left.kind is Kind.TIMESTAMP and right.is_number:
-        return t.TIMESTAMP
-    if left.kind is right.kind is Kind.TIMESTAMP:
-        return t.DOUBLE
-    return _set_result(left, right, left.kind is Kind.ARRAY)
-
-
-def _set_result(left: Type, right: Type, array: bool) -> Type | None:
-    if not (left.is_collection and right.is_collection):
-        return None
-    element = t.unify(left.element or t.NULL, right.element or t.NULL)
-    if element is None:
-        return None
-    return Type(Kind.ARRAY if array else Kind.SET, element)
-
-
-def comparison_problem(operator: str, left: Type, right: Type) -> str | None:
-    """Why `left operator right` is not allowed, or None."""
-    if operator in ("==", "!="):
-        return None
-    if operator in ("in", "not in"):
-        if right.is_null or right.is_collection:
-            return None
-        if right.kind is Kind.STRING and left.kind in (Kind.STRING, Kind.NULL):
-            return None
-        return f"'{operator}' needs a set, an array or a string on its right, not {right}"
-    if left.is_null or right.is_null:
-        return None
-    if left.is_mixed or right.is_mixed:
-        return f"'{operator}' cannot compare a set that mixes kinds of values"
-    if left.family == right.family and left.family in ("numeric", "string", "collection"):
-        return None
-    return f"'{operator}' cannot compare {left} and {right}"
+def _quoted(text: str) -> str:
+    """Caller text for a message, in quotes, with control characters escaped."""
+    escaped = json.dumps(text, ensure_ascii=False)[1:-1].replace('\\"', '"')
+    return f"'{escaped}'"
 
 
 def _did_you_mean(name: str, candidates: Sequence[str]) -> str:

@@ -16,7 +16,7 @@ from reql import types as t
 from reql.catalog import Catalog, Storage
 from reql.checker import Checked, Info, Purpose
 from reql.functions import CallSql
-from reql.operators import binary_sql, comparison_sql
+from reql.operators import binary_sql, comparison_sql, normalized_set
 from reql.types import Kind, Type, quote_identifier, quote_string
 
 _PARAMETER = re.compile(r'(?<!")\$(p\d+|ctx\d+|now)\b')
@@ -142,6 +142,11 @@ class SqlCompiler:
     # -- dispatch -------------------------------------------------------------------------------
 
     def sql(self, node: ast.Node) -> str:
+        if self.checked[node].type.is_null and not isinstance(node, ast.Lambda):
+            # A node of type null is null whatever the data (an empty set's max, a lambda variable
+            # over an empty set); plain NULL also spares DuckDB from binding functions to the
+            # placeholder types of empty lists.
+            return "NULL"
         text: str = getattr(self, f"{node.kind}_sql")(node)
         return text
 
@@ -181,8 +186,11 @@ class SqlCompiler:
             if unique:
                 values = list(dict.fromkeys(values))
             return self.bind(values, info.type)
-        items = ", ".join(self.coerce(e, element_type) for e in elements)
-        listed = f"CAST([{items}] AS {info.type.sql()})"
+        parts = [self.coerce(e, element_type) for e in elements]
+        if unique and element_type.is_collection:
+            # Sets inside a set are compared as sets: {1, 2} and {2, 1} are one element.
+            parts = [normalized_set(part) for part in parts]
+        listed = f"CAST([{', '.join(parts)}] AS {info.type.sql()})"
         return f"list_distinct({listed})" if unique else listed
 
     def property_sql(self, node: ast.Property) -> str:

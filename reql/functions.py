@@ -96,6 +96,8 @@ class Function:
     nullable: Callable[[Sequence[Argument]], bool] | None = None
     volatile: bool = False
     uses_interactions: bool = False
+    reads_tables: bool = False
+    """Its SQL is a subquery, which DuckDB cannot run inside a list lambda."""
     result_from_catalog: Callable[[Catalog], Type] | None = None
     lambda_argument: int | None = None
     lambda_variables: LambdaVariables | None = None

@@ -1,17 +1,98 @@
-"""SQL for ReQL's operators, with ReQL's semantics where DuckDB's differ (null equality, NaN on
-division by zero, sets compared by inclusion, membership in mixed set literals)."""
+"""ReQL's operators: their typing rules, and their SQL with ReQL's semantics where DuckDB's differ
+(null equality, NaN on division by zero, sets compared by inclusion, membership in mixed set
+literals)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from reql import ast
+from reql import types as t
 from reql.types import Kind, Type, unify
 
 if TYPE_CHECKING:
     from reql.compiler import SqlCompiler
 
 NAN = "CAST('NaN' AS DOUBLE)"
+
+
+# -- types ---------------------------------------------------------------------------------------
+
+
+def binary_result(operator: str, left: Type, right: Type) -> Type | None:
+    """The type of `left operator right`, or None when the operator does not apply."""
+    if left.is_mixed or right.is_mixed:
+        return None
+    if left.is_null and right.is_null:
+        return t.NULL
+    if left.is_null or right.is_null:
+        other = right if left.is_null else left
+        if other.is_collection:
+            return other if operator in ("+", "-", "&") else None
+        if other.kind is Kind.TIMESTAMP and operator in ("+", "-"):
+            # null - timestamp can only be a difference of timestamps (a number of seconds).
+            return t.DOUBLE if operator == "-" and right is other else t.TIMESTAMP
+        # Whatever the null stands for, the result is null: type it as the other operand would be.
+        partner = t.INT if other.kind in (Kind.INT, Kind.TIMESTAMP) else other
+        return binary_result(
+            operator, other if other.kind is not Kind.TIMESTAMP else t.DOUBLE, partner
+        )
+    numbers = left.is_number and right.is_number
+    if operator in ("/", "%"):
+        return t.DOUBLE if numbers else None
+    if operator in ("+", "-", "*") and numbers:
+        return t.INT if left == right == t.INT else t.DOUBLE
+    if operator == "*":
+        return None
+    if operator == "&":
+        return _set_result(left, right, left.kind is right.kind is Kind.ARRAY)
+    if operator == "+":
+        if (left.kind is Kind.TIMESTAMP and right.is_number) or (
+            left.is_number and right.kind is Kind.TIMESTAMP
+        ):
+            return t.TIMESTAMP
+        if left.kind is right.kind is Kind.STRING:
+            return t.STRING
+        return _set_result(left, right, left.kind is right.kind is Kind.ARRAY)
+    # "-"
+    if left.kind is Kind.TIMESTAMP and right.is_number:
+        return t.TIMESTAMP
+    if left.kind is right.kind is Kind.TIMESTAMP:
+        return t.DOUBLE
+    return _set_result(left, right, left.kind is Kind.ARRAY)
+
+
+def _set_result(left: Type, right: Type, array: bool) -> Type | None:
+    if not (left.is_collection and right.is_collection):
+        return None
+    element = t.unify(left.element or t.NULL, right.element or t.NULL)
+    if element is None:
+        return None
+    return Type(Kind.ARRAY if array else Kind.SET, element)
+
+
+def comparison_problem(operator: str, left: Type, right: Type) -> str | None:
+    """Why `left operator right` is not allowed, or None."""
+    if operator in ("==", "!="):
+        return None
+    if operator in ("in", "not in"):
+        if right.is_null or right.is_collection:
+            return None
+        if right.kind is Kind.STRING and left.kind in (Kind.STRING, Kind.NULL):
+            return None
+        return f"'{operator}' needs a set, an array or a string on its right, not {right}"
+    if left.is_null or right.is_null:
+        return None
+    if left.is_mixed or right.is_mixed:
+        return f"'{operator}' cannot compare a set that mixes kinds of values"
+    if left.family == right.family and left.family in ("numeric", "string"):
+        return None
+    if left.family == right.family == "collection" and unify(left, right) is not None:
+        return None
+    return f"'{operator}' cannot compare {left} and {right}"
+
+
+# -- SQL -----------------------------------------------------------------------------------------
 
 
 def binary_sql(compiler: SqlCompiler, node: ast.Binary) -> str:
@@ -84,7 +165,9 @@ def _equality(compiler: SqlCompiler, left: ast.Node, right: ast.Node, equal: boo
     ):
         return "FALSE" if equal else "TRUE"
     if a_type.is_collection:
-        common = _common(a_type, b_type)
+        common = unify(a_type, b_type)
+        if common is None:  # sets of different kinds of values: never equal
+            return "FALSE" if equal else "TRUE"
         a, b = compiler.coerce(left, common), compiler.coerce(right, common)
         if not (a_type.kind is b_type.kind is Kind.ARRAY):
             a, b = f"list_sort(list_distinct({a}))", f"list_sort(list_distinct({b}))"
@@ -115,10 +198,27 @@ def _membership(compiler: SqlCompiler, left: ast.Node, right: ast.Node) -> str:
             return "FALSE"
         if not left_type.is_collection:
             return f"({compiler.sql(left)} IN ({', '.join(elements)}))"
-        return f"list_contains([{', '.join(elements)}], {compiler.sql(left)})"
+        inner = right_type.element or t.NULL
+        if right_type.is_mixed or Kind.SET not in (left_type.kind, inner.kind):
+            return f"list_contains([{', '.join(elements)}], {compiler.sql(left)})"
+        common = unify(left_type, inner) or inner
+        sets = [normalized_set(compiler.coerce(e, common)) for e in right.elements]
+        return (
+            f"list_contains([{', '.join(sets)}], {normalized_set(compiler.coerce(left, common))})"
+        )
     element = right_type.element
     if element is None or element.is_null:
         return "FALSE"
     if element.family != left_type.family:
         return "FALSE"
+    if left_type.is_collection and Kind.SET in (left_type.kind, element.kind):
+        # Membership of a set compares as sets, whatever order the elements were given in.
+        each = '"$s"'
+        normalized = f"list_transform({compiler.sql(right)}, lambda {each}: {normalized_set(each)})"
+        return f"list_contains({normalized}, {normalized_set(compiler.sql(left))})"
     return f"list_contains({compiler.sql(right)}, {compiler.sql(left)})"
+
+
+def normalized_set(sql: str) -> str:
+    """A set's SQL in its one canonical form (sorted, without duplicates), for comparisons."""
+    return f"list_sort(list_distinct({sql}))"

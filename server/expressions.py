@@ -1,8 +1,7 @@
-"""ReQL in the server: the catalog that reql compiles against, errors as HTTP 400, and the
-evaluation of filters, boosters and values over the dense item index, with caches.
+"""ReQL in the server: the catalog that reql compiles against, ReQL errors as HTTP 400s, and
+filters as storage conditions (list endpoints, Delete/Update More Items).
 
-A repeated expression costs no SQL at all: compiled expressions are cached by text, results by
-(expression, bound values, catalog version), and context items and users by version too.
+The evaluation over the dense item index, for recommendations, is in server/evaluation.py.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from storage.schema import (
     Schema,
 )
 
-Purpose = reql.Purpose
 T = TypeVar("T")
 
 _TYPES: dict[PropertyType, rt.Type] = {

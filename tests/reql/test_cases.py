@@ -26,8 +26,18 @@ from tests.reql.shop import build_shop
 CASES_FILE = Path(__file__).with_name("cases.yaml")
 CASES: list[dict[str, Any]] = yaml.safe_load(CASES_FILE.read_text())
 KNOWN_KEYS = {
-    "expr", "purpose", "item", "user", "candidate", "ids", "boosts", "value", "at", "values",
-    "error", "note",
+    "expr",
+    "purpose",
+    "item",
+    "user",
+    "candidate",
+    "ids",
+    "boosts",
+    "value",
+    "at",
+    "values",
+    "error",
+    "note",
 }
 
 
@@ -54,8 +64,16 @@ def test_case(case: dict[str, Any], shop: Database, engine: ExpressionEngine) ->
     assert len(expectations) == 1, "a case states exactly one expectation"
     text = str(case["expr"])
     context = Context(item_id=case.get("item"), user_id=case.get("user"))
-    purpose = reql.Purpose(case.get("purpose", "value" if {"value", "values"} & set(case) else
-                                    "booster" if "boosts" in case else "filter"))
+    purpose = reql.Purpose(
+        case.get(
+            "purpose",
+            "value"
+            if {"value", "values"} & set(case)
+            else "booster"
+            if "boosts" in case
+            else "filter",
+        )
+    )
     try:
         outcome = shop.read_sync(lambda ctx: _evaluate(ctx, engine, case, text, purpose, context))
     except BadExpression as failure:
@@ -63,7 +81,9 @@ def test_case(case: dict[str, Any], shop: Database, engine: ExpressionEngine) ->
         assert "error" in case, f"unexpected error: {error}"
         expected = case["error"]
         assert type(error).__name__ == expected["class"], str(error)
-        assert (error.line, error.column) == (expected.get("line", 1), expected["column"]), str(error)
+        assert (error.line, error.column) == (expected.get("line", 1), expected["column"]), str(
+            error
+        )
         if "message" in expected:
             assert expected["message"] in error.message
         assert str(error).startswith("ReQL: ")
@@ -92,11 +112,20 @@ def _evaluate(
     if case.get("candidate") == "user":
         where = condition(ctx, text, candidate=Entity.USER)
         return catalog.list_entities(
-            ctx, Entity.USER, count=None, offset=0, return_properties=False,
-            included_properties=None, condition=where,
+            ctx,
+            Entity.USER,
+            count=None,
+            offset=0,
+            return_properties=False,
+            included_properties=None,
+            condition=where,
         )
     ids = catalog.list_entities(
-        ctx, Entity.ITEM, count=None, offset=0, return_properties=False,
+        ctx,
+        Entity.ITEM,
+        count=None,
+        offset=0,
+        return_properties=False,
         included_properties=None,
     )
     rows = ctx.conn.execute('SELECT "$id", "$idx" FROM items').fetchall()

@@ -8,11 +8,12 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from storage import catalog
 from storage.database import CoalescedJob, Database, WriteContext, WriteJob
-from storage.errors import Conflict, EntityNotFound
+from storage.errors import Conflict, EntityNotFound, InvalidInput
 from storage.interactions import InteractionKind, apply_interaction_writes, parse_interaction
 from storage.schema import Entity
 
@@ -177,3 +178,40 @@ def test_an_in_memory_database_shares_one_store_between_writer_and_readers() -> 
         assert count(db, "users") == 1
     finally:
         db.close()
+
+
+def test_a_refusal_after_a_failed_statement_does_not_lose_its_neighbours(
+    database: Database,
+) -> None:
+    # A filter that fails at run time (an overflow) aborts DuckDB's transaction; the writer must
+    # notice, instead of letting COMMIT silently roll back the other jobs of the group.
+    database.write_sync(lambda ctx: catalog.add_entity(ctx, Entity.ITEM, "a"))
+
+    def failing(ctx: WriteContext) -> str:
+        try:
+            ctx.conn.execute("SELECT 9223372036854775807 + count(*) FROM items").fetchall()
+        except duckdb.Error:
+            raise InvalidInput("the filter overflowed") from None
+        return "unreachable"
+
+    jobs = [
+        WriteJob(lambda ctx: catalog.add_entity(ctx, Entity.ITEM, "b")),
+        WriteJob(lambda ctx: catalog.add_entity(ctx, Entity.ITEM, "c")),
+        WriteJob(failing),
+    ]
+    database._run_group(list(jobs))  # as the writer thread would, with all three in one group
+    assert jobs[0].future.result() == "ok"
+    assert jobs[1].future.result() == "ok"
+    with pytest.raises(InvalidInput, match="overflowed"):
+        jobs[2].future.result()
+    ids = database.read_sync(
+        lambda ctx: catalog.list_entities(
+            ctx,
+            Entity.ITEM,
+            count=None,
+            offset=0,
+            return_properties=False,
+            included_properties=None,
+        )
+    )
+    assert ids == ["a", "b", "c"]
