@@ -253,13 +253,6 @@ class _Checker:
                 f"{'' if function.arity == '1' else 's'}, not {count}",
                 node,
             )
-        if function.reads_tables and self.scopes:
-            raise self.fail(
-                ReqlTypeError,
-                f"{function.name}() cannot be called inside a lambda (it reads another table, "
-                "which DuckDB cannot do in a list lambda); call it outside, e.g. on a set of ids",
-                node,
-            )
         if function.uses_interactions and self.env.catalog.interactions is None:
             raise self.fail(
                 ReqlNameError,

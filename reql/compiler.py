@@ -15,7 +15,7 @@ from reql import ast
 from reql import types as t
 from reql.catalog import Catalog, Storage
 from reql.checker import Checked, Info, Purpose
-from reql.functions import CallSql
+from reql.functions import CallSql, LambdaSql
 from reql.operators import binary_sql, comparison_sql, normalized_set
 from reql.types import Kind, Type, quote_identifier, quote_string
 
@@ -110,6 +110,7 @@ class SqlCompiler:
     _aliases: int = 0
     _variables: list[list[str]] = field(default_factory=list)
     _lambda_names: list[tuple[str, ...]] = field(default_factory=list)
+    _reads_tables: dict[int, bool] = field(default_factory=dict)
 
     @property
     def catalog(self) -> Catalog:
@@ -247,13 +248,24 @@ class SqlCompiler:
         self.volatile = self.volatile or function.volatile
         self.uses_interactions = self.uses_interactions or function.uses_interactions
         infos = [self.info(a) for a in arguments]
+        sqls: list[str] = []
+        lambdas: dict[int, LambdaSql] = {}
+        for position, argument in enumerate(arguments):
+            if isinstance(argument, ast.Lambda):
+                parts = self._lambda_parts(argument)
+                lambdas[position] = parts
+                names = [parts.element, parts.position][: len(argument.parameters)]
+                sqls.append(f"lambda {', '.join(names)}: {parts.body}")
+            else:
+                sqls.append(self.sql(argument))
         call = CallSql(
-            arguments=[self.sql(a) for a in arguments],
+            arguments=sqls,
             types=[i.type for i in infos],
             nullable=[i.nullable for i in infos],
             nodes=arguments,
             result=info.type,
             services=self,
+            lambdas=lambdas,
         )
         sql = function.render(call)
         if function.null_in_null_out:
@@ -264,9 +276,9 @@ class SqlCompiler:
                 sql = f"(CASE WHEN {' OR '.join(tests)} THEN NULL ELSE {sql} END)"
         return sql
 
-    def lambda_sql(self, node: ast.Lambda) -> str:
+    def _lambda_parts(self, node: ast.Lambda) -> LambdaSql:
         depth = len(self._variables)
-        names = [quote_identifier(f"$v{depth}_{i}") for i in range(len(node.parameters))]
+        names = [quote_identifier(f"$v{depth}_{i}") for i in range(2)]
         self._variables.append(names)
         self._lambda_names.append(node.parameters)
         try:
@@ -274,7 +286,17 @@ class SqlCompiler:
         finally:
             self._variables.pop()
             self._lambda_names.pop()
-        return f"lambda {', '.join(names)}: {body}"
+        return LambdaSql(names[0], names[1], body, self.reads_tables(node.body))
+
+    def reads_tables(self, node: ast.Node) -> bool:
+        """Whether the node's SQL holds a subquery (a call of a function that reads a table)."""
+        key = id(node)
+        if key not in self._reads_tables:
+            function = self.info(node).function
+            self._reads_tables[key] = (function is not None and function.reads_tables) or any(
+                self.reads_tables(child) for child in node.children()
+            )
+        return self._reads_tables[key]
 
     # -- operators ------------------------------------------------------------------------------
 

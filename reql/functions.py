@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from reql import ast
@@ -60,8 +60,23 @@ class SqlServices(Protocol):
 
 
 @dataclass(frozen=True)
+class LambdaSql:
+    """A lambda argument in parts: the SQL names of its element and (1-based) position variables,
+    and its body. `reads_tables` says the body holds a subquery, which DuckDB cannot run in a list
+    lambda: the function must then iterate in SQL (unnest) instead."""
+
+    element: str
+    position: str
+    body: str
+    reads_tables: bool
+
+
+@dataclass(frozen=True)
 class CallSql:
-    """What a function's rendering gets: the SQL of each argument, with types and nodes."""
+    """What a function's rendering gets: the SQL of each argument, with types and nodes.
+
+    A lambda argument's SQL is a DuckDB list lambda; `lambdas` has it in parts, by position.
+    """
 
     arguments: Sequence[str]
     types: Sequence[Type]
@@ -69,6 +84,7 @@ class CallSql:
     nodes: Sequence[ast.Node]
     result: Type
     services: SqlServices
+    lambdas: Mapping[int, LambdaSql] = field(default_factory=dict)
 
 
 Check = Callable[[Sequence[Argument]], Type]

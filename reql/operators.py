@@ -107,7 +107,18 @@ def binary_sql(compiler: SqlCompiler, node: ast.Binary) -> str:
             return f"list_intersect({left}, {right})"
         if op == "-":
             element = '"$e"'
-            kept = f"list_filter({left}, lambda {element}: NOT list_contains({right}, {element}))"
+            if compiler.reads_tables(node.right):
+                # DuckDB runs no subquery inside a list lambda: filter the unnested rows instead.
+                position = f'unnest(range(1, len({left}) + 1)) AS "$i"'
+                rows = f"(SELECT unnest({left}) AS {element}, {position})"
+                kept = (
+                    f'(SELECT coalesce(list({element} ORDER BY "$i"), CAST([] AS {result.sql()})) '
+                    f"FROM {rows} WHERE NOT list_contains({right}, {element}))"
+                )
+            else:
+                kept = (
+                    f"list_filter({left}, lambda {element}: NOT list_contains({right}, {element}))"
+                )
             return kept if result.kind is Kind.ARRAY else f"list_distinct({kept})"
         joined = f"list_concat({left}, {right})"
         return joined if result.kind is Kind.ARRAY else f"list_distinct({joined})"

@@ -1,4 +1,8 @@
-"""Functions over sets and arrays with a lambda: map, select, exists."""
+"""Functions over sets and arrays with a lambda: map, select, exists.
+
+They compile to DuckDB list lambdas; a lambda whose body reads another table (a subquery, which
+DuckDB cannot run in a list lambda) compiles to a correlated subquery over the unnested list.
+"""
 
 from __future__ import annotations
 
@@ -27,12 +31,55 @@ def _lambda_variables(arguments: Sequence[Argument]) -> tuple[Type, ...]:
 
 
 def _map_render(call: CallSql) -> str:
+    # Values that are sets themselves are compared as sets, so that equal ones collapse.
+    values_are_sets = call.types[0].is_collection
+    parts = call.lambdas[0]
+    if parts.reads_tables:
+        value = parts.body
+        if values_are_sets:
+            value = f"list_sort(list_distinct({value}))"
+        return (
+            f'(SELECT coalesce(list_distinct(list("$b")), CAST([] AS {call.result.sql()})) '
+            f"FROM {_evaluated(call, value)})"
+        )
     mapped = f"list_transform({_over(call)}, {call.arguments[0]})"
-    if call.types[0].is_collection:
-        # The values are sets themselves: compare them as sets, so that equal ones collapse.
+    if values_are_sets:
         each = '"$s"'
         mapped = f"list_transform({mapped}, lambda {each}: list_sort(list_distinct({each})))"
     return f"list_distinct({mapped})"
+
+
+def _select_render(call: CallSql) -> str:
+    parts = call.lambdas[0]
+    if not parts.reads_tables:
+        return f"list_filter({_over(call)}, {call.arguments[0]})"
+    return (
+        f"(SELECT coalesce(list({parts.element} ORDER BY {parts.position}), "
+        f'CAST([] AS {call.result.sql()})) FROM {_evaluated(call, parts.body)} WHERE "$b")'
+    )
+
+
+def _exists_render(call: CallSql) -> str:
+    parts = call.lambdas[0]
+    if not parts.reads_tables:
+        return f"(len(list_filter({_over(call)}, {call.arguments[0]})) > 0)"
+    return f'(SELECT coalesce(bool_or("$b"), false) FROM {_evaluated(call, parts.body)})'
+
+
+def _evaluated(call: CallSql, value: str) -> str:
+    """The unnested rows with the lambda's value as column "$b". (The value is computed in its own
+    projection: DuckDB cannot bind a correlated subquery inside an aggregate's argument.)"""
+    return f'(SELECT *, {value} AS "$b" FROM {_unnested(call)})'
+
+
+def _unnested(call: CallSql) -> str:
+    """The list as rows of (element, 1-based position), named as the lambda's variables."""
+    parts = call.lambdas[0]
+    collection = _over(call)
+    return (
+        f"(SELECT unnest({collection}) AS {parts.element}, "
+        f"unnest(range(1, len({collection}) + 1)) AS {parts.position})"
+    )
 
 
 def _map_check(arguments: Sequence[Argument]) -> Type:
@@ -73,7 +120,7 @@ FUNCTIONS: list[Function] = [
         2,
         2,
         _select_check,
-        lambda c: f"list_filter({_over(c)}, {c.arguments[0]})",
+        _select_render,
         "the elements for which the lambda is true",
         lambda_argument=0,
         lambda_variables=_lambda_variables,
@@ -84,7 +131,7 @@ FUNCTIONS: list[Function] = [
         2,
         2,
         _exists_check,
-        lambda c: f"(len(list_filter({_over(c)}, {c.arguments[0]})) > 0)",
+        _exists_render,
         "whether the lambda is true for some element",
         lambda_argument=0,
         lambda_variables=_lambda_variables,

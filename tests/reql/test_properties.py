@@ -45,9 +45,6 @@ HTTP_SETTINGS = settings(
 )
 ITEM_IDS = ["i1", "i2", "i3", "i4", "i5", "i6", "i7", "i8", "no-such-item"]
 CARET = re.compile(r" *\^")
-# Well-typed expressions that reqo refuses on purpose, with a 400 that says so (not in REQL.md):
-# functions that read another table (item_values, user_interactions, num_item_*) inside a lambda.
-KNOWN_LIMITATION = re.compile(r"cannot be called inside a lambda")
 
 
 # -- the grammar ----------------------------------------------------------------------------------
@@ -643,8 +640,6 @@ def engine_error(shop: Shop, text: str, purpose: reql.Purpose, scope: Scope) -> 
 def check_well_typed(shop: Shop, text: str, type_: T, scope: Scope) -> None:
     purpose = purpose_of(type_)
     compiled = compile_or_error(text, purpose, shop.schema, scope)
-    if isinstance(compiled, reql.ReqlError) and KNOWN_LIMITATION.search(compiled.message):
-        return
     # The grammar writes only well-formed, well-typed expressions within the limits: each must
     # compile, to its own type.
     assert isinstance(compiled, reql.CompiledExpression), f"{text!r}: {compiled}"
