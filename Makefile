@@ -8,10 +8,11 @@ CONFIG ?= reqo.yaml
 
 .PHONY: install serve test lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml examples/reqo-plugin-example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps -e examples/reqo-plugin-example
 	touch $@
 
 install: $(VENV)/.installed

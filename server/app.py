@@ -15,15 +15,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from plugins.algorithm import ParameterError
+from plugins.manager import PluginError, Registry, collect, get_plugin_manager
 from server.api.batch import parse_batch, run_batch
 from server.api.catalog import catalog_operations
 from server.api.interactions import interaction_operations
 from server.api.operations import Mode, Operation, OperationTable, Params, error_body
+from server.api.recommendations import next_items, parse_request, recommend
 from server.auth import AUTH_PARAMETERS, verify_request
-from server.config import Config
-from server.store import Store
+from server.config import Config, ConfigError
+from server.store import Served, Store
 from storage.database import Database
-from storage.errors import InvalidInput, NotFound, StorageError, TooLarge
+from storage.errors import BadParameter, InvalidInput, NotFound, StorageError, TooLarge
+from storage.params import check_known, read_str
 
 logger = logging.getLogger("reqo")
 MAX_BODY_BYTES = 64 * 2**20
@@ -32,32 +36,81 @@ MAX_BODY_BYTES = 64 * 2**20
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+RECOMMENDATION_PATHS = {
+    "items-to-user": "/recomms/users/{userId}/items/",
+    "items-to-item": "/recomms/items/{itemId}/items/",
+    "users-to-item": "/recomms/items/{itemId}/users/",
+    "users-to-user": "/recomms/users/{userId}/users/",
+}
+
+
+def load_registry(config: Config) -> Registry:
+    """The plugins' registry, with every configured model checked against its algorithm."""
+    try:
+        registry = collect(get_plugin_manager(config.plugins))
+    except PluginError as error:
+        raise ConfigError(config.source, "plugins", str(error)) from None
+    for name, model in config.models.items():
+        if model.algorithm not in registry.algorithms:
+            known = ", ".join(sorted(registry.algorithms))
+            raise ConfigError(
+                config.source,
+                f"models.{name}.algorithm",
+                f"unknown algorithm '{model.algorithm}' (known: {known})",
+            )
+        try:
+            registry.algorithm(model.algorithm).validate(model.params)
+        except ParameterError as error:
+            raise ConfigError(
+                config.source, f"models.{name}.params.{error.parameter}", error.problem
+            ) from None
+    return registry
+
+
+def plugins_json(registry: Registry) -> dict[str, Any]:
+    return {
+        "plugins": [p.to_json() for p in registry.plugins],
+        "algorithms": {
+            name: {
+                "description": cls.description,
+                "parameters": {p.name: p.default for p in cls.parameters},
+            }
+            for name, cls in sorted(registry.algorithms.items())
+        },
+    }
+
+
 def operation_table() -> OperationTable:
     """Every operation of Recombee's API that reqo serves."""
     return OperationTable([*catalog_operations(), *interaction_operations()])
 
 
-def create_app(config: Config) -> Starlette:
+def create_app(config: Config, registry: Registry | None = None) -> Starlette:
     """Build the application for a configuration; databases open in the lifespan."""
-    store = Store(config)
+    registry = registry if registry is not None else load_registry(config)
+    store = Store(config, registry)
     table = operation_table()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(store.open)
+        registry.manager.hook.startup(config=config)
         try:
             yield
         finally:
+            registry.manager.hook.shutdown()
             await asyncio.to_thread(store.close)
 
-    def database_of(request: Request) -> Database:
+    def served_of(request: Request) -> Served:
         name = request.path_params["databaseId"]
         found = store.get(name)
         if found is None:
             raise NotFound(f"database '{name}' does not exist on this server")
-        database, settings = found
-        verify_request(request.scope, settings.token, allow_unsigned=config.allow_unsigned)
-        return database
+        verify_request(request.scope, found.settings.token, allow_unsigned=config.allow_unsigned)
+        return found
+
+    def database_of(request: Request) -> Database:
+        return served_of(request).database
 
     def endpoint(operation: Operation) -> Endpoint:
         async def handle(request: Request) -> Response:
@@ -85,7 +138,73 @@ def create_app(config: Config) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "databases": store.names()})
 
-    routes = [Route("/-/health", health, methods=["GET"])]
+    async def plugins(request: Request) -> Response:
+        return JSONResponse(plugins_json(registry))
+
+    def recommendation(endpoint: str) -> Endpoint:
+        async def handle(request: Request) -> Response:
+            try:
+                served = served_of(request)
+                params = await read_params(request)
+                args = {k: v for k, v in request.path_params.items() if k != "databaseId"}
+                parsed = parse_request(endpoint, args, params, config.scenarios, config.models)
+                result = await recommend(served.database, served.pipeline, parsed, endpoint)
+            except StorageError as error:
+                return JSONResponse(error_body(error), status_code=error.status)
+            return JSONResponse(result)
+
+        return handle
+
+    async def next_page(request: Request) -> Response:
+        try:
+            served = served_of(request)
+            params = await read_params(request)
+            result = await next_items(
+                served.database,
+                served.pipeline,
+                request.path_params["recommId"],
+                params,
+                config.scenarios,
+                config.models,
+            )
+        except StorageError as error:
+            return JSONResponse(error_body(error), status_code=error.status)
+        return JSONResponse(result)
+
+    async def scenarios(request: Request) -> Response:
+        try:
+            served_of(request)
+        except StorageError as error:
+            return JSONResponse(error_body(error), status_code=error.status)
+        return JSONResponse([s.to_json() for s in config.scenarios.values()])
+
+    async def train(request: Request) -> Response:
+        try:
+            served = served_of(request)
+            params = await read_params(request)
+            check_known(params.merged, ("model",))
+            wanted = read_str(params.merged, "model")
+            names = [wanted] if wanted else sorted(served.models.configs)
+            for name in names:
+                if name not in served.models.configs:
+                    raise BadParameter("model", f"unknown model '{name}'")
+            versions = {}
+            for name in names:
+                loaded = await asyncio.to_thread(served.models.train, name)
+                versions[name] = loaded.version
+        except StorageError as error:
+            return JSONResponse(error_body(error), status_code=error.status)
+        return JSONResponse({"trained": versions})
+
+    routes = [
+        Route("/-/health", health, methods=["GET"]),
+        Route("/{databaseId}/-/train", train, methods=["POST"]),
+        Route("/-/plugins", plugins, methods=["GET"]),
+        Route("/{databaseId}/scenarios/", scenarios, methods=["GET"]),
+        Route("/{databaseId}/recomms/next/items/{recommId}", next_page, methods=["POST", "GET"]),
+    ]
+    for kind, path in RECOMMENDATION_PATHS.items():
+        routes.append(Route("/{databaseId}" + path, recommendation(kind), methods=["POST", "GET"]))
     routes.append(Route("/{databaseId}/batch/", batch, methods=["POST"]))
     for operation in table.operations:
         routes.append(

@@ -1,10 +1,11 @@
-"""The `reqo` command: serve, import."""
+"""The `reqo` command: serve, import, train, plugins."""
 
 from __future__ import annotations
 
 import argparse
 import gc
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,6 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     importer.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     importer.set_defaults(run=_import)
+
+    trainer = commands.add_parser(
+        "train", help="fit the configured models and publish new versions of them"
+    )
+    trainer.add_argument("--config", type=Path, default=Path("reqo.yaml"))
+    trainer.add_argument("--db", help="only this database (default: all)")
+    trainer.add_argument("--model", help="only this model (default: all)")
+    trainer.set_defaults(run=_train)
+
+    lister = commands.add_parser("plugins", help="list the plugins and their algorithms")
+    lister.add_argument("--config", type=Path, default=Path("reqo.yaml"))
+    lister.add_argument("--json", action="store_true", help="print JSON (as GET /-/plugins)")
+    lister.set_defaults(run=_plugins)
     return parser
 
 
@@ -106,6 +120,90 @@ def _import(args: argparse.Namespace) -> int:
     finally:
         database.close()
     print(report)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Train in this process; if a running server holds the database, ask it to train instead
+    (DuckDB lets one process open a database file for writing)."""
+    import duckdb
+
+    from server.app import load_registry
+    from server.models import train_model
+    from storage.database import Database
+
+    config = load_config(args.config)
+    registry = load_registry(config)
+    databases = [args.db] if args.db else sorted(config.databases)
+    models = [args.model] if args.model else sorted(config.models)
+    for name in databases:
+        if name not in config.databases:
+            raise ConfigError(config.source, f"databases.{name}", "no such database in the config")
+    for model in models:
+        if model not in config.models:
+            raise ConfigError(config.source, f"models.{model}", "no such model in the config")
+    for name in databases:
+        try:
+            database = Database(name, config.database_path(name))
+        except duckdb.IOException:
+            print(f"{name}: the database is open in a running server; asking it to train")
+            for model in models:
+                print(f"{name}/{model}: {_train_remotely(config, name, model)}")
+            continue
+        try:
+            for model in models:
+                started = time.perf_counter()
+                path = train_model(
+                    database, config.models[model], registry, config.models_dir(name)
+                )
+                print(f"{name}/{model}: {path.name} in {time.perf_counter() - started:.1f} s")
+        finally:
+            database.close()
+    return 0
+
+
+def _train_remotely(config: Config, database: str, model: str) -> str:
+    import json
+    import urllib.request
+
+    from server.auth import sign
+
+    path = f"/{database}/-/train?model={model}&hmac_timestamp={int(time.time())}"
+    path += f"&hmac_sign={sign(path, config.databases[database].token)}"
+    scheme = "https" if config.tls is not None else "http"
+    request = urllib.request.Request(
+        f"{scheme}://{config.host}:{config.port}{path}",
+        data=b"{}",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=3600) as response:
+        return str(json.load(response)["trained"][model])
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    import json
+
+    from server.app import load_registry, plugins_json
+
+    config = load_config(args.config) if args.config.exists() else None
+    if config is not None:
+        registry = load_registry(config)
+    else:
+        from plugins.manager import collect, get_plugin_manager
+
+        registry = collect(get_plugin_manager())
+    listing = plugins_json(registry)
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    for plugin in listing["plugins"]:
+        version = f" {plugin['version']}" if plugin["version"] else ""
+        print(f"{plugin['name']}{version}")
+        for algorithm in plugin["algorithms"]:
+            print(f"    algorithm  {algorithm}: {listing['algorithms'][algorithm]['description']}")
+        if plugin["reqlFunctions"]:
+            print(f"    ReQL functions  {', '.join(plugin['reqlFunctions'])}")
     return 0
 
 

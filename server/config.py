@@ -15,14 +15,32 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from server.scenarios import (
+    ModelConfig,
+    ScenarioConfig,
+    ScenarioError,
+    parse_models,
+    parse_scenarios,
+)
+
 DATABASE_NAME = re.compile(r"[a-zA-Z0-9_\-]{1,64}")
-_TOP_KEYS = {"data_dir", "allow_unsigned", "server", "databases", "read_threads"}
+_TOP_KEYS = {
+    "data_dir",
+    "allow_unsigned",
+    "server",
+    "databases",
+    "read_threads",
+    "plugins",
+    "models",
+    "scenarios",
+    "train_every",
+}
 _SERVER_KEYS = {"host", "port", "tls"}
 _TLS_KEYS = {"certfile", "keyfile"}
 _DATABASE_KEYS = {"token", "token_env"}
@@ -60,6 +78,14 @@ class Config:
     tls: TlsConfig | None = None
     read_threads: int = 4
     source: str = "<config>"
+    plugins: tuple[str, ...] = ()
+    models: Mapping[str, ModelConfig] = field(default_factory=lambda: parse_models(None))
+    scenarios: Mapping[str, ScenarioConfig] = field(default_factory=dict)
+    train_every: float | None = None
+
+    def models_dir(self, database: str) -> Path:
+        """Where the trained models of a database are kept (one versioned directory each)."""
+        return self.data_dir / "models" / database
 
     def database_path(self, name: str) -> Path:
         return self.data_dir / f"{name}.duckdb"
@@ -120,6 +146,11 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
         raise ConfigError(source, "server.port", f"must be a port number, got {port!r}")
     tls = _tls(source, server.get("tls"), base_dir)
     databases = _databases(source, data.get("databases"))
+    try:
+        models = parse_models(data.get("models"))
+        scenarios = parse_scenarios(data.get("scenarios"), models)
+    except ScenarioError as error:
+        raise ConfigError(source, error.key, error.problem) from None
     return Config(
         data_dir=data_dir,
         databases=databases,
@@ -129,7 +160,36 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
         tls=tls,
         read_threads=read_threads,
         source=source,
+        plugins=_plugins(source, data.get("plugins"), base_dir),
+        models=models,
+        scenarios=scenarios,
+        train_every=_duration(source, "train_every", data.get("train_every")),
     )
+
+
+def _plugins(source: str, value: object, base_dir: Path) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(source, "plugins", "must be a list of module names or .py file paths")
+    # Paths are relative to the configuration file; module names stay as they are.
+    return tuple(str(base_dir / v) if v.endswith(".py") or "/" in v else v for v in value)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)?")
+_UNITS = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(source: str, key: str, value: object) -> float | None:
+    """Seconds from a number or text such as `30m`, `6h`, `1d`."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    found = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if found is None or float(found.group(1)) <= 0:
+        raise ConfigError(source, key, f"must be a duration such as 30m, 6h or 1d, not {value!r}")
+    return float(found.group(1)) * _UNITS[found.group(2)]
 
 
 def _databases(source: str, value: object) -> dict[str, DatabaseConfig]:

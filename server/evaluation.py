@@ -79,35 +79,48 @@ class ExpressionEngine:
     # -- the public evaluation API --------------------------------------------------------------
 
     def compile(
-        self, ctx: ReadContext, text: str, purpose: reql.Purpose, context: Context, parameter: str
+        self,
+        ctx: ReadContext,
+        text: str,
+        purpose: reql.Purpose,
+        context: Context,
+        parameter: str,
+        entity: Entity = Entity.ITEM,
     ) -> reql.CompiledExpression:
         return compile_for(
             ctx.schema,
             text,
             purpose,
             parameter=parameter,
+            candidate=entity,
             context_item=context.item_id is not None,
             context_user=context.user_id is not None,
             functions=self.functions,
         )
 
     def mask(
-        self, ctx: ReadContext, text: str, context: Context = NO_CONTEXT, parameter: str = "filter"
+        self,
+        ctx: ReadContext,
+        text: str,
+        context: Context = NO_CONTEXT,
+        parameter: str = "filter",
+        entity: Entity = Entity.ITEM,
     ) -> np.ndarray[Any, np.dtype[np.bool_]]:
-        """True at the dense index of every item that passes the filter (null counts as false).
-
-        The array has one entry per index ever given out; it is shared: do not modify it.
+        """True at the dense index of every item (or user) that passes the filter (null counts as
+        false). The array has one entry per index ever given out; it is shared: do not modify it.
         """
-        compiled = self.compile(ctx, text, reql.Purpose.FILTER, context, parameter)
-        key, parameters = self._key(ctx, compiled, context)
+        compiled = self.compile(ctx, text, reql.Purpose.FILTER, context, parameter, entity)
+        key, parameters = self._key(ctx, compiled, context, entity)
         cached = self.results.get(key) if key is not None else None
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        size = self.index_size(ctx)
+        size = self.index_size(ctx, entity)
         alias = compiled.candidate_alias
-        sql = f"SELECT {alias}.{_IDX} AS i FROM items AS {alias} WHERE {compiled.sql}"
+        sql = f"SELECT {alias}.{_IDX} AS i FROM {entity.table} AS {alias} WHERE {compiled.sql}"
         indices = run_guarded(
-            compiled.source, parameter, lambda: ctx.conn.execute(sql, parameters).fetchnumpy()["i"]
+            compiled.source,
+            parameter,
+            lambda: ctx.conn.execute(sql, parameters).fetchnumpy()["i"],
         )
         mask = np.zeros(size, dtype=np.bool_)
         mask[np.asarray(indices, dtype=np.int64)] = True
@@ -117,18 +130,24 @@ class ExpressionEngine:
         return mask
 
     def boosts(
-        self, ctx: ReadContext, text: str, context: Context = NO_CONTEXT, parameter: str = "booster"
+        self,
+        ctx: ReadContext,
+        text: str,
+        context: Context = NO_CONTEXT,
+        parameter: str = "booster",
+        entity: Entity = Entity.ITEM,
     ) -> np.ndarray[Any, np.dtype[np.float64]]:
         """The booster's value at each dense index; 1 where it is null or NaN (or no item)."""
-        compiled = self.compile(ctx, text, reql.Purpose.BOOSTER, context, parameter)
-        key, parameters = self._key(ctx, compiled, context)
+        compiled = self.compile(ctx, text, reql.Purpose.BOOSTER, context, parameter, entity)
+        key, parameters = self._key(ctx, compiled, context, entity)
         cached = self.results.get(key) if key is not None else None
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        size = self.index_size(ctx)
+        size = self.index_size(ctx, entity)
         alias = compiled.candidate_alias
         sql = (
-            f"SELECT {alias}.{_IDX} AS i, CAST({compiled.sql} AS DOUBLE) AS v FROM items AS {alias}"
+            f"SELECT {alias}.{_IDX} AS i, CAST({compiled.sql} AS DOUBLE) AS v "
+            f"FROM {entity.table} AS {alias}"
         )
         columns = run_guarded(
             compiled.source, parameter, lambda: ctx.conn.execute(sql, parameters).fetchnumpy()
@@ -146,43 +165,51 @@ class ExpressionEngine:
         self,
         ctx: ReadContext,
         text: str,
-        item_ids: Sequence[str],
+        ids: Sequence[str],
         context: Context = NO_CONTEXT,
         parameter: str = "reqlExpressions",
+        entity: Entity = Entity.ITEM,
     ) -> list[Any]:
-        """The value of an expression for each of the given items, in JSON form (None for an
-        unknown item, NaN or infinity)."""
-        compiled = self.compile(ctx, text, reql.Purpose.VALUE, context, parameter)
-        _, parameters = self._key(ctx, compiled, context)
-        if not item_ids:
+        """The value of an expression for each of the given items (or users), in JSON form (None
+        for an unknown id, NaN or infinity)."""
+        compiled = self.compile(ctx, text, reql.Purpose.VALUE, context, parameter, entity)
+        _, parameters = self._key(ctx, compiled, context, entity)
+        if not ids:
             return []
         alias = compiled.candidate_alias
-        parameters["ids"] = list(item_ids)
+        parameters["ids"] = list(ids)
         sql = (
-            f"SELECT {alias}.{_ID}, {compiled.sql} FROM items AS {alias} "
+            f"SELECT {alias}.{_ID}, {compiled.sql} FROM {entity.table} AS {alias} "
             f"WHERE {alias}.{_ID} IN (SELECT unnest(CAST($ids AS VARCHAR[])))"
         )
         rows = run_guarded(
             compiled.source, parameter, lambda: ctx.conn.execute(sql, parameters).fetchall()
         )
         found = {row[0]: _json_value(row[1]) for row in rows}
-        return [found.get(item_id) for item_id in item_ids]
+        return [found.get(entity_id) for entity_id in ids]
 
-    def index_size(self, ctx: ReadContext) -> int:
-        """How many dense item indexes have been given out (the length of masks and vectors)."""
-        version = self.database.catalog_version
-        cached = self._sizes.get(version)
+    def index_size(self, ctx: ReadContext, entity: Entity = Entity.ITEM) -> int:
+        """How many dense indexes of items (or users) have been given out: the length of masks
+        and vectors."""
+        key = (entity, self.database.catalog_version)
+        cached = self._sizes.get(key)
         if cached is not None:
             return int(cached)
-        row = ctx.conn.execute(f"SELECT coalesce(max({_IDX}) + 1, 0) FROM items").fetchone()
+        row = ctx.conn.execute(
+            f"SELECT coalesce(max({_IDX}) + 1, 0) FROM {entity.table}"
+        ).fetchone()
         size = int(row[0]) if row else 0
-        self._sizes.put(version, size, 1)
+        self._sizes.put(key, size, 1)
         return size
 
     # -- internals ------------------------------------------------------------------------------
 
     def _key(
-        self, ctx: ReadContext, compiled: reql.CompiledExpression, context: Context
+        self,
+        ctx: ReadContext,
+        compiled: reql.CompiledExpression,
+        context: Context,
+        entity: Entity = Entity.ITEM,
     ) -> tuple[Hashable | None, dict[str, Any]]:
         """The cache key of one evaluation (None when it must not be cached) and its parameters."""
         # Read the versions before any query: a result is then never newer-labelled than its data.
@@ -198,6 +225,7 @@ class ExpressionEngine:
             return None, parameters
         bound = json.dumps(parameters, sort_keys=True, default=str)
         key = (
+            entity,
             compiled.purpose,
             compiled.source,
             bound,

@@ -1,35 +1,62 @@
-"""The databases a server holds open, by name."""
+"""The databases a server holds open, by name, with what serves each: the ReQL engine, the live
+models and the recommendation pipeline."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from plugins.manager import Registry
 from server.config import Config, DatabaseConfig
+from server.evaluation import ExpressionEngine
+from server.models import LiveModels
+from server.pipeline import Pipeline
 from storage.database import Database
+
+
+@dataclass(frozen=True)
+class Served:
+    """One open database and its services."""
+
+    database: Database
+    settings: DatabaseConfig
+    engine: ExpressionEngine
+    models: LiveModels
+    pipeline: Pipeline
 
 
 class Store:
     """Opens every configured database at start-up and closes them at shutdown."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, registry: Registry) -> None:
         self.config = config
-        self._databases: dict[str, Database] = {}
+        self.registry = registry
+        self._served: dict[str, Served] = {}
 
     def open(self) -> None:
-        for name in self.config.databases:
-            if name not in self._databases:
-                self._databases[name] = Database(
-                    name, self.config.database_path(name), read_threads=self.config.read_threads
-                )
+        for name, settings in self.config.databases.items():
+            if name in self._served:
+                continue
+            database = Database(
+                name, self.config.database_path(name), read_threads=self.config.read_threads
+            )
+            engine = ExpressionEngine(database, functions=self.registry.functions)
+            models = LiveModels(
+                database, dict(self.config.models), self.registry, self.config.models_dir(name)
+            )
+            self._served[name] = Served(
+                database, settings, engine, models, Pipeline(engine, models)
+            )
 
-    def get(self, name: str) -> tuple[Database, DatabaseConfig] | None:
-        database = self._databases.get(name)
-        if database is None:
-            return None
-        return database, self.config.databases[name]
+    def get(self, name: str) -> Served | None:
+        return self._served.get(name)
 
     def names(self) -> list[str]:
-        return sorted(self._databases)
+        return sorted(self._served)
+
+    def all(self) -> list[Served]:
+        return list(self._served.values())
 
     def close(self) -> None:
-        for database in self._databases.values():
-            database.close()
-        self._databases.clear()
+        for served in self._served.values():
+            served.database.close()
+        self._served.clear()

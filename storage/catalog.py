@@ -335,6 +335,7 @@ def reset(ctx: WriteContext) -> str:
         ctx.conn.execute(f"DELETE FROM {entity.properties_table}")
         ctx.conn.execute(f"DELETE FROM {entity.table}")
     ctx.conn.execute("DELETE FROM interactions")
+    ctx.conn.execute("DELETE FROM recommendations")
     ctx.schema_changed()
     ctx.touched_interactions()
     return "ok"

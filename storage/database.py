@@ -58,6 +58,17 @@ _BOOTSTRAP = [
         session_id VARCHAR,
         time_spent DOUBLE
     )""",
+    """CREATE TABLE IF NOT EXISTS recommendations (
+        recomm_id VARCHAR PRIMARY KEY,
+        ts TIMESTAMP NOT NULL,
+        endpoint VARCHAR NOT NULL,
+        user_id VARCHAR,
+        item_id VARCHAR,
+        scenario VARCHAR,
+        params VARCHAR NOT NULL,
+        returned VARCHAR[] NOT NULL,
+        next_calls INTEGER NOT NULL
+    )""",
 ]
 
 

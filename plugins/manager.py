@@ -1,0 +1,170 @@
+"""The plugin manager: built-in plugins, then installed ones (entry points of the group "reqo"),
+then the modules or files the configuration lists; and the registries merged from their hooks."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from plugins import hookspecs
+from plugins.algorithm import Algorithm
+from reql.functions import Function, FunctionRegistry
+
+ENTRY_POINT_GROUP = "reqo"
+BUILTIN_PLUGINS = (
+    "plugins.builtin.reql_functions",
+    "plugins.builtin.popularity",
+    "plugins.builtin.item_knn",
+    "plugins.builtin.recently_viewed",
+)
+
+
+class PluginError(Exception):
+    """A plugin that cannot be loaded, or two plugins that register the same name."""
+
+
+def get_plugin_manager(extra: Sequence[str] = ()) -> pluggy.PluginManager:
+    """A plugin manager with the built-ins, the installed plugins and `extra` (module names or
+    paths of .py files, from the configuration's `plugins:`) registered, in that order."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    for name in BUILTIN_PLUGINS:
+        manager.register(importlib.import_module(name), name=name)
+    manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    for spec in dict.fromkeys(extra):  # the same plugin listed twice is loaded once
+        module = _import(spec)
+        if manager.is_registered(module):
+            continue
+        manager.register(module, name=spec)
+    return manager
+
+
+def _import(spec: str) -> ModuleType:
+    try:
+        if spec.endswith(".py") or "/" in spec:
+            path = Path(spec)
+            if not path.is_file():
+                raise PluginError(f"plugin file {spec} does not exist")
+            # A name no installed package uses, so that a file cannot replace a real module.
+            name = f"_reqo_plugin_file_{path.stem}"
+            loader = importlib.util.spec_from_file_location(name, path)
+            if loader is None or loader.loader is None:
+                raise PluginError(f"plugin file {spec} cannot be imported")
+            module = importlib.util.module_from_spec(loader)
+            sys.modules[name] = module
+            loader.loader.exec_module(module)
+            return module
+        return importlib.import_module(spec)
+    except PluginError:
+        raise
+    except Exception as error:
+        raise PluginError(f"plugin {spec} cannot be imported: {error}") from error
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One registered plugin and what it registers."""
+
+    name: str
+    version: str | None
+    algorithms: tuple[str, ...]
+    reql_functions: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "algorithms": list(self.algorithms),
+            "reqlFunctions": list(self.reql_functions),
+        }
+
+
+@dataclass(frozen=True)
+class Registry:
+    """What the plugins register, merged: algorithms and ReQL functions by name."""
+
+    algorithms: Mapping[str, type[Algorithm]]
+    functions: FunctionRegistry
+    plugins: tuple[PluginInfo, ...]
+    manager: pluggy.PluginManager
+
+    def algorithm(self, name: str) -> type[Algorithm]:
+        try:
+            return self.algorithms[name]
+        except KeyError:
+            known = ", ".join(sorted(self.algorithms))
+            raise PluginError(f"unknown algorithm '{name}' (known: {known})") from None
+
+
+def collect(manager: pluggy.PluginManager) -> Registry:
+    """Merge the registration hooks' lists; a name registered twice fails, naming both plugins."""
+    algorithms: dict[str, tuple[str, type[Algorithm]]] = {}
+    functions: dict[str, tuple[str, Function]] = {}
+    by_plugin: dict[str, tuple[list[str], list[str]]] = {
+        name: ([], []) for name, _ in manager.list_name_plugin()
+    }
+    # Implementations one by one (rather than the merged hook result), to know who registered what.
+    for implementation in manager.hook.register_algorithms.get_hookimpls():
+        plugin = implementation.plugin_name
+        for algorithm in _registered(implementation):
+            if not (isinstance(algorithm, type) and issubclass(algorithm, Algorithm)):
+                raise PluginError(
+                    f"plugin {plugin} registers {algorithm!r}, not an Algorithm class"
+                )
+            _claim(algorithms, algorithm.name, plugin, algorithm, "algorithm")
+            by_plugin[plugin][0].append(algorithm.name)
+    for implementation in manager.hook.register_reql_functions.get_hookimpls():
+        plugin = implementation.plugin_name
+        for function in _registered(implementation):
+            if not isinstance(function, Function):
+                raise PluginError(f"plugin {plugin} registers {function!r}, not a reql Function")
+            _claim(functions, function.name.lower(), plugin, function, "ReQL function")
+            by_plugin[plugin][1].append(function.name)
+    infos = tuple(
+        PluginInfo(
+            name, _version(manager, plugin), tuple(by_plugin[name][0]), tuple(by_plugin[name][1])
+        )
+        for name, plugin in manager.list_name_plugin()
+    )
+    return Registry(
+        algorithms={key: cls for key, (_, cls) in algorithms.items()},
+        functions=FunctionRegistry(function for _, function in functions.values()),
+        plugins=infos,
+        manager=manager,
+    )
+
+
+def _claim(taken: dict[str, tuple[str, Any]], key: str, plugin: str, value: Any, what: str) -> None:
+    if key in taken:
+        raise PluginError(
+            f"the {what} '{key}' is registered twice: "
+            f"by plugin {taken[key][0]} and by plugin {plugin}"
+        )
+    taken[key] = (plugin, value)
+
+
+def _version(manager: pluggy.PluginManager, plugin: object) -> str | None:
+    for loaded, distribution in manager.list_plugin_distinfo():
+        if loaded is plugin:
+            return str(distribution.version)
+    return None
+
+
+def _registered(implementation: Any) -> list[Any]:
+    result = implementation.function()
+    if result is None:
+        return []
+    if not isinstance(result, list | tuple):
+        raise PluginError(
+            f"plugin {implementation.plugin_name}: {implementation.function.__name__}() "
+            f"must return a list, not {type(result).__name__}"
+        )
+    return list(result)

@@ -1,0 +1,265 @@
+"""Recombee's recommendation endpoints: Items to User, Items to Item, Users to Item, Users to User,
+and Recommend Next Items. Each request becomes a pipeline Query with its scenario merged in."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from server.api.operations import Params
+from server.expressions import Context
+from server.pipeline import Pipeline, Query
+from server.scenarios import ScenarioConfig, ScenarioError, resolve_model
+from storage import catalog
+from storage.database import Database, ReadContext, WriteContext
+from storage.entities import create_entities, entity_exists
+from storage.errors import BadParameter, EntityNotFound, NotFound
+from storage.params import check_known, read_bool, read_int, read_number, read_str, read_str_list
+from storage.recommendations import (
+    Recommendation,
+    extend_recommendation,
+    get_recommendation,
+    log_recommendation,
+)
+from storage.schema import Entity, validate_id
+
+NEXT_ITEMS_LIFETIME = 30 * 60
+MAX_COUNT = 10_000
+_COMMON = (
+    "count",
+    "scenario",
+    "cascadeCreate",
+    "returnProperties",
+    "includedProperties",
+    "filter",
+    "booster",
+    "logic",
+    "reqlExpressions",
+    "diversity",
+    "minRelevance",
+    "rotationRate",
+    "rotationTime",
+    "expertSettings",
+    "returnAbGroup",
+)
+ALLOWED = {
+    "items-to-user": _COMMON,
+    "items-to-item": (*_COMMON, "targetUserId", "userImpact"),
+    "users-to-item": _COMMON,
+    "users-to-user": _COMMON,
+}
+DEFAULT_MODEL = {
+    "items-to-user": "item-knn",
+    "items-to-item": "item-knn",
+    "users-to-item": "item-knn",
+    "users-to-user": "item-knn",
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    """A parsed recommendation request: the pipeline query and what the response shows."""
+
+    query: Query
+    scenario: str | None
+    cascade_create: bool
+    return_properties: bool
+    included_properties: tuple[str, ...] | None
+    reql_expressions: Mapping[str, str]
+    params: Mapping[str, Any]
+
+
+def parse_request(
+    endpoint: str,
+    path_args: Mapping[str, str],
+    params: Params,
+    scenarios: Mapping[str, ScenarioConfig],
+    models: Mapping[str, Any],
+) -> Request:
+    merged = params.merged
+    check_known(merged, ALLOWED[endpoint])
+    count = read_int(merged, "count", minimum=1)
+    if count is None:
+        raise BadParameter("count", "is required")
+    if count > MAX_COUNT:
+        raise BadParameter("count", f"{count} is above the maximum {MAX_COUNT}")
+    scenario_name = read_str(merged, "scenario")
+    scenario = scenarios.get(scenario_name or "", ScenarioConfig(scenario_name or "", endpoint))
+    user_id = path_args.get("userId") or read_str(merged, "targetUserId")
+    item_id = path_args.get("itemId")
+    if user_id is not None:
+        validate_id(user_id, "userId" if "userId" in path_args else "targetUserId")
+    if item_id is not None:
+        validate_id(item_id, "itemId")
+    model = scenario.model or DEFAULT_MODEL[endpoint]
+    logic = merged.get("logic")
+    if logic is not None:
+        name = logic.get("name") if isinstance(logic, Mapping) else logic
+        try:
+            model = resolve_model(name, models, "logic")
+        except ScenarioError as error:
+            raise BadParameter("logic", error.problem) from None
+        settings = logic.get("settings") if isinstance(logic, Mapping) else None
+        if settings not in (None, {}) and dict(settings) != dict(models[model].params):
+            raise BadParameter(
+                "logic", "settings differ from the trained model's: configure a model with them"
+            )
+    expressions = merged.get("reqlExpressions") or {}
+    if not isinstance(expressions, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in expressions.items()
+    ):
+        raise BadParameter("reqlExpressions", "must be an object of name -> ReQL expression")
+    min_relevance = read_str(merged, "minRelevance") or scenario.min_relevance
+    if min_relevance not in ("low", "medium", "high"):
+        raise BadParameter("minRelevance", f"must be low, medium or high, not {min_relevance!r}")
+    filters = tuple(f for f in (scenario.filter, read_str(merged, "filter")) if f)
+    boosters = tuple(b for b in (scenario.booster, read_str(merged, "booster")) if b)
+    diversity = read_number(merged, "diversity", minimum=0, maximum=1)
+    rotation_rate = read_number(merged, "rotationRate", minimum=0, maximum=1)
+    rotation_time = read_number(merged, "rotationTime", minimum=0)
+    user_impact = read_number(merged, "userImpact", minimum=0, maximum=1)
+    included = read_str_list(merged, "includedProperties")
+    query = Query(
+        endpoint=endpoint,
+        count=count,
+        model=model,
+        user_id=user_id,
+        item_id=item_id,
+        filters=filters,
+        boosters=boosters,
+        diversity=scenario.diversity if diversity is None else diversity,
+        rotation_rate=scenario.rotation_rate if rotation_rate is None else rotation_rate,
+        rotation_time=scenario.rotation_time if rotation_time is None else rotation_time,
+        min_relevance=min_relevance,
+        exclude_interacted=scenario.exclude_interacted,
+        user_impact=0.0 if user_impact is None else user_impact,
+    )
+    return Request(
+        query=query,
+        scenario=scenario_name,
+        cascade_create=read_bool(merged, "cascadeCreate", False),
+        return_properties=read_bool(merged, "returnProperties", scenario.return_properties),
+        included_properties=tuple(included)
+        if included is not None
+        else scenario.included_properties,
+        reql_expressions=dict(expressions),
+        params=dict(merged),
+    )
+
+
+def ensure_context(ctx: WriteContext, request: Request) -> None:
+    """Create the request's unknown user or item with cascadeCreate; 404 without it."""
+    query = request.query
+    for entity, entity_id in ((Entity.USER, query.user_id), (Entity.ITEM, query.item_id)):
+        if entity_id is None or entity_exists(ctx, entity, entity_id):
+            continue
+        if not request.cascade_create:
+            raise EntityNotFound(entity.value, entity_id)
+        create_entities(ctx, entity, [entity_id])
+
+
+def respond(ctx: ReadContext, pipeline: Pipeline, request: Request) -> tuple[dict[str, Any], Any]:
+    """Run the pipeline and build Recombee's response (without the recommId)."""
+    query = request.query
+    result = pipeline.run(ctx, query)
+    entity = query.candidates
+    records: list[dict[str, Any]] = [{"id": entity_id} for entity_id in result.ids]
+    if request.return_properties and result.ids:
+        rows = catalog.list_entities(
+            ctx,
+            entity,
+            count=None,
+            offset=0,
+            return_properties=True,
+            included_properties=list(request.included_properties)
+            if request.included_properties is not None
+            else None,
+            condition=catalog.Condition(
+                'c."$id" IN (SELECT unnest(CAST($ids AS VARCHAR[])))', {"ids": result.ids}
+            ),
+        )
+        by_id = {row.pop(entity.id_field): row for row in rows}
+        for record in records:
+            record["values"] = by_id.get(record["id"], {})
+    if request.reql_expressions and result.ids:
+        context = Context(item_id=query.item_id, user_id=query.user_id)
+        evaluations: dict[str, list[Any]] = {
+            name: pipeline.engine.values(
+                ctx, text, result.ids, context, parameter=f"reqlExpressions.{name}", entity=entity
+            )
+            for name, text in request.reql_expressions.items()
+        }
+        for position, record in enumerate(records):
+            record["reqlEvaluations"] = {name: v[position] for name, v in evaluations.items()}
+    return {"recomms": records, "numberNextRecommsCalls": 0}, result
+
+
+def new_log(request: Request, ids: list[str], endpoint: str) -> Recommendation:
+    return Recommendation(
+        recomm_id=str(uuid.uuid4()),
+        timestamp=time.time(),
+        endpoint=endpoint,
+        user_id=request.query.user_id,
+        item_id=request.query.item_id,
+        scenario=request.scenario,
+        params={k: v for k, v in request.params.items() if k != "count"},
+        returned=tuple(ids),
+        next_calls=0,
+    )
+
+
+async def recommend(
+    database: Database, pipeline: Pipeline, request: Request, endpoint: str
+) -> dict[str, Any]:
+    query = request.query
+    if query.user_id is not None or query.item_id is not None:
+        await database.write(lambda ctx: ensure_context(ctx, request))
+    body, result = await database.read(lambda ctx: respond(ctx, pipeline, request))
+    record = new_log(request, result.ids, endpoint)
+    await database.write(lambda ctx: log_recommendation(ctx, record))
+    return {"recommId": record.recomm_id, **body}
+
+
+async def next_items(
+    database: Database,
+    pipeline: Pipeline,
+    recomm_id: str,
+    params: Params,
+    scenarios: Mapping[str, ScenarioConfig],
+    models: Mapping[str, Any],
+) -> dict[str, Any]:
+    check_known(params.merged, ("count",))
+    count = read_int(params.merged, "count", minimum=1)
+    if count is None:
+        raise BadParameter("count", "is required")
+    record = await database.read(lambda ctx: get_recommendation(ctx, recomm_id))
+    if record is None or time.time() - record.timestamp > NEXT_ITEMS_LIFETIME:
+        raise NotFound(f"recommendation '{recomm_id}' does not exist or has expired")
+    args = {}
+    if record.endpoint in ("items-to-user", "users-to-user") and record.user_id is not None:
+        args["userId"] = record.user_id
+    if record.endpoint in ("items-to-item", "users-to-item") and record.item_id is not None:
+        args["itemId"] = record.item_id
+    request = parse_request(
+        record.endpoint, args, Params(body={**record.params, "count": count}), scenarios, models
+    )
+    request = Request(
+        query=_excluding(request.query, record.returned),
+        scenario=request.scenario,
+        cascade_create=False,
+        return_properties=request.return_properties,
+        included_properties=request.included_properties,
+        reql_expressions=request.reql_expressions,
+        params=request.params,
+    )
+    body, result = await database.read(lambda ctx: respond(ctx, pipeline, request))
+    await database.write(lambda ctx: extend_recommendation(ctx, recomm_id, result.ids))
+    body["numberNextRecommsCalls"] = record.next_calls + 1
+    return {"recommId": recomm_id, **body}
+
+
+def _excluding(query: Query, ids: tuple[str, ...]) -> Query:
+    return replace(query, exclude_ids=frozenset(ids))

@@ -1,0 +1,126 @@
+"""Trained models on disk and in memory.
+
+`train_model` snapshots a database, fits a model and writes it to a new versioned directory
+(`<data_dir>/models/<db>/<model>/<version>/`), then points `current` at it with an atomic rename.
+`LiveModels` serves the current version of each model and picks up a newer one without a restart:
+the swap is one assignment, so a request sees either the old model or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from plugins.algorithm import Algorithm
+from plugins.manager import Registry
+from plugins.training import TrainingData
+from server.scenarios import ModelConfig
+from storage.database import Database
+from storage.snapshot import take_snapshot
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    algorithm: Algorithm
+
+
+def train_model(
+    database: Database, model: ModelConfig, registry: Registry, directory: Path
+) -> Path:
+    """Fit one model on a fresh snapshot and publish it as the current version."""
+    algorithm = registry.algorithm(model.algorithm)(**model.params)
+    snapshot = database.read_sync(take_snapshot)
+    algorithm.fit(TrainingData.from_snapshot(snapshot, model.weights))
+    home = directory / model.name
+    version = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 10**9:09d}"
+    staging = home / f".{version}.tmp"
+    algorithm.save(staging)
+    target = home / version
+    staging.rename(target)
+    pointer = home / ".current.tmp"
+    pointer.write_text(version)
+    os.replace(pointer, home / "current")
+    _prune(home, keep={version})
+    return target
+
+
+def current_version(directory: Path, model: str) -> str | None:
+    try:
+        return (directory / model / "current").read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _prune(home: Path, keep: set[str], keep_last: int = 3) -> None:
+    """Remove old versions, keeping the newest few (a server may still be loading one)."""
+    versions = sorted(p for p in home.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for old in versions[:-keep_last]:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+class LiveModels:
+    """The models a database serves, loaded from their current versions (trained on first use
+    when none exists yet)."""
+
+    def __init__(
+        self,
+        database: Database,
+        models: dict[str, ModelConfig],
+        registry: Registry,
+        directory: Path,
+    ) -> None:
+        self.database = database
+        self.configs = models
+        self.registry = registry
+        self.directory = directory
+        self._loaded: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> LoadedModel:
+        """The current version of a model (loading, or training, it if needed)."""
+        loaded = self._loaded.get(name)
+        if loaded is not None:
+            return loaded
+        with self._lock:
+            loaded = self._loaded.get(name)
+            if loaded is None:
+                loaded = self._load(name)
+                self._loaded = {**self._loaded, name: loaded}
+            return loaded
+
+    def refresh(self) -> list[str]:
+        """Load every model whose current version on disk is newer than the loaded one."""
+        changed = []
+        for name, loaded in list(self._loaded.items()):
+            version = current_version(self.directory, name)
+            if version is not None and version != loaded.version:
+                fresh = self._load(name)
+                with self._lock:
+                    self._loaded = {**self._loaded, name: fresh}
+                changed.append(name)
+        return changed
+
+    def train(self, name: str) -> LoadedModel:
+        """Train a model now and serve the new version."""
+        train_model(self.database, self.configs[name], self.registry, self.directory)
+        fresh = self._load(name)
+        with self._lock:
+            self._loaded = {**self._loaded, name: fresh}
+        return fresh
+
+    def _load(self, name: str) -> LoadedModel:
+        config = self.configs[name]
+        version = current_version(self.directory, name)
+        if version is None:
+            train_model(self.database, config, self.registry, self.directory)
+            version = current_version(self.directory, name)
+            assert version is not None
+        cls = self.registry.algorithm(config.algorithm)
+        return LoadedModel(name, version, cls.load(self.directory / name / version))

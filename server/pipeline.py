@@ -1,0 +1,307 @@
+"""The recommendation pipeline: candidates, scores, boosters, rotation, relevance, diversity.
+
+One run serves one request, on a reader thread: the ReQL filters become masks over the dense
+index (cached), the scenario's model scores every candidate at once (numpy), and the top `count`
+are picked. Nothing loops over items in Python.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from plugins.algorithm import UserHistory
+from plugins.training import validate_weights
+from server.evaluation import ExpressionEngine
+from server.expressions import Context
+from server.models import LiveModels
+from server.scenarios import FALLBACK_MODEL
+from storage.database import ReadContext
+from storage.errors import EntityNotFound
+from storage.recommendations import recently_recommended
+from storage.schema import Entity
+from storage.snapshot import KIND_NAMES
+
+DIVERSITY_POOL = 5
+"""Diversity re-ranks the best count x this many candidates."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """One recommendation request, with the scenario's settings merged in."""
+
+    endpoint: str  # items-to-user | items-to-item | users-to-item | users-to-user
+    count: int
+    model: str
+    user_id: str | None = None
+    item_id: str | None = None
+    filters: tuple[str, ...] = ()
+    boosters: tuple[str, ...] = ()
+    diversity: float = 0.0
+    rotation_rate: float = 0.0
+    rotation_time: float = 7200.0
+    min_relevance: str = "low"
+    exclude_interacted: bool = True
+    user_impact: float = 0.0
+    exclude_ids: frozenset[str] = frozenset()
+
+    @property
+    def candidates(self) -> Entity:
+        return Entity.ITEM if self.endpoint.startswith("items") else Entity.USER
+
+
+@dataclass
+class Result:
+    ids: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Runs queries against one database's expressions and models."""
+
+    def __init__(self, engine: ExpressionEngine, models: LiveModels) -> None:
+        self.engine = engine
+        self.models = models
+
+    def run(self, ctx: ReadContext, query: Query) -> Result:
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage] = timings.get(stage, 0.0) + (now - clock) * 1000
+            clock = now
+
+        entity = query.candidates
+        context = Context(item_id=query.item_id, user_id=query.user_id)
+        size = self.engine.index_size(ctx, entity)
+        mask = np.array(self.engine.mask(ctx, "true", entity=entity))
+        for text in query.filters:
+            mask &= self.engine.mask(ctx, text, context, entity=entity)[:size]
+        lap("filter")
+
+        model = self.models.get(query.model).algorithm
+        history = self._history(ctx, query) if query.user_id is not None else UserHistory.empty()
+        item_index = self._index(ctx, Entity.ITEM, query.item_id) if query.item_id else None
+        lap("context")
+
+        if query.endpoint == "items-to-user":
+            if query.exclude_interacted:
+                mask[history.items[history.items < size]] = False
+            scores = model.score_users([history], size, mask)[0]
+        elif query.endpoint == "items-to-item":
+            assert item_index is not None
+            if item_index < size:
+                mask[item_index] = False
+            scores = model.score_items([item_index], size, mask)[0]
+            if query.user_impact > 0 and len(history):
+                personal = model.score_users([history], size, mask)[0]
+                scores = (1 - query.user_impact) * _normalized(scores) + (
+                    query.user_impact * _normalized(personal)
+                )
+        else:
+            n_items = self.engine.index_size(ctx, Entity.ITEM)
+            if query.endpoint == "users-to-item":
+                assert item_index is not None
+                item_scores = model.score_items([item_index], n_items)[0]
+            else:
+                item_scores = model.score_users([history], n_items)[0]
+                own = self._index(ctx, Entity.USER, query.user_id)
+                if own is not None and own < size:
+                    mask[own] = False
+            scores = self._user_scores(ctx, item_scores, size)
+            scores = np.where(mask, scores, -np.inf).astype(np.float32)
+        for excluded in self._indexes(ctx, entity, query.exclude_ids):
+            if excluded < size:
+                scores[excluded] = -np.inf
+        lap("score")
+
+        keys = self._relevance(ctx, query, scores, size, mask)
+        lap("relevance")
+        # Boosters multiply the ranking keys, so that they lift padded (popular) items as well.
+        for text in query.boosters:
+            boosts = self.engine.boosts(ctx, text, context, entity=entity)[:size]
+            keys = np.where(np.isfinite(keys), keys * boosts, keys)
+        if query.rotation_rate > 0 and query.user_id is not None:
+            keys = self._rotate(ctx, query, keys, entity)
+        lap("boost")
+
+        chosen = _top(keys, query.count * (DIVERSITY_POOL if query.diversity > 0 else 1))
+        if query.diversity > 0 and len(chosen) > 1:
+            chosen = self._diversify(query, chosen, keys, size)
+        chosen = chosen[: query.count]
+        lap("rank")
+        ids = self._ids(ctx, entity, chosen)
+        lap("ids")
+        return Result(ids, timings)
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def _relevance(
+        self,
+        ctx: ReadContext,
+        query: Query,
+        scores: np.ndarray[Any, Any],
+        size: int,
+        mask: np.ndarray[Any, Any],
+    ) -> np.ndarray[Any, Any]:
+        """Ranking keys: relevant candidates (score > 0) by score, above the rest; with
+        minRelevance low the rest are ranked by popularity, so that a short list is padded."""
+        finite = np.isfinite(scores)
+        relevant = finite & (scores > 0)
+        keys = np.full(size, -np.inf, dtype=np.float64)
+        if relevant.any():
+            top = float(scores[relevant].max())
+            keys[relevant] = 2.0 + scores[relevant] / top
+        pad = query.min_relevance == "low" or (
+            query.min_relevance == "medium" and not relevant.any()
+        )
+        if pad:
+            rest = finite & ~relevant
+            if query.candidates is Entity.ITEM and FALLBACK_MODEL in self.models.configs:
+                popular = self.models.get(FALLBACK_MODEL).algorithm
+                popularity = popular.score_users([UserHistory.empty()], size, mask)[0].astype(
+                    np.float64
+                )
+                popularity = np.where(np.isfinite(popularity), popularity, 0.0)
+            else:
+                popularity = np.zeros(size)
+            peak = float(popularity[rest].max()) if rest.any() else 0.0
+            # Padding ranks below every relevant candidate, but above zero, so boosters count.
+            keys[rest] = 0.01 + (popularity[rest] / (peak + 1.0) if peak > 0 else 0.0)
+        return keys
+
+    def _rotate(
+        self, ctx: ReadContext, query: Query, keys: np.ndarray[Any, Any], entity: Entity
+    ) -> np.ndarray[Any, Any]:
+        assert query.user_id is not None
+        shown = recently_recommended(ctx, query.user_id, time.time() - query.rotation_time)
+        if not shown:
+            return keys
+        indexes = self._index_map(ctx, entity, list(shown))
+        keys = keys.copy()
+        for entity_id, index in indexes.items():
+            if index < len(keys) and np.isfinite(keys[index]):
+                # Each recent showing lowers the item below the ones not shown, in proportion.
+                keys[index] = keys[index] * (1.0 - query.rotation_rate) ** shown[entity_id] - (
+                    3.0 * query.rotation_rate
+                )
+        return keys
+
+    def _diversify(
+        self, query: Query, pool: np.ndarray[Any, Any], keys: np.ndarray[Any, Any], size: int
+    ) -> np.ndarray[Any, Any]:
+        """Maximal marginal relevance over the pool, with item-kNN similarity for items."""
+        if query.candidates is not Entity.ITEM or "item-knn" not in self.models.configs:
+            return pool
+        similarity_model = self.models.get("item-knn").algorithm
+        sims = similarity_model.score_items(list(pool), size)[:, pool]
+        sims = np.where(np.isfinite(sims), sims, 0.0)
+        peak = float(sims.max()) if sims.size else 0.0
+        if peak > 0:
+            sims = sims / peak
+        relevance = keys[pool]
+        relevance = (relevance - relevance.min()) / (np.ptp(relevance) or 1.0)
+        selected = [0]
+        remaining = list(range(1, len(pool)))
+        while remaining and len(selected) < query.count:
+            penalty = sims[np.ix_(remaining, selected)].max(axis=1)
+            marginal = (1 - query.diversity) * relevance[remaining] - query.diversity * penalty
+            best = remaining[int(np.argmax(marginal))]
+            selected.append(best)
+            remaining.remove(best)
+        return pool[selected]
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def _history(self, ctx: ReadContext, query: Query) -> UserHistory:
+        rows = ctx.conn.execute(
+            'SELECT i."$idx", x.kind, epoch_us(x.ts) / 1e6, coalesce(x.rating, 0), '
+            "coalesce(x.portion, 1) FROM interactions AS x "
+            'JOIN items AS i ON i."$id" = x.item_id WHERE x.user_id = ? ORDER BY x.ts',
+            [query.user_id],
+        ).fetchall()
+        weights = validate_weights(self.models.configs[query.model].weights)
+        kinds = tuple(KIND_NAMES[row[1]] for row in rows)
+        values = []
+        for kind, row in zip(kinds, rows, strict=True):
+            weight = weights[kind]
+            if kind == "ratings":
+                weight *= max(row[3] + 1.0, 0.0)
+            elif kind == "view_portions":
+                weight *= min(max(row[4], 0.0), 1.0)
+            values.append(weight)
+        return UserHistory(
+            np.asarray([row[0] for row in rows], dtype=np.int64),
+            kinds,
+            np.asarray([row[2] for row in rows], dtype=np.float64),
+            np.asarray(values, dtype=np.float32),
+        )
+
+    def _user_scores(
+        self, ctx: ReadContext, item_scores: np.ndarray[Any, Any], size: int
+    ) -> np.ndarray[Any, Any]:
+        """Each user's summed score of the items they interacted with."""
+        columns = ctx.conn.execute(
+            'SELECT u."$idx" AS u, i."$idx" AS i FROM interactions AS x '
+            'JOIN users AS u ON u."$id" = x.user_id JOIN items AS i ON i."$id" = x.item_id'
+        ).fetchnumpy()
+        users = np.asarray(columns["u"], dtype=np.int64)
+        items = np.asarray(columns["i"], dtype=np.int64)
+        values = np.where(np.isfinite(item_scores), item_scores, 0.0)
+        inside = items < len(values)
+        return np.bincount(users[inside], weights=values[items[inside]], minlength=size)[:size]
+
+    def _index(self, ctx: ReadContext, entity: Entity, entity_id: str | None) -> int | None:
+        if entity_id is None:
+            return None
+        found = self._index_map(ctx, entity, [entity_id])
+        if entity_id not in found:
+            raise EntityNotFound(entity.value, entity_id)
+        return found[entity_id]
+
+    def _indexes(self, ctx: ReadContext, entity: Entity, ids: frozenset[str]) -> list[int]:
+        return list(self._index_map(ctx, entity, list(ids)).values()) if ids else []
+
+    def _index_map(self, ctx: ReadContext, entity: Entity, ids: Sequence[str]) -> dict[str, int]:
+        rows = ctx.conn.execute(
+            f'SELECT "$id", "$idx" FROM {entity.table} WHERE "$id" IN '
+            "(SELECT unnest(?::VARCHAR[]))",
+            [list(ids)],
+        ).fetchall()
+        return {row[0]: int(row[1]) for row in rows}
+
+    def _ids(self, ctx: ReadContext, entity: Entity, indexes: np.ndarray[Any, Any]) -> list[str]:
+        if not len(indexes):
+            return []
+        rows = ctx.conn.execute(
+            f'SELECT "$idx", "$id" FROM {entity.table} WHERE "$idx" IN '
+            "(SELECT unnest(?::BIGINT[]))",
+            [[int(i) for i in indexes]],
+        ).fetchall()
+        by_index: Mapping[int, str] = {int(row[0]): row[1] for row in rows}
+        return [by_index[int(i)] for i in indexes if int(i) in by_index]
+
+
+def _top(keys: np.ndarray[Any, Any], count: int) -> np.ndarray[Any, Any]:
+    """Indexes of the `count` largest finite keys, best first (ties: lower index first)."""
+    finite = np.flatnonzero(np.isfinite(keys))
+    if len(finite) > count:
+        part = np.argpartition(-keys[finite], count - 1)[:count]
+        finite = finite[part]
+    order = np.lexsort((finite, -keys[finite]))
+    return finite[order]
+
+
+def _normalized(scores: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    finite = np.isfinite(scores)
+    if not finite.any():
+        return scores
+    low, high = float(scores[finite].min()), float(scores[finite].max())
+    span = high - low or 1.0
+    return np.where(finite, (scores - low) / span, scores)

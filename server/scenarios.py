@@ -1,0 +1,240 @@
+"""Models and scenarios from the YAML configuration.
+
+```yaml
+plugins: [my_plugin_module, ./path/to/plugin.py]
+models:                       # trained per database; these three exist unless redefined
+  knn: {algorithm: item-knn, params: {neighbours: 50}, weights: {purchases: 5}}
+scenarios:
+  homepage:
+    endpoint: items-to-user   # items-to-user | items-to-item | users-to-item | users-to-user
+    model: knn                # or logic: recombee:personal
+    filter: "'in_stock'"
+    booster: "if 'on_sale' then 1.5 else 1"
+    diversity: 0.2            # 0..1
+    rotation_rate: 0.1        # 0..1
+    rotation_time: 7200       # seconds
+    min_relevance: low        # low | medium | high
+    exclude_interacted: true
+    return_properties: false
+    included_properties: [title]
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENDPOINTS = ("items-to-user", "items-to-item", "users-to-item", "users-to-user")
+MIN_RELEVANCE = ("low", "medium", "high")
+
+DEFAULT_MODELS: dict[str, dict[str, Any]] = {
+    "popularity": {"algorithm": "popularity"},
+    "item-knn": {"algorithm": "item-knn"},
+    "recently-viewed": {"algorithm": "recently-viewed"},
+}
+LOGIC_ALIASES = {
+    "recombee:default": "item-knn",
+    "recombee:personal": "item-knn",
+    "recombee:similar": "item-knn",
+    "recombee:popular": "popularity",
+    "recombee:recently-viewed": "recently-viewed",
+}
+FALLBACK_MODEL = "popularity"
+
+_MODEL_KEYS = {"algorithm", "params", "weights"}
+_SCENARIO_KEYS = {
+    "endpoint",
+    "model",
+    "logic",
+    "filter",
+    "booster",
+    "diversity",
+    "rotation_rate",
+    "rotation_time",
+    "min_relevance",
+    "exclude_interacted",
+    "return_properties",
+    "included_properties",
+}
+
+
+class ScenarioError(ValueError):
+    """A model or scenario definition that cannot be used: `key` names where, `problem` what."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A named model: an algorithm, its parameters, and the interaction kind weights it learns
+    from."""
+
+    name: str
+    algorithm: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """A placement's settings; a request's parameters override or combine with them."""
+
+    name: str
+    endpoint: str = "items-to-user"
+    model: str | None = None
+    filter: str | None = None
+    booster: str | None = None
+    diversity: float = 0.0
+    rotation_rate: float = 0.0
+    rotation_time: float = 7200.0
+    min_relevance: str = "low"
+    exclude_interacted: bool = True
+    return_properties: bool = False
+    included_properties: tuple[str, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.name, "endpoint": self.endpoint, "model": self.model}
+
+
+def parse_models(
+    value: object, known_algorithms: Mapping[str, Any] | None = None
+) -> dict[str, ModelConfig]:
+    """The default models, then the configured ones (which may redefine a default)."""
+    raw: dict[str, Any] = dict(DEFAULT_MODELS)
+    if value is not None:
+        if not isinstance(value, Mapping):
+            raise ScenarioError("models", "must be a mapping of name -> {algorithm, params}")
+        raw.update(value)
+    models = {}
+    for name, settings in raw.items():
+        key = f"models.{name}"
+        if not isinstance(name, str) or not name:
+            raise ScenarioError(key, "a model name must be a non-empty string")
+        if not isinstance(settings, Mapping):
+            raise ScenarioError(key, "must be a mapping with an algorithm")
+        _check_keys(key, settings, _MODEL_KEYS)
+        algorithm = settings.get("algorithm")
+        if not isinstance(algorithm, str):
+            raise ScenarioError(f"{key}.algorithm", "is required: the name of an algorithm")
+        if known_algorithms is not None and algorithm not in known_algorithms:
+            listed = ", ".join(sorted(known_algorithms))
+            raise ScenarioError(f"{key}.algorithm", f"unknown algorithm '{algorithm}' ({listed})")
+        params = settings.get("params") or {}
+        weights = settings.get("weights") or {}
+        if not isinstance(params, Mapping):
+            raise ScenarioError(f"{key}.params", "must be a mapping")
+        if not isinstance(weights, Mapping):
+            raise ScenarioError(f"{key}.weights", "must be a mapping of interaction kind -> number")
+        models[name] = ModelConfig(name, algorithm, dict(params), dict(weights))
+    return models
+
+
+def parse_scenarios(value: object, models: Mapping[str, ModelConfig]) -> dict[str, ScenarioConfig]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ScenarioError("scenarios", "must be a mapping of name -> settings")
+    scenarios = {}
+    for name, settings in value.items():
+        key = f"scenarios.{name}"
+        if not isinstance(name, str) or not name:
+            raise ScenarioError(key, "a scenario name must be a non-empty string")
+        settings = settings or {}
+        if not isinstance(settings, Mapping):
+            raise ScenarioError(key, "must be a mapping")
+        _check_keys(key, settings, _SCENARIO_KEYS)
+        endpoint = settings.get("endpoint", "items-to-user")
+        if endpoint not in ENDPOINTS:
+            raise ScenarioError(f"{key}.endpoint", f"must be one of {', '.join(ENDPOINTS)}")
+        if "model" in settings and "logic" in settings:
+            raise ScenarioError(key, "give either model or logic, not both")
+        model = settings.get("model", settings.get("logic"))
+        if model is not None:
+            model = resolve_model(
+                model, models, f"{key}.{'model' if 'model' in settings else 'logic'}"
+            )
+        scenarios[name] = ScenarioConfig(
+            name=name,
+            endpoint=endpoint,
+            model=model,
+            filter=_optional_text(f"{key}.filter", settings.get("filter")),
+            booster=_optional_text(f"{key}.booster", settings.get("booster")),
+            diversity=_fraction(f"{key}.diversity", settings.get("diversity", 0.0)),
+            rotation_rate=_fraction(f"{key}.rotation_rate", settings.get("rotation_rate", 0.0)),
+            rotation_time=_positive(f"{key}.rotation_time", settings.get("rotation_time", 7200)),
+            min_relevance=_choice(
+                f"{key}.min_relevance", settings.get("min_relevance", "low"), MIN_RELEVANCE
+            ),
+            exclude_interacted=_flag(
+                f"{key}.exclude_interacted", settings.get("exclude_interacted", True)
+            ),
+            return_properties=_flag(
+                f"{key}.return_properties", settings.get("return_properties", False)
+            ),
+            included_properties=_names(
+                f"{key}.included_properties", settings.get("included_properties")
+            ),
+        )
+    return scenarios
+
+
+def resolve_model(name: object, models: Mapping[str, ModelConfig], key: str) -> str:
+    """A model name, or one of Recombee's logic names, as the name of a configured model."""
+    if not isinstance(name, str):
+        raise ScenarioError(key, f"must be the name of a model, not {name!r}")
+    resolved = LOGIC_ALIASES.get(name, name)
+    if resolved not in models:
+        known = ", ".join([*sorted(models), *LOGIC_ALIASES])
+        raise ScenarioError(key, f"unknown model or logic '{name}' (known: {known})")
+    return resolved
+
+
+def _check_keys(key: str, mapping: Mapping[Any, Any], allowed: set[str]) -> None:
+    for name in mapping:
+        if name not in allowed:
+            raise ScenarioError(
+                f"{key}.{name}", f"unknown key (expected one of {', '.join(sorted(allowed))})"
+            )
+
+
+def _optional_text(key: str, value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ScenarioError(key, "must be a ReQL expression in a string")
+
+
+def _fraction(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ScenarioError(key, f"must be a number from 0 to 1, not {value!r}")
+    return float(value)
+
+
+def _positive(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ScenarioError(key, f"must be a number of seconds above 0, not {value!r}")
+    return float(value)
+
+
+def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ScenarioError(key, f"must be one of {', '.join(choices)}, not {value!r}")
+    return str(value)
+
+
+def _flag(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ScenarioError(key, "must be true or false")
+    return value
+
+
+def _names(key: str, value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ScenarioError(key, "must be a list of property names")
+    return tuple(value)

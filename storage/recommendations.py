@@ -1,0 +1,76 @@
+"""The recommendation log: each response's recommId with what it returned, so that "next items"
+can page on and interactions that carry a recommId can be attributed to it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from storage.database import ReadContext, WriteContext
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One logged response."""
+
+    recomm_id: str
+    timestamp: float  # epoch seconds
+    endpoint: str
+    user_id: str | None
+    item_id: str | None
+    scenario: str | None
+    params: dict[str, Any]
+    returned: tuple[str, ...]
+    next_calls: int
+
+
+def log_recommendation(ctx: WriteContext, record: Recommendation) -> None:
+    ctx.conn.execute(
+        "INSERT INTO recommendations VALUES "
+        "(?, make_timestamp(CAST(? * 1000000 AS BIGINT)), ?, ?, ?, ?, ?, ?, ?)",
+        [
+            record.recomm_id,
+            record.timestamp,
+            record.endpoint,
+            record.user_id,
+            record.item_id,
+            record.scenario,
+            json.dumps(record.params, sort_keys=True),
+            list(record.returned),
+            record.next_calls,
+        ],
+    )
+
+
+def get_recommendation(ctx: ReadContext, recomm_id: str) -> Recommendation | None:
+    row = ctx.conn.execute(
+        "SELECT recomm_id, epoch_us(ts) / 1e6, endpoint, user_id, item_id, scenario, params, "
+        "returned, next_calls FROM recommendations WHERE recomm_id = ?",
+        [recomm_id],
+    ).fetchone()
+    if row is None:
+        return None
+    return Recommendation(
+        row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), tuple(row[7]), row[8]
+    )
+
+
+def extend_recommendation(ctx: WriteContext, recomm_id: str, more: Sequence[str]) -> None:
+    """Record a "next items" page: its items join the returned ones, and the call is counted."""
+    ctx.conn.execute(
+        "UPDATE recommendations SET returned = list_concat(returned, ?::VARCHAR[]), "
+        "next_calls = next_calls + 1 WHERE recomm_id = ?",
+        [list(more), recomm_id],
+    )
+
+
+def recently_recommended(ctx: ReadContext, user_id: str, since: float) -> dict[str, int]:
+    """How often each item was recommended to the user since a time (epoch seconds)."""
+    rows = ctx.conn.execute(
+        "SELECT item, count(*) FROM (SELECT unnest(returned) AS item FROM recommendations "
+        "WHERE user_id = ? AND ts >= make_timestamp(CAST(? * 1000000 AS BIGINT))) GROUP BY item",
+        [user_id, since],
+    ).fetchall()
+    return {item: int(count) for item, count in rows}

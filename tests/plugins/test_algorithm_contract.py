@@ -1,0 +1,123 @@
+"""The contract that every registered algorithm passes, built-in or from a plugin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from plugins.algorithm import Algorithm, ParameterError, UserHistory
+from plugins.manager import collect, get_plugin_manager
+from plugins.training import TrainingData
+from storage.snapshot import take_snapshot
+from tests.plugins.catalog import build_catalog
+
+REGISTRY = collect(get_plugin_manager())
+ALGORITHMS = sorted(REGISTRY.algorithms)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> TrainingData:
+    database = build_catalog(tmp_path_factory.mktemp("contract") / "catalog.duckdb")
+    snapshot = database.read_sync(take_snapshot)
+    database.close()
+    return TrainingData.from_snapshot(snapshot)
+
+
+def fitted(name: str, data: TrainingData) -> Algorithm:
+    model = REGISTRY.algorithm(name)(**{"seed": 3} if _has(name, "seed") else {})
+    model.fit(data)
+    return model
+
+
+def _has(name: str, parameter: str) -> bool:
+    return any(p.name == parameter for p in REGISTRY.algorithm(name).parameters)
+
+
+def histories(data: TrainingData) -> list[UserHistory]:
+    out = []
+    for user in (0, 5, 17):
+        start, end = data.indptr[user], data.indptr[user + 1]
+        kinds = tuple(("detail_views", "purchases")[int(k == 2)] for k in data.kinds[start:end])
+        out.append(
+            UserHistory(
+                data.items[start:end], kinds, data.timestamps[start:end], data.weights[start:end]
+            )
+        )
+    return out
+
+
+def valid(scores: np.ndarray[Any, Any], rows: int, n_items: int) -> None:
+    assert scores.shape == (rows, n_items)
+    assert scores.dtype == np.float32
+    assert not np.isnan(scores).any()
+    assert not np.isposinf(scores).any()
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_scores_have_the_promised_shape(name: str, data: TrainingData) -> None:
+    model = fitted(name, data)
+    assert model.n_items == data.n_items
+    valid(model.score_users(histories(data), data.n_items), 3, data.n_items)
+    valid(model.score_items([0, 4], data.n_items), 2, data.n_items)
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_candidates_are_respected(name: str, data: TrainingData) -> None:
+    model = fitted(name, data)
+    candidates = np.zeros(data.n_items, dtype=np.bool_)
+    candidates[::2] = True
+    for scores in (
+        model.score_users(histories(data), data.n_items, candidates),
+        model.score_items([1], data.n_items, candidates),
+    ):
+        assert np.isneginf(scores[:, ~candidates]).all()
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_fitting_is_deterministic(name: str, data: TrainingData) -> None:
+    first = fitted(name, data).score_users(histories(data), data.n_items)
+    second = fitted(name, data).score_users(histories(data), data.n_items)
+    np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_save_then_load_gives_the_same_scores(
+    name: str, data: TrainingData, tmp_path: Path
+) -> None:
+    model = fitted(name, data)
+    model.save(tmp_path / name)
+    assert not list((tmp_path / name).glob("*.pkl"))
+    loaded = type(model).load(tmp_path / name)
+    assert loaded.settings == model.settings
+    np.testing.assert_array_equal(
+        model.score_users(histories(data), data.n_items),
+        loaded.score_users(histories(data), data.n_items),
+    )
+    np.testing.assert_array_equal(
+        model.score_items([3], data.n_items), loaded.score_items([3], data.n_items)
+    )
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_a_user_with_no_history(name: str, data: TrainingData) -> None:
+    model = fitted(name, data)
+    valid(model.score_users([UserHistory.empty()], data.n_items), 1, data.n_items)
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_an_item_added_after_training(name: str, data: TrainingData) -> None:
+    model = fitted(name, data)
+    new_item = data.n_items + 2
+    grown = data.n_items + 3
+    history = UserHistory.of_items([0, new_item])
+    valid(model.score_users([history], grown), 1, grown)
+    valid(model.score_items([new_item], grown), 1, grown)
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_unknown_parameters_are_refused(name: str) -> None:
+    with pytest.raises(ParameterError, match="unknown parameter"):
+        REGISTRY.algorithm(name)(no_such_parameter=1)

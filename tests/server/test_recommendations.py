@@ -1,0 +1,139 @@
+"""The recommendation endpoints with the official client against a real server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from recombee_api_client.api_requests import (
+    AddDetailView,
+    AddItemProperty,
+    AddPurchase,
+    RecommendItemsToItem,
+    RecommendItemsToUser,
+    RecommendNextItems,
+    RecommendUsersToItem,
+    RecommendUsersToUser,
+    SetItemValues,
+)
+from recombee_api_client.exceptions import ResponseException
+
+from tests.serving import RunningServer
+
+GENRES = ["action", "comedy", "drama"]
+
+
+@pytest.fixture
+def shop(live: RunningServer) -> RunningServer:
+    """30 films in 3 genres; 24 users who each watch films of one genre."""
+    client = live.client()
+    client.send(AddItemProperty("genre", "string"))
+    client.send(AddItemProperty("year", "int"))
+    for i in range(30):
+        client.send(
+            SetItemValues(
+                f"film-{i:02d}", {"genre": GENRES[i % 3], "year": 1980 + i}, cascade_create=True
+            )
+        )
+    for user in range(24):
+        genre = user % 3
+        for film in range(genre, 30, 3):
+            if (film + user) % 4 != 0:
+                client.send(AddDetailView(f"user-{user}", f"film-{film:02d}", cascade_create=True))
+        client.send(AddPurchase(f"user-{user}", f"film-{genre:02d}", cascade_create=True))
+    response = live.request("POST", "/-/train", json={})
+    assert response.status_code == 200, response.text
+    return live
+
+
+def ids(response: dict[str, Any]) -> list[str]:
+    return [r["id"] for r in response["recomms"]]
+
+
+def test_items_to_user_follows_taste_and_excludes_seen(shop: RunningServer) -> None:
+    client = shop.client()
+    response = client.send(RecommendItemsToUser("user-0", 5))
+    assert set(response) == {"recommId", "recomms", "numberNextRecommsCalls"}
+    recommended = ids(response)
+    assert len(recommended) == 5
+    seen = {f"film-{f:02d}" for f in range(0, 30, 3) if f % 4 != 0} | {"film-00"}
+    assert not set(recommended) & seen
+    # user-0 likes action (films 0, 3, 6, …): the best unseen ones come first.
+    assert int(recommended[0][-2:]) % 3 == 0
+
+
+def test_filter_booster_and_properties(shop: RunningServer) -> None:
+    client = shop.client()
+    filtered = client.send(
+        RecommendItemsToUser("user-1", 10, filter="'year' >= 2000", return_properties=True)
+    )
+    assert filtered["recomms"]
+    assert all(r["values"]["year"] >= 2000 for r in filtered["recomms"])
+    boosted = client.send(
+        RecommendItemsToUser("user-1", 3, booster="if 'itemId' == \"film-29\" then 100 else 1")
+    )
+    assert ids(boosted)[0] == "film-29"
+    evaluated = client.send(
+        RecommendItemsToUser(
+            "user-1", 2, reql_expressions={"genre": "'genre'", "old": "'year' < 1990"}
+        )
+    )
+    for record in evaluated["recomms"]:
+        assert set(record["reqlEvaluations"]) == {"genre", "old"}
+
+
+def test_items_to_item_and_users_endpoints(shop: RunningServer) -> None:
+    client = shop.client()
+    similar = ids(client.send(RecommendItemsToItem("film-04", "user-5", 5)))
+    assert "film-04" not in similar
+    assert sum(int(i[-2:]) % 3 == 1 for i in similar) >= 4  # comedies like film-04
+    users = ids(client.send(RecommendUsersToItem("film-05", 4)))
+    assert len(users) == 4
+    assert all(int(u.split("-")[1]) % 3 == 2 for u in users)  # drama fans
+    peers = ids(client.send(RecommendUsersToUser("user-3", 3)))
+    assert "user-3" not in peers
+    assert all(int(u.split("-")[1]) % 3 == 0 for u in peers)
+
+
+def test_next_items_never_repeat(shop: RunningServer) -> None:
+    client = shop.client()
+    first = client.send(RecommendItemsToUser("user-2", 4))
+    second = client.send(RecommendNextItems(first["recommId"], 4))
+    assert second["recommId"] == first["recommId"]
+    assert second["numberNextRecommsCalls"] == 1
+    assert not set(ids(first)) & set(ids(second))
+    third = client.send(RecommendNextItems(first["recommId"], 4))
+    assert not (set(ids(first)) | set(ids(second))) & set(ids(third))
+    with pytest.raises(ResponseException) as caught:
+        client.send(RecommendNextItems("no-such-recommendation", 4))
+    assert caught.value.status_code == 404
+
+
+def test_rotation_changes_the_next_list(shop: RunningServer) -> None:
+    client = shop.client()
+    first = ids(client.send(RecommendItemsToUser("user-4", 3, rotation_rate=1.0)))
+    second = ids(client.send(RecommendItemsToUser("user-4", 3, rotation_rate=1.0)))
+    assert first != second
+
+
+@pytest.mark.parametrize(
+    ("request_", "status", "words"),
+    [
+        (RecommendItemsToUser("user-0", 0), 400, "count"),
+        (RecommendItemsToUser("nobody", 3), 404, "user 'nobody'"),
+        (RecommendItemsToUser("user-0", 3, logic="no-such-logic"), 400, "logic"),
+        (RecommendItemsToUser("user-0", 3, diversity=1.5), 400, "diversity"),
+        (RecommendItemsToUser("user-0", 3, filter="'year'"), 400, "must be boolean"),
+        (RecommendItemsToItem("no-film", "user-0", 3), 404, "item 'no-film'"),
+    ],
+)
+def test_bad_requests(shop: RunningServer, request_: Any, status: int, words: str) -> None:
+    with pytest.raises(ResponseException) as caught:
+        shop.client().send(request_)
+    assert caught.value.status_code == status
+    assert words in caught.value.description
+
+
+def test_cascade_create_gives_a_new_user_popular_items(shop: RunningServer) -> None:
+    response = shop.client().send(RecommendItemsToUser("newcomer", 3, cascade_create=True))
+    assert len(ids(response)) == 3
