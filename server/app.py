@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from plugins.algorithm import ParameterError
 from plugins.manager import PluginError, Registry, collect, get_plugin_manager
 from server.api.batch import parse_batch, run_batch
 from server.api.catalog import catalog_operations
@@ -24,6 +25,8 @@ from server.api.operations import Mode, Operation, OperationTable, Params, error
 from server.api.recommendations import next_items, parse_request, recommend
 from server.auth import AUTH_PARAMETERS, verify_request
 from server.config import Config, ConfigError
+from server.lifecycle import Live
+from server.models import check_models
 from server.store import Served, Store
 from storage.database import Database
 from storage.errors import BadParameter, InvalidInput, NotFound, StorageError, TooLarge
@@ -50,20 +53,7 @@ def load_registry(config: Config) -> Registry:
         registry = collect(get_plugin_manager(config.plugins))
     except PluginError as error:
         raise ConfigError(config.source, "plugins", str(error)) from None
-    for name, model in config.models.items():
-        if model.algorithm not in registry.algorithms:
-            known = ", ".join(sorted(registry.algorithms))
-            raise ConfigError(
-                config.source,
-                f"models.{name}.algorithm",
-                f"unknown algorithm '{model.algorithm}' (known: {known})",
-            )
-        try:
-            registry.algorithm(model.algorithm).validate(model.params)
-        except ParameterError as error:
-            raise ConfigError(
-                config.source, f"models.{name}.params.{error.parameter}", error.problem
-            ) from None
+    check_models(config, registry)
     return registry
 
 
@@ -89,17 +79,31 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
     """Build the application for a configuration; databases open in the lifespan."""
     registry = registry if registry is not None else load_registry(config)
     store = Store(config, registry)
+    live = Live(config, registry, store)
     table = operation_table()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(store.open)
         registry.manager.hook.startup(config=config)
+        trainer = asyncio.create_task(live.train_on_schedule())
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.create_task(_reload_logged()))
         try:
             yield
         finally:
+            trainer.cancel()
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGHUP)
             registry.manager.hook.shutdown()
             await asyncio.to_thread(store.close)
+
+    async def _reload_logged() -> None:
+        try:
+            await live.reload()
+        except ConfigError as error:
+            logger.error("reload refused: %s", error)
 
     def served_of(request: Request) -> Served:
         name = request.path_params["databaseId"]
@@ -147,7 +151,8 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
                 served = served_of(request)
                 params = await read_params(request)
                 args = {k: v for k, v in request.path_params.items() if k != "databaseId"}
-                parsed = parse_request(endpoint, args, params, config.scenarios, config.models)
+                current = live.config
+                parsed = parse_request(endpoint, args, params, current.scenarios, current.models)
                 result = await recommend(served.database, served.pipeline, parsed, endpoint)
             except StorageError as error:
                 return JSONResponse(error_body(error), status_code=error.status)
@@ -164,8 +169,8 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
                 served.pipeline,
                 request.path_params["recommId"],
                 params,
-                config.scenarios,
-                config.models,
+                live.config.scenarios,
+                live.config.models,
             )
         except StorageError as error:
             return JSONResponse(error_body(error), status_code=error.status)
@@ -176,7 +181,24 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
             served_of(request)
         except StorageError as error:
             return JSONResponse(error_body(error), status_code=error.status)
-        return JSONResponse([s.to_json() for s in config.scenarios.values()])
+        return JSONResponse([s.to_json() for s in live.config.scenarios.values()])
+
+    async def reload(request: Request) -> Response:
+        # Any database's token signs it (or none, where unsigned requests are allowed).
+        refusals = []
+        for settings in config.databases.values():
+            try:
+                verify_request(request.scope, settings.token, allow_unsigned=config.allow_unsigned)
+                break
+            except StorageError as error:
+                refusals.append(error)
+        else:
+            return JSONResponse(error_body(refusals[0]), status_code=refusals[0].status)
+        try:
+            result = await live.reload()
+        except ConfigError as error:
+            return JSONResponse({"statusCode": 400, "error": str(error)}, status_code=400)
+        return JSONResponse(result)
 
     async def train(request: Request) -> Response:
         try:
@@ -200,6 +222,7 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
         Route("/-/health", health, methods=["GET"]),
         Route("/{databaseId}/-/train", train, methods=["POST"]),
         Route("/-/plugins", plugins, methods=["GET"]),
+        Route("/-/reload", reload, methods=["POST"]),
         Route("/{databaseId}/scenarios/", scenarios, methods=["GET"]),
         Route("/{databaseId}/recomms/next/items/{recommId}", next_page, methods=["POST", "GET"]),
     ]

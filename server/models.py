@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugins.algorithm import Algorithm
+from plugins.algorithm import Algorithm, ParameterError
 from plugins.manager import Registry
-from plugins.training import TrainingData
+from plugins.training import TrainingData, WeightError, validate_weights
+from server.config import Config, ConfigError
 from server.scenarios import ModelConfig
 from storage.database import Database
 from storage.snapshot import take_snapshot
@@ -48,6 +49,28 @@ def train_model(
     os.replace(pointer, home / "current")
     _prune(home, keep={version})
     return target
+
+
+def check_models(config: Config, registry: Registry) -> None:
+    """Every configured model names a registered algorithm with valid parameters."""
+    for name, model in config.models.items():
+        if model.algorithm not in registry.algorithms:
+            known = ", ".join(sorted(registry.algorithms))
+            raise ConfigError(
+                config.source,
+                f"models.{name}.algorithm",
+                f"unknown algorithm '{model.algorithm}' (known: {known})",
+            )
+        try:
+            registry.algorithm(model.algorithm).validate(model.params)
+        except ParameterError as error:
+            raise ConfigError(
+                config.source, f"models.{name}.params.{error.parameter}", error.problem
+            ) from None
+        try:
+            validate_weights(model.weights)
+        except WeightError as error:
+            raise ConfigError(config.source, f"models.{name}.weights", str(error)) from None
 
 
 def current_version(directory: Path, model: str) -> str | None:
@@ -106,6 +129,17 @@ class LiveModels:
                     self._loaded = {**self._loaded, name: fresh}
                 changed.append(name)
         return changed
+
+    def update(self, configs: dict[str, ModelConfig]) -> None:
+        """New model definitions (a configuration reload): models whose definition changed are
+        trained again on first use; the others keep serving."""
+        with self._lock:
+            self._loaded = {
+                name: loaded
+                for name, loaded in self._loaded.items()
+                if configs.get(name) == self.configs.get(name)
+            }
+            self.configs = configs
 
     def train(self, name: str) -> LoadedModel:
         """Train a model now and serve the new version."""

@@ -41,6 +41,8 @@ class RunningServer:
     tls: Mapping[str, str] | None = None
     ca_file: str | None = None
     process: subprocess.Popen[bytes] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """More configuration keys (plugins, models, scenarios, train_every)."""
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -76,12 +78,15 @@ class RunningServer:
         json: Any = None,
         data: bytes | None = None,
         signed: bool = True,
+        token: str | None = None,
     ) -> requests.Response:
-        """A raw HTTP request to `/{database}{path}`, HMAC-signed as Recombee's clients do."""
+        """A raw HTTP request to `/{database}{path}`, HMAC-signed as Recombee's clients do (with
+        the database's token, or `token`)."""
         url_path = f"/{database}{path}"
         if signed:
             url_path += ("&" if "?" in url_path else "?") + f"hmac_timestamp={int(time.time())}"
-            url_path += f"&hmac_sign={sign(url_path, self.tokens[database])}"
+            key = token if token is not None else self.tokens[database]
+            url_path += f"&hmac_sign={sign(url_path, key)}"
         return requests.request(
             method,
             self.url + url_path,
@@ -101,6 +106,7 @@ class RunningServer:
             "allow_unsigned": self.allow_unsigned,
             "server": server,
             "databases": {name: {"token": token} for name, token in self.tokens.items()},
+            **self.extra,
         }
         self.config_path.write_text(yaml.safe_dump(config))
 
