@@ -18,17 +18,24 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from plugins.manager import PluginError, Registry, collect, get_plugin_manager
-from server.api.batch import parse_batch, run_batch
+from server.api.batch import PreparedBatch, parse_batch, run_batch
 from server.api.catalog import catalog_operations
 from server.api.interactions import interaction_operations
-from server.api.operations import Mode, Operation, OperationTable, Params, error_body
-from server.api.recommendations import next_items, parse_request, recommend
+from server.api.operations import Call, Mode, Operation, OperationTable, Params, error_body
+from server.api.recommendations import (
+    PATHS,
+    next_items,
+    parse_request,
+    recommend,
+    recommend_in_transaction,
+    recommendation_operations,
+)
 from server.auth import AUTH_PARAMETERS, verify_request
 from server.config import Config, ConfigError
 from server.lifecycle import Live
 from server.models import check_models
 from server.store import Served, Store
-from storage.database import Database
+from storage.database import Database, WriteContext
 from storage.errors import BadParameter, InvalidInput, NotFound, StorageError, TooLarge
 from storage.params import check_known, read_str
 
@@ -37,14 +44,6 @@ MAX_BODY_BYTES = 64 * 2**20
 """A full batch of 10,000 requests takes a few MB; anything far larger is refused with 413."""
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-RECOMMENDATION_PATHS = {
-    "items-to-user": "/recomms/users/{userId}/items/",
-    "items-to-item": "/recomms/items/{itemId}/items/",
-    "users-to-item": "/recomms/items/{itemId}/users/",
-    "users-to-user": "/recomms/users/{userId}/users/",
-}
 
 
 def load_registry(config: Config) -> Registry:
@@ -72,7 +71,9 @@ def plugins_json(registry: Registry) -> dict[str, Any]:
 
 def operation_table() -> OperationTable:
     """Every operation of Recombee's API that reqo serves."""
-    return OperationTable([*catalog_operations(), *interaction_operations()])
+    return OperationTable(
+        [*catalog_operations(), *interaction_operations(), *recommendation_operations()]
+    )
 
 
 def create_app(config: Config, registry: Registry | None = None) -> Starlette:
@@ -134,7 +135,23 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
             database = database_of(request)
             params = await read_params(request)
             prepared = await asyncio.to_thread(parse_batch, table, params)
-            result = await database.write(lambda ctx: run_batch(ctx, prepared))
+            served = served_of(request)
+            current = live.config
+
+            def recommend_one(ctx: WriteContext, call: Call, batch: PreparedBatch) -> Any:
+                kind = call.operation.recommendation
+                exclude = frozenset(batch.recommended) if batch.distinct_recomms else frozenset()
+                if kind == "next-items":
+                    raise BadParameter("requests", "Recommend Next Items cannot be part of a batch")
+                assert kind is not None
+                parsed = parse_request(
+                    kind, call.args, call.params, current.scenarios, current.models
+                )
+                body = recommend_in_transaction(ctx, served.pipeline, parsed, kind, exclude)
+                batch.recommended.update(r["id"] for r in body["recomms"])
+                return body
+
+            result = await database.write(lambda ctx: run_batch(ctx, prepared, recommend_one))
         except StorageError as error:
             return JSONResponse(error_body(error), status_code=error.status)
         return JSONResponse(result)
@@ -226,10 +243,14 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
         Route("/{databaseId}/scenarios/", scenarios, methods=["GET"]),
         Route("/{databaseId}/recomms/next/items/{recommId}", next_page, methods=["POST", "GET"]),
     ]
-    for kind, path in RECOMMENDATION_PATHS.items():
+    for kind, path in PATHS.items():
+        if kind == "next-items":
+            continue
         routes.append(Route("/{databaseId}" + path, recommendation(kind), methods=["POST", "GET"]))
     routes.append(Route("/{databaseId}/batch/", batch, methods=["POST"]))
     for operation in table.operations:
+        if operation.recommendation is not None:
+            continue  # served by the routes above, with the pipeline
         routes.append(
             Route("/{databaseId}" + operation.path, endpoint(operation), methods=[operation.method])
         )

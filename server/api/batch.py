@@ -7,8 +7,8 @@ batch of 10,000 interactions cost a handful of queries.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -29,7 +29,21 @@ class PreparedCall:
     refusal: StorageError | None = None
 
 
-def parse_batch(table: OperationTable, params: Params) -> list[PreparedCall]:
+@dataclass
+class PreparedBatch:
+    """A batch ready to run: its sub-requests, and whether recommendations must be distinct."""
+
+    calls: list[PreparedCall]
+    distinct_recomms: bool = False
+    recommended: set[str] = field(default_factory=set)
+
+
+Recommend = Callable[[WriteContext, Call, "PreparedBatch"], Any]
+"""Runs a recommendation sub-request; with distinct_recomms it excludes, and adds to,
+`recommended`."""
+
+
+def parse_batch(table: OperationTable, params: Params) -> PreparedBatch:
     """Check the batch's shape and match every sub-request before anything runs.
 
     A sub-request whose method and path match no endpoint makes the whole batch a 404 (the
@@ -37,7 +51,7 @@ def parse_batch(table: OperationTable, params: Params) -> list[PreparedCall]:
     """
     merged = params.merged
     check_known(merged, ("requests", "distinctRecomms"))
-    read_bool(merged, "distinctRecomms", False)
+    distinct = read_bool(merged, "distinctRecomms", False)
     requests = merged.get("requests")
     if not isinstance(requests, list):
         raise BadParameter("requests", "is required: an array of {method, path, params}")
@@ -56,7 +70,7 @@ def parse_batch(table: OperationTable, params: Params) -> list[PreparedCall]:
             except StorageError as error:
                 item.refusal = error
         prepared.append(item)
-    return prepared
+    return PreparedBatch(prepared, distinct)
 
 
 def _parse_request(table: OperationTable, index: int, request: object) -> Call:
@@ -84,14 +98,25 @@ def _parse_request(table: OperationTable, index: int, request: object) -> Call:
     return Call(operation, args, Params(query=query, body=dict(sub_params)))
 
 
-def run_batch(ctx: WriteContext, prepared: Sequence[PreparedCall]) -> list[dict[str, Any]]:
+def run_batch(
+    ctx: WriteContext, batch: PreparedBatch, recommend: Recommend | None = None
+) -> list[dict[str, Any]]:
     """Execute matched sub-requests in order; returns Recombee's `[{code, json}]`."""
+    prepared: Sequence[PreparedCall] = batch.calls
     responses: list[dict[str, Any]] = []
     index = 0
     while index < len(prepared):
-        coalesce = prepared[index].call.operation.coalesce
+        call = prepared[index].call
+        if call.operation.recommendation is not None and recommend is not None:
+            try:
+                responses.append({"code": 200, "json": recommend(ctx, call, batch)})
+            except StorageError as error:
+                responses.append({"code": error.status, "json": error_body(error)})
+            index += 1
+            continue
+        coalesce = call.operation.coalesce
         if coalesce is None:
-            responses.append(_run_one(ctx, prepared[index].call))
+            responses.append(_run_one(ctx, call))
             index += 1
             continue
         end = index

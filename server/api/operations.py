@@ -64,6 +64,8 @@ class Operation:
     mode: Mode
     status: int = 200
     coalesce: Coalesce | None = None
+    recommendation: str | None = None
+    """For recommendation endpoints (which the host runs with its pipeline): the endpoint kind."""
 
 
 @dataclass(frozen=True)

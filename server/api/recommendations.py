@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from server.api.operations import Params
+from server.api.operations import Mode, Operation, Params
 from server.expressions import Context
 from server.pipeline import Pipeline, Query
 from server.scenarios import ScenarioConfig, ScenarioError, resolve_model
@@ -209,6 +209,46 @@ def new_log(request: Request, ids: list[str], endpoint: str) -> Recommendation:
         returned=tuple(ids),
         next_calls=0,
     )
+
+
+PATHS = {
+    "items-to-user": "/recomms/users/{userId}/items/",
+    "items-to-item": "/recomms/items/{itemId}/items/",
+    "users-to-item": "/recomms/items/{itemId}/users/",
+    "users-to-user": "/recomms/users/{userId}/users/",
+    "next-items": "/recomms/next/items/{recommId}",
+}
+
+
+def recommendation_operations() -> list[Operation]:
+    """The recommendation endpoints as operations, so that batches can hold them; the host runs
+    them with its pipeline (they need more than a connection)."""
+    return [
+        Operation(f"recommend {kind}", method, path, _host_only, Mode.READ, recommendation=kind)
+        for kind, path in PATHS.items()
+        for method in ("POST", "GET")
+    ]
+
+
+def _host_only(ctx: WriteContext, args: Mapping[str, str], params: Params) -> Any:
+    raise RuntimeError("recommendation operations are run by the host's pipeline")
+
+
+def recommend_in_transaction(
+    ctx: WriteContext,
+    pipeline: Pipeline,
+    request: Request,
+    endpoint: str,
+    exclude: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """A whole recommendation inside one write transaction (a batch's sub-request)."""
+    if exclude:
+        request = replace(request, query=replace(request.query, exclude_ids=exclude))
+    ensure_context(ctx, request)
+    body, result = respond(ctx, pipeline, request)
+    record = new_log(request, result.ids, endpoint)
+    log_recommendation(ctx, record)
+    return {"recommId": record.recomm_id, **body}
 
 
 async def recommend(

@@ -137,3 +137,19 @@ def test_bad_requests(shop: RunningServer, request_: Any, status: int, words: st
 def test_cascade_create_gives_a_new_user_popular_items(shop: RunningServer) -> None:
     response = shop.client().send(RecommendItemsToUser("newcomer", 3, cascade_create=True))
     assert len(ids(response)) == 3
+
+
+def test_distinct_recomms_in_a_batch(shop: RunningServer) -> None:
+    sub = {"method": "POST", "path": "/recomms/users/user-6/items/", "params": {"count": 4}}
+    for distinct, overlap in ((True, False), (False, True)):
+        response = shop.request(
+            "POST", "/batch/", json={"requests": [sub, sub], "distinctRecomms": distinct}
+        )
+        assert response.status_code == 200, response.text
+        first, second = (set(ids(r["json"])) for r in response.json())
+        assert len(first) == len(second) == 4
+        assert bool(first & second) is overlap
+    bad = {"method": "POST", "path": "/recomms/users/user-6/items/", "params": {"count": -1}}
+    response = shop.request("POST", "/batch/", json={"requests": [bad, sub]})
+    codes = [r["code"] for r in response.json()]
+    assert codes == [400, 200]
