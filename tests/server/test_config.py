@@ -76,3 +76,67 @@ def test_the_cli_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFix
     unsigned = write(tmp_path, "allow_unsigned: true\ndatabases: {d: {token: t}}\n")
     assert main(["serve", "--config", str(unsigned), "--host", "0.0.0.0"]) == 2
     assert "local development only" in capsys.readouterr().err
+
+
+def test_models_scenarios_plugins_and_schedule(tmp_path: Path) -> None:
+    data = {
+        "databases": {"shop": {"token": "t"}},
+        "plugins": ["some_module", "./local/plugin.py"],
+        "train_every": "90m",
+        "models": {"knn": {"algorithm": "item-knn", "params": {"neighbours": 5}}},
+        "scenarios": {
+            "home": {"endpoint": "items-to-user", "logic": "recombee:popular", "diversity": 0.5},
+            "related": {"endpoint": "items-to-item", "model": "knn", "filter": "'in_stock'"},
+        },
+    }
+    config = parse_config(data, source="x.yaml", base_dir=tmp_path)
+    assert config.plugins == ("some_module", str(tmp_path / "local/plugin.py"))
+    assert config.train_every == 90 * 60
+    assert set(config.models) == {"knn", "popularity", "item-knn", "recently-viewed"}
+    assert config.scenarios["home"].model == "popularity"
+    assert config.scenarios["home"].diversity == 0.5
+    assert config.scenarios["related"].filter == "'in_stock'"
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "problem"),
+    [
+        ({"models": {"m": {"params": {}}}}, "models.m.algorithm", "required"),
+        ({"models": {"m": {"algorithm": "x", "nope": 1}}}, "models.m.nope", "unknown key"),
+        ({"scenarios": {"s": {"endpoint": "items-to-nowhere"}}}, "scenarios.s.endpoint", "one of"),
+        ({"scenarios": {"s": {"model": "missing"}}}, "scenarios.s.model", "unknown model"),
+        ({"scenarios": {"s": {"diversity": 2}}}, "scenarios.s.diversity", "from 0 to 1"),
+        ({"scenarios": {"s": {"min_relevance": "max"}}}, "scenarios.s.min_relevance", "one of"),
+        ({"scenarios": {"s": {"model": "popularity", "logic": "x"}}}, "scenarios.s", "either"),
+        ({"train_every": "soon"}, "train_every", "duration"),
+        ({"plugins": "one"}, "plugins", "list"),
+    ],
+)
+def test_bad_models_and_scenarios(
+    tmp_path: Path, extra: dict[str, Any], key: str, problem: str
+) -> None:
+    data = {"databases": {"shop": {"token": "t"}}, **extra}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, source="x.yaml", base_dir=tmp_path)
+    assert caught.value.key == key
+    assert problem in caught.value.problem
+
+
+def test_an_unknown_algorithm_stops_the_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        "databases: {shop: {token: t}}\nmodels: {m: {algorithm: no-such-algorithm}}\n",
+    )
+    assert main(["plugins", "--config", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "models.m.algorithm" in error
+    assert "unknown algorithm 'no-such-algorithm'" in error
+    path = write(
+        tmp_path,
+        "databases: {shop: {token: t}}\n"
+        "models: {m: {algorithm: item-knn, params: {neighbours: 0}}}\n",
+    )
+    assert main(["plugins", "--config", str(path)]) == 2
+    assert "models.m.params.neighbours" in capsys.readouterr().err
