@@ -28,6 +28,12 @@ from typing import Any
 
 ENDPOINTS = ("items-to-user", "items-to-item", "users-to-item", "users-to-user")
 MIN_RELEVANCE = ("low", "medium", "high")
+RECOMBEE_ENDPOINTS = {
+    "items-to-user": "recommendItemsToUser",
+    "items-to-item": "recommendItemsToItem",
+    "users-to-item": "recommendUsersToItem",
+    "users-to-user": "recommendUsersToUser",
+}
 
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "popularity": {"algorithm": "popularity"},
@@ -98,7 +104,8 @@ class ScenarioConfig:
     included_properties: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.name, "endpoint": self.endpoint, "model": self.model}
+        """As Recombee's List Scenarios shows it (plus the model reqo serves it with)."""
+        return {"id": self.name, "endpoint": RECOMBEE_ENDPOINTS[self.endpoint], "model": self.model}
 
 
 def parse_models(

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.database import ReadContext, WriteContext
+from storage.interactions import InteractionKind
+
+KIND_NAMES = {kind.code: kind.reql_name for kind in InteractionKind}
 
 
 @dataclass(frozen=True)
@@ -74,3 +77,26 @@ def recently_recommended(ctx: ReadContext, user_id: str, since: float) -> dict[s
         [user_id, since],
     ).fetchall()
     return {item: int(count) for item, count in rows}
+
+
+def attributed_interactions(ctx: ReadContext, recomm_id: str) -> list[dict[str, Any]]:
+    """The interactions that carry a recommendation's recommId and are about one of the items it
+    returned (clicks and purchases that the recommendation earned), oldest first."""
+    rows = ctx.conn.execute(
+        """SELECT x.kind, x.user_id, x.item_id, epoch_us(x.ts) / 1e6, x.price, x.profit
+           FROM interactions AS x JOIN recommendations AS r ON r.recomm_id = x.recomm_id
+           WHERE x.recomm_id = ? AND list_contains(r.returned, x.item_id)
+           ORDER BY x.ts""",
+        [recomm_id],
+    ).fetchall()
+    return [
+        {
+            "type": KIND_NAMES[kind],
+            "userId": user,
+            "itemId": item,
+            "timestamp": ts,
+            "price": price,
+            "profit": profit,
+        }
+        for kind, user, item, ts, price, profit in rows
+    ]

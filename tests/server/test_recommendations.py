@@ -153,3 +153,13 @@ def test_distinct_recomms_in_a_batch(shop: RunningServer) -> None:
     response = shop.request("POST", "/batch/", json={"requests": [bad, sub]})
     codes = [r["code"] for r in response.json()]
     assert codes == [400, 200]
+
+
+def test_diversity_spreads_the_list_across_genres(shop: RunningServer) -> None:
+    client = shop.client()
+
+    def genres(diversity: float) -> set[int]:
+        response = client.send(RecommendItemsToItem("film-04", "user-5", 5, diversity=diversity))
+        return {int(i[-2:]) % 3 for i in ids(response)}
+
+    assert len(genres(1.0)) > len(genres(0.0))

@@ -15,6 +15,7 @@ import yaml
 from recombee_api_client.api_requests import (
     AddDetailView,
     AddItemProperty,
+    ListScenarios,
     RecommendItemsToItem,
     RecommendItemsToUser,
     SetItemValues,
@@ -70,8 +71,8 @@ def test_a_plugin_algorithm_serves_a_scenario(configured: RunningServer) -> None
     assert all(int(i[1:]) % 3 != 2 for i in recommended)
     # Co-occurrence with f00 (action) ranks action films first.
     assert int(recommended[0][1:]) % 3 == 0
-    listed = configured.request("GET", "/scenarios/").json()
-    assert {"id": "related", "endpoint": "items-to-item", "model": "cooc"} in listed
+    listed = configured.client().send(ListScenarios())
+    assert {"id": "related", "endpoint": "recommendItemsToItem", "model": "cooc"} in listed
 
 
 def test_a_request_filter_is_anded_with_the_scenarios(configured: RunningServer) -> None:
