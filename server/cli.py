@@ -127,6 +127,7 @@ def _train(args: argparse.Namespace) -> int:
     """Train in this process; if a running server holds the database, ask it to train instead
     (DuckDB lets one process open a database file for writing)."""
     import duckdb
+    from tqdm import tqdm
 
     from server.app import load_registry
     from server.models import train_model
@@ -151,12 +152,14 @@ def _train(args: argparse.Namespace) -> int:
                 print(f"{name}/{model}: {_train_remotely(config, name, model)}")
             continue
         try:
-            for model in models:
+            bar = tqdm(models, desc=f"training {name}", unit="model", disable=None)
+            for model in bar:
+                bar.set_postfix_str(model)
                 started = time.perf_counter()
                 path = train_model(
                     database, config.models[model], registry, config.models_dir(name)
                 )
-                print(f"{name}/{model}: {path.name} in {time.perf_counter() - started:.1f} s")
+                bar.write(f"{name}/{model}: {path.name} in {time.perf_counter() - started:.1f} s")
         finally:
             database.close()
     return 0
