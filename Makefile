@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python -m bench.write_latency
 	$(BIN)/python -m bench.import_parquet
 	$(BIN)/python -m bench.reql_filter
+	$(BIN)/python -m bench.recommend
 
 clean:
 	rm -rf $(VENV) data build *.egg-info .mypy_cache .pytest_cache .ruff_cache

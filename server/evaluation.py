@@ -19,7 +19,14 @@ import numpy as np
 import reql
 from server.expressions import NO_CONTEXT, Context, compile_for, current_time, run_guarded
 from storage.database import Database, ReadContext
-from storage.schema import ID_COLUMN, INDEX_COLUMN, Entity, export_value, quote_identifier
+from storage.schema import (
+    ID_COLUMN,
+    INDEX_COLUMN,
+    Entity,
+    Schema,
+    export_value,
+    quote_identifier,
+)
 
 _IDX = quote_identifier(INDEX_COLUMN)
 _ID = quote_identifier(ID_COLUMN)
@@ -75,6 +82,7 @@ class ExpressionEngine:
         self.results = _LruCache(cache_bytes)
         self._contexts = _LruCache(4096)
         self._sizes = _LruCache(16)
+        self._compiled: dict[Hashable, tuple[Schema, reql.CompiledExpression]] = {}
 
     # -- the public evaluation API --------------------------------------------------------------
 
@@ -87,16 +95,28 @@ class ExpressionEngine:
         parameter: str,
         entity: Entity = Entity.ITEM,
     ) -> reql.CompiledExpression:
-        return compile_for(
-            ctx.schema,
+        schema = ctx.schema
+        context_item, context_user = context.item_id is not None, context.user_id is not None
+        # reql caches compilations too, but its key hashes the whole catalog on every call;
+        # this one holds the schema object (replaced whole on change) and compares identity.
+        key = (id(schema), text, purpose, parameter, entity, context_item, context_user)
+        cached = self._compiled.get(key)
+        if cached is not None and cached[0] is schema:
+            return cached[1]
+        compiled = compile_for(
+            schema,
             text,
             purpose,
             parameter=parameter,
             candidate=entity,
-            context_item=context.item_id is not None,
-            context_user=context.user_id is not None,
+            context_item=context_item,
+            context_user=context_user,
             functions=self.functions,
         )
+        if len(self._compiled) >= 4096:
+            self._compiled.clear()
+        self._compiled[key] = (schema, compiled)
+        return compiled
 
     def mask(
         self,
@@ -192,14 +212,15 @@ class ExpressionEngine:
         """How many dense indexes of items (or users) have been given out: the length of masks
         and vectors."""
         key = (entity, self.database.catalog_version)
-        cached = self._sizes.get(key)
+        cached = self._sizes.get(key) if not ctx.catalog_changed else None
         if cached is not None:
             return int(cached)
         row = ctx.conn.execute(
             f"SELECT coalesce(max({_IDX}) + 1, 0) FROM {entity.table}"
         ).fetchone()
         size = int(row[0]) if row else 0
-        self._sizes.put(key, size, 1)
+        if not ctx.catalog_changed:
+            self._sizes.put(key, size, 1)
         return size
 
     # -- internals ------------------------------------------------------------------------------
@@ -221,7 +242,13 @@ class ExpressionEngine:
         item = self._context_values(ctx, Entity.ITEM, context.item_id) if "item" in needs else None
         user = self._context_values(ctx, Entity.USER, context.user_id) if "user" in needs else None
         parameters = compiled.bind(now=current_time(), context_item=item, context_user=user)
-        if compiled.volatile:
+        # A write transaction (a batch's recommendation) may see its own uncommitted changes,
+        # which the versions do not describe: its results are neither taken from nor put in
+        # the cache.
+        uncommitted = ctx.catalog_changed or (
+            compiled.uses_interactions and ctx.interactions_changed
+        )
+        if compiled.volatile or uncommitted:
             return None, parameters
         bound = json.dumps(parameters, sort_keys=True, default=str)
         key = (
@@ -240,7 +267,7 @@ class ExpressionEngine:
         if entity_id is None:
             return None
         key = (entity, entity_id, self.database.catalog_version)
-        cached = self._contexts.get(key)
+        cached = self._contexts.get(key) if not ctx.catalog_changed else None
         if cached is not None:
             return cached  # type: ignore[no-any-return]
         cursor = ctx.conn.execute(f"SELECT * FROM {entity.table} WHERE {_ID} = ?", [entity_id])
@@ -251,7 +278,8 @@ class ExpressionEngine:
             for name, value in zip(names, row, strict=True):
                 if name not in (INDEX_COLUMN, ID_COLUMN):
                     values[name] = export_value(value)
-        self._contexts.put(key, values, 1)
+        if not ctx.catalog_changed:
+            self._contexts.put(key, values, 1)
         return values
 
 

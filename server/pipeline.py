@@ -3,24 +3,34 @@
 One run serves one request, on a reader thread: the ReQL filters become masks over the dense
 index (cached), the scenario's model scores every candidate at once (numpy), and the top `count`
 are picked. Nothing loops over items in Python.
+
+What a request would otherwise query for is kept in memory while it is current: every user's
+interactions (`HistoryIndex`, per interactions version), the ids of dense indexes (`IdMap`,
+append-only), the fallback model's scores (per model version). One request at a time computes
+(numpy over whole vectors is GIL-bound; several threads at once only trade the GIL back and
+forth); SQL runs outside that lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
 from plugins.algorithm import UserHistory
 from plugins.training import validate_weights
 from server.evaluation import ExpressionEngine
 from server.expressions import Context
-from server.models import LiveModels
+from server.models import LiveModels, LoadedModel
 from server.scenarios import FALLBACK_MODEL
-from storage.database import ReadContext
+from storage.database import Database, ReadContext
 from storage.errors import EntityNotFound
 from storage.recommendations import recently_recommended
 from storage.schema import Entity
@@ -66,6 +76,15 @@ class Pipeline:
     def __init__(self, engine: ExpressionEngine, models: LiveModels) -> None:
         self.engine = engine
         self.models = models
+        self.histories = HistoryIndex(engine.database)
+        self._id_maps = {entity: IdMap(entity) for entity in Entity}
+        self._popularity: tuple[LoadedModel, int, np.ndarray[Any, Any]] | None = None
+        self._array_bounds: dict[int, tuple[np.ndarray[Any, Any], float, float]] = {}
+        # Choosing the candidates is Python and numpy over whole item vectors, bound by the GIL:
+        # run on several reader threads at once it only adds GIL hand-offs (each numpy call
+        # releases the GIL and takes it back), so one request computes at a time. The lock is
+        # released while a request waits on its own SQL queries (`_released`).
+        self._compute = threading.Lock()
 
     def run(self, ctx: ReadContext, query: Query) -> Result:
         timings: dict[str, float] = {}
@@ -77,6 +96,26 @@ class Pipeline:
             timings[stage] = timings.get(stage, 0.0) + (now - clock) * 1000
             clock = now
 
+        with self._compute:
+            entity, chosen = self._choose(ctx, query, lap)
+        ids = self._ids(ctx, entity, chosen)
+        lap("ids")
+        return Result(ids, timings)
+
+    @contextlib.contextmanager
+    def _released(self) -> Iterator[None]:
+        """Let other requests compute while this one waits on DuckDB (the caller holds the
+        compute lock)."""
+        self._compute.release()
+        try:
+            yield
+        finally:
+            self._compute.acquire()
+
+    def _choose(
+        self, ctx: ReadContext, query: Query, lap: Callable[[str], None]
+    ) -> tuple[Entity, np.ndarray[Any, Any]]:
+        """The indexes of the recommended candidates, best first (under the compute lock)."""
         entity = query.candidates
         context = Context(item_id=query.item_id, user_id=query.user_id)
         size = self.engine.index_size(ctx, entity)
@@ -121,24 +160,33 @@ class Pipeline:
                 scores[excluded] = -np.inf
         lap("score")
 
-        keys = self._relevance(ctx, query, scores, size, mask)
-        lap("relevance")
-        # Boosters multiply the ranking keys, so that they lift padded (popular) items as well.
-        for text in query.boosters:
-            boosts = self.engine.boosts(ctx, text, context, entity=entity)[:size]
-            keys = np.where(np.isfinite(keys), keys * boosts, keys)
-        if query.rotation_rate > 0 and query.user_id is not None:
-            keys = self._rotate(ctx, query, keys, entity)
+        pool = query.count * (DIVERSITY_POOL if query.diversity > 0 else 1)
+        boosts = [self.engine.boosts(ctx, t, context, entity=entity)[:size] for t in query.boosters]
+        rotated = query.rotation_rate > 0 and query.user_id is not None
+        shown = self._recently_shown(ctx, query, entity) if rotated else {}
         lap("boost")
-
-        chosen = _top(keys, query.count * (DIVERSITY_POOL if query.diversity > 0 else 1))
+        found = None if rotated else self._relevant_top(query, scores, boosts, pool, lap)
+        if found is not None:
+            chosen, keys = found
+        else:
+            keys = self._relevance(ctx, query, scores, size, mask)
+            lap("relevance")
+            # Boosters multiply the ranking keys, so that they lift padded (popular) items.
+            for values in boosts:
+                if self._bounds(values)[0] > 0:
+                    # -inf stays -inf (+inf stays +inf) when multiplied by a positive boost.
+                    np.multiply(keys, values, out=keys)
+                else:
+                    keys = np.where(np.isfinite(keys), keys * values, keys)
+            if rotated:
+                keys = self._rotate(query, keys, shown)
+            lap("boost")
+            chosen = _top(keys, pool)
         if query.diversity > 0 and len(chosen) > 1:
             chosen = self._diversify(query, chosen, keys, size)
         chosen = chosen[: query.count]
         lap("rank")
-        ids = self._ids(ctx, entity, chosen)
-        lap("ids")
-        return Result(ids, timings)
+        return entity, chosen
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -155,40 +203,117 @@ class Pipeline:
         finite = np.isfinite(scores)
         relevant = finite & (scores > 0)
         keys = np.full(size, -np.inf, dtype=np.float64)
-        if relevant.any():
-            top = float(scores[relevant].max())
-            keys[relevant] = 2.0 + scores[relevant] / top
-        pad = query.min_relevance == "low" or (
-            query.min_relevance == "medium" and not relevant.any()
-        )
+        # Gathering and scattering by index lists: the same values as indexing by the boolean
+        # masks, at a fraction of the cost over 100,000s of candidates.
+        chosen = np.flatnonzero(relevant)
+        if len(chosen):
+            values = scores[chosen]
+            top = float(values.max())
+            keys[chosen] = 2.0 + values / top
+        pad = query.min_relevance == "low" or (query.min_relevance == "medium" and not len(chosen))
         if pad:
-            rest = finite & ~relevant
+            rest = np.flatnonzero(finite & ~relevant)
             if query.candidates is Entity.ITEM and FALLBACK_MODEL in self.models.configs:
-                popular = self.models.get(FALLBACK_MODEL).algorithm
-                popularity = popular.score_users([UserHistory.empty()], size, mask)[0].astype(
-                    np.float64
-                )
-                popularity = np.where(np.isfinite(popularity), popularity, 0.0)
+                popularity = self._fallback_scores(size)[rest]
             else:
-                popularity = np.zeros(size)
-            peak = float(popularity[rest].max()) if rest.any() else 0.0
+                popularity = np.zeros(len(rest))
+            peak = float(popularity.max()) if len(rest) else 0.0
             # Padding ranks below every relevant candidate, but above zero, so boosters count.
-            keys[rest] = 0.01 + (popularity[rest] / (peak + 1.0) if peak > 0 else 0.0)
+            keys[rest] = 0.01 + (popularity / (peak + 1.0) if peak > 0 else 0.0)
         return keys
 
-    def _rotate(
-        self, ctx: ReadContext, query: Query, keys: np.ndarray[Any, Any], entity: Entity
-    ) -> np.ndarray[Any, Any]:
+    def _relevant_top(
+        self,
+        query: Query,
+        scores: np.ndarray[Any, Any],
+        boosts: list[np.ndarray[Any, Any]],
+        pool: int,
+        lap: Callable[[str], None],
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None:
+        """The top `pool` candidates when they are all relevant ones, with the ranking keys;
+        None when padded candidates may rank among them (or rotation applies).
+
+        Relevant candidates (score > 0) get keys in (2, 3] before boosters, padded ones keys
+        below 1.01. With positive boosters, a padded candidate's key stays below 1.01 times
+        the product of the boosters' maxima; when the pool-th best relevant key is above that,
+        the top is that of the relevant candidates alone, and padding (popularity over every
+        candidate) need not be computed. The keys and the pick are the same as `_relevance`
+        and `_top` over all candidates give.
+        """
+        if query.rotation_rate > 0 and query.user_id is not None:
+            return None
+        relevant = np.flatnonzero(scores > 0)
+        values = scores[relevant]
+        if not len(relevant) or not np.isfinite(values).all():
+            return None
+        keys = (2.0 + values / float(values.max())).astype(np.float64)
+        lap("relevance")
+        ceiling = 1.02  # above any padded key (0.01 + popularity / (peak + 1) < 1.01)
+        for array in boosts:
+            low, high = self._bounds(array)
+            if not (low > 0 and np.isfinite(high)):
+                return None
+            ceiling *= high
+            factors = array[relevant]
+            keys = np.where(np.isfinite(keys), keys * factors, keys)
+        lap("boost")
+        padded = query.min_relevance == "low"
+        if padded and len(relevant) < pool:
+            return None
+        chosen = _top_of(relevant, keys, pool)
+        if padded and not float(keys[np.searchsorted(relevant, chosen[-1])]) > ceiling:
+            return None
+        full = np.full(len(scores), -np.inf, dtype=np.float64)
+        full[relevant] = keys
+        lap("rank")
+        return chosen, full
+
+    def _bounds(self, array: np.ndarray[Any, Any]) -> tuple[float, float]:
+        """The minimum and maximum of a (cached, read-only) booster vector, kept per vector."""
+        cached = self._array_bounds.get(id(array))
+        if cached is not None and cached[0] is array:
+            return cached[1], cached[2]
+        low = float(array.min()) if len(array) else 1.0
+        high = float(array.max()) if len(array) else 1.0
+        if len(self._array_bounds) >= 64:
+            self._array_bounds.clear()
+        self._array_bounds[id(array)] = (array, low, high)
+        return low, high
+
+    def _fallback_scores(self, size: int) -> np.ndarray[Any, Any]:
+        """The fallback model's scores of every item (0 where it has none), kept per model
+        version: they are the same for every request. Only candidates' entries are read."""
+        loaded = self.models.get(FALLBACK_MODEL)
+        cached = self._popularity
+        if cached is not None and cached[0] is loaded and cached[1] == size:
+            return cached[2]
+        scores = loaded.algorithm.score_users([UserHistory.empty()], size)[0].astype(np.float64)
+        scores = np.where(np.isfinite(scores), scores, 0.0)
+        scores.flags.writeable = False
+        self._popularity = (loaded, size, scores)
+        return scores
+
+    def _recently_shown(self, ctx: ReadContext, query: Query, entity: Entity) -> dict[int, int]:
+        """How often each candidate (by index) was recommended to the user within the rotation
+        time."""
         assert query.user_id is not None
-        shown = recently_recommended(ctx, query.user_id, time.time() - query.rotation_time)
+        with self._released():
+            shown = recently_recommended(ctx, query.user_id, time.time() - query.rotation_time)
+        if not shown:
+            return {}
+        indexes = self._index_map(ctx, entity, list(shown))
+        return {index: shown[entity_id] for entity_id, index in indexes.items()}
+
+    def _rotate(
+        self, query: Query, keys: np.ndarray[Any, Any], shown: Mapping[int, int]
+    ) -> np.ndarray[Any, Any]:
         if not shown:
             return keys
-        indexes = self._index_map(ctx, entity, list(shown))
         keys = keys.copy()
-        for entity_id, index in indexes.items():
+        for index, times in shown.items():
             if index < len(keys) and np.isfinite(keys[index]):
                 # Each recent showing lowers the item below the ones not shown, in proportion.
-                keys[index] = keys[index] * (1.0 - query.rotation_rate) ** shown[entity_id] - (
+                keys[index] = keys[index] * (1.0 - query.rotation_rate) ** times - (
                     3.0 * query.rotation_rate
                 )
         return keys
@@ -219,14 +344,25 @@ class Pipeline:
 
     # -- data -----------------------------------------------------------------------------------
 
+    def has_interactions(self, ctx: ReadContext, user_id: str) -> bool:
+        """Whether the history index shows interactions of the user, which then exists
+        (deleting a user deletes its interactions); False where the index cannot tell."""
+        found = self.histories.get(ctx, user_id)
+        return found is not None and len(found.items) > 0
+
     def _history(self, ctx: ReadContext, query: Query) -> UserHistory:
-        rows = ctx.conn.execute(
-            'SELECT i."$idx", x.kind, epoch_us(x.ts) / 1e6, coalesce(x.rating, 0), '
-            "coalesce(x.portion, 1) FROM interactions AS x "
-            'JOIN items AS i ON i."$id" = x.item_id WHERE x.user_id = ? ORDER BY x.ts',
-            [query.user_id],
-        ).fetchall()
+        assert query.user_id is not None
         weights = validate_weights(self.models.configs[query.model].weights)
+        found = self.histories.get(ctx, query.user_id)
+        if found is not None:
+            return found.history(weights)
+        with self._released():
+            rows = ctx.conn.execute(
+                'SELECT i."$idx", x.kind, epoch_us(x.ts) / 1e6, coalesce(x.rating, 0), '
+                "coalesce(x.portion, 1) FROM interactions AS x "
+                'JOIN items AS i ON i."$id" = x.item_id WHERE x.user_id = ? ORDER BY x.ts',
+                [query.user_id],
+            ).fetchall()
         kinds = tuple(KIND_NAMES[row[1]] for row in rows)
         values = []
         for kind, row in zip(kinds, rows, strict=True):
@@ -247,10 +383,11 @@ class Pipeline:
         self, ctx: ReadContext, item_scores: np.ndarray[Any, Any], size: int
     ) -> np.ndarray[Any, Any]:
         """Each user's summed score of the items they interacted with."""
-        columns = ctx.conn.execute(
-            'SELECT u."$idx" AS u, i."$idx" AS i FROM interactions AS x '
-            'JOIN users AS u ON u."$id" = x.user_id JOIN items AS i ON i."$id" = x.item_id'
-        ).fetchnumpy()
+        with self._released():
+            columns = ctx.conn.execute(
+                'SELECT u."$idx" AS u, i."$idx" AS i FROM interactions AS x '
+                'JOIN users AS u ON u."$id" = x.user_id JOIN items AS i ON i."$id" = x.item_id'
+            ).fetchnumpy()
         users = np.asarray(columns["u"], dtype=np.int64)
         items = np.asarray(columns["i"], dtype=np.int64)
         values = np.where(np.isfinite(item_scores), item_scores, 0.0)
@@ -269,16 +406,20 @@ class Pipeline:
         return list(self._index_map(ctx, entity, list(ids)).values()) if ids else []
 
     def _index_map(self, ctx: ReadContext, entity: Entity, ids: Sequence[str]) -> dict[str, int]:
-        rows = ctx.conn.execute(
-            f'SELECT "$id", "$idx" FROM {entity.table} WHERE "$id" IN '
-            "(SELECT unnest(?::VARCHAR[]))",
-            [list(ids)],
-        ).fetchall()
+        with self._released():
+            rows = ctx.conn.execute(
+                f'SELECT "$id", "$idx" FROM {entity.table} WHERE "$id" IN '
+                "(SELECT unnest(?::VARCHAR[]))",
+                [list(ids)],
+            ).fetchall()
         return {row[0]: int(row[1]) for row in rows}
 
     def _ids(self, ctx: ReadContext, entity: Entity, indexes: np.ndarray[Any, Any]) -> list[str]:
         if not len(indexes):
             return []
+        known = self._id_maps[entity].get(ctx, indexes)
+        if known is not None:
+            return known
         rows = ctx.conn.execute(
             f'SELECT "$idx", "$id" FROM {entity.table} WHERE "$idx" IN '
             "(SELECT unnest(?::BIGINT[]))",
@@ -291,11 +432,24 @@ class Pipeline:
 def _top(keys: np.ndarray[Any, Any], count: int) -> np.ndarray[Any, Any]:
     """Indexes of the `count` largest finite keys, best first (ties: lower index first)."""
     finite = np.flatnonzero(np.isfinite(keys))
-    if len(finite) > count:
-        part = np.argpartition(-keys[finite], count - 1)[:count]
-        finite = finite[part]
-    order = np.lexsort((finite, -keys[finite]))
-    return finite[order]
+    return _top_of(finite, keys[finite], count)
+
+
+def _top_of(
+    indexes: np.ndarray[Any, Any], keys: np.ndarray[Any, Any], count: int
+) -> np.ndarray[Any, Any]:
+    """`_top` over given (ascending) indexes and their keys: where keys tie at the cut, the
+    lower indexes are kept."""
+    if count <= 0:
+        return indexes[:0]
+    if len(indexes) > count:
+        cut = -np.partition(-keys, count - 1)[count - 1]
+        above = keys > cut
+        tied = np.flatnonzero(keys == cut)[: count - int(np.count_nonzero(above))]
+        picked = np.union1d(np.flatnonzero(above), tied)
+        indexes, keys = indexes[picked], keys[picked]
+    order = np.lexsort((indexes, -keys))
+    return indexes[order]
 
 
 def _normalized(scores: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -305,3 +459,233 @@ def _normalized(scores: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     low, high = float(scores[finite].min()), float(scores[finite].max())
     span = high - low or 1.0
     return np.where(finite, (scores - low) / span, scores)
+
+
+# -- in-memory indexes ------------------------------------------------------------------------
+
+logger = logging.getLogger("reqo")
+
+_KIND_BY_CODE = tuple(KIND_NAMES.get(code, "") for code in range(256))
+_RATING_CODE = next(code for code, name in KIND_NAMES.items() if name == "ratings")
+_PORTION_CODE = next(code for code, name in KIND_NAMES.items() if name == "view_portions")
+
+
+@dataclass(frozen=True)
+class StoredHistory:
+    """One user's interactions as the history index holds them (a slice of it), oldest first."""
+
+    histories: _Histories
+    start: int
+    end: int
+
+    @property
+    def items(self) -> np.ndarray[Any, np.dtype[np.int64]]:
+        return self.histories.items[self.start : self.end]
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def history(self, weights: Mapping[str, float]) -> UserHistory:
+        """The UserHistory with each interaction weighted as `Pipeline._history` weighs it."""
+        start, end = self.start, self.end
+        return UserHistory(
+            self.histories.items[start:end].copy(),
+            tuple(self.histories.names[start:end].tolist()),
+            self.histories.times[start:end].copy(),
+            self.histories.weighted(weights)[start:end].copy(),
+        )
+
+
+_KIND_NAME_ARRAY = np.array(_KIND_BY_CODE, dtype=object)
+
+
+@dataclass(frozen=True)
+class _Histories:
+    """Every interaction, grouped by user (`positions`, `indptr`), each user's oldest first."""
+
+    version: int
+    positions: dict[str, int]
+    indptr: np.ndarray[Any, np.dtype[np.int64]]
+    items: np.ndarray[Any, np.dtype[np.int64]]
+    kinds: np.ndarray[Any, np.dtype[np.uint8]]
+    times: np.ndarray[Any, np.dtype[np.float64]]
+    ratings: np.ndarray[Any, np.dtype[np.float64]]
+    portions: np.ndarray[Any, np.dtype[np.float64]]
+    names: np.ndarray[Any, np.dtype[np.object_]]
+    _weighted: dict[tuple[tuple[str, float], ...], np.ndarray[Any, np.dtype[np.float32]]] = field(
+        default_factory=dict
+    )
+
+    def of(self, user_id: str) -> StoredHistory:
+        position = self.positions.get(user_id)
+        if position is None:
+            return StoredHistory(self, 0, 0)
+        return StoredHistory(self, int(self.indptr[position]), int(self.indptr[position + 1]))
+
+    def weighted(self, weights: Mapping[str, float]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """Every interaction's weight under a model's kind weights (kept per weights): the
+        kind's weight, times rating + 1 for ratings and the portion for view portions."""
+        key = tuple(sorted(weights.items()))
+        found = self._weighted.get(key)
+        if found is not None:
+            return found
+        per_code = np.zeros(256, dtype=np.float64)
+        for code, name in KIND_NAMES.items():
+            per_code[code] = weights[name]
+        values = per_code[self.kinds]
+        values = np.where(
+            self.kinds == _RATING_CODE, values * np.maximum(self.ratings + 1.0, 0.0), values
+        )
+        values = np.where(
+            self.kinds == _PORTION_CODE,
+            values * np.minimum(np.maximum(self.portions, 0.0), 1.0),
+            values,
+        )
+        weighted: np.ndarray[Any, np.dtype[np.float32]] = values.astype(np.float32)
+        weighted.flags.writeable = False
+        if len(self._weighted) >= 8:
+            self._weighted.clear()
+        self._weighted[key] = weighted
+        return weighted
+
+
+class HistoryIndex:
+    """Every user's interactions in memory, as of one interactions version of the database, so
+    that a request reads its user's history without scanning the interactions table.
+
+    The index answers only while the database's interactions version is the one it was loaded
+    at: after a write, requests read their history with SQL (exact as ever) and a reload starts
+    in the background. Reloads are spaced (at least `spacing` times their own duration apart),
+    so that a steady stream of writes costs a bounded share of a core.
+    """
+
+    def __init__(self, database: Database, *, spacing: float = 9.0, min_interval: float = 1.0):
+        self.database = database
+        self.spacing = spacing
+        self.min_interval = min_interval
+        self.loads = 0
+        self._state: _Histories | None = None
+        self._lock = threading.Lock()
+        self._loading = False
+        self._not_before = 0.0
+
+    def get(self, ctx: ReadContext, user_id: str) -> StoredHistory | None:
+        """The user's interactions, or None where the index cannot answer for this context (it
+        is older than the data, or the context's transaction has written interactions)."""
+        state = self._state
+        if (
+            state is not None
+            and not ctx.interactions_changed
+            and state.version == self.database.interactions_version
+        ):
+            return state.of(user_id)
+        if not ctx.interactions_changed:
+            self._schedule()
+        return None
+
+    def load(self) -> None:
+        """Load the index now, on the calling thread."""
+        version = self.database.interactions_version
+        self._state = self.database.read_sync(lambda ctx: _read_histories(ctx, version))
+        self.loads += 1
+
+    @property
+    def ready(self) -> bool:
+        """Whether the index answers for the current interactions version."""
+        state = self._state
+        return state is not None and state.version == self.database.interactions_version
+
+    def _schedule(self) -> None:
+        with self._lock:
+            if self._loading or time.monotonic() < self._not_before:
+                return
+            self._loading = True
+        threading.Thread(target=self._reload, name="reqo-histories", daemon=True).start()
+
+    def _reload(self) -> None:
+        started = time.monotonic()
+        try:
+            self.load()
+        except Exception:  # a closed database, most likely; requests keep using SQL
+            logger.debug("loading the history index failed", exc_info=True)
+        finally:
+            took = time.monotonic() - started
+            with self._lock:
+                self._loading = False
+                self._not_before = time.monotonic() + max(self.min_interval, took * self.spacing)
+
+
+def _read_histories(ctx: ReadContext, version: int) -> _Histories:
+    table = ctx.conn.sql(
+        'SELECT x.user_id AS u, i."$idx" AS i, x.kind AS k, epoch_us(x.ts) AS t, '
+        "coalesce(x.rating, 0) AS r, coalesce(x.portion, 1) AS p FROM interactions AS x "
+        'JOIN items AS i ON i."$id" = x.item_id'
+    ).to_arrow_table()
+    users = pc.dictionary_encode(table.column("u").combine_chunks())
+    codes = np.asarray(users.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    names: list[str] = users.dictionary.to_pylist()
+
+    def column(name: str, dtype: Any) -> np.ndarray[Any, Any]:
+        return np.asarray(table.column(name).to_numpy(), dtype=dtype)
+
+    micros = column("t", np.int64)
+    order = np.lexsort((micros, codes))
+    indptr = np.zeros(len(names) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(codes, minlength=len(names)), out=indptr[1:])
+    kinds = column("k", np.uint8)[order]
+    return _Histories(
+        version=version,
+        positions={name: position for position, name in enumerate(names)},
+        indptr=indptr,
+        items=column("i", np.int64)[order],
+        kinds=kinds,
+        times=micros[order] / 1e6,
+        ratings=column("r", np.float64)[order],
+        portions=column("p", np.float64)[order],
+        names=_KIND_NAME_ARRAY[kinds],
+    )
+
+
+class IdMap:
+    """Dense index -> id of the items (or users), kept in memory.
+
+    An index is never given to another id (deleting an entity retires its index), so the map
+    only grows: indexes beyond it are read when a result holds one. The caller passes indexes of
+    current candidates, so that a retired index is not asked for.
+    """
+
+    def __init__(self, entity: Entity) -> None:
+        self.entity = entity
+        self._ids: np.ndarray[Any, Any] = np.empty(0, dtype=object)
+        self._lock = threading.Lock()
+
+    def get(self, ctx: ReadContext, indexes: np.ndarray[Any, Any]) -> list[str] | None:
+        """The ids of the indexes, in order; None where the map cannot answer for the context
+        (its transaction changed the catalog, or an index has no id)."""
+        if ctx.catalog_changed:
+            return None
+        wanted = np.asarray(indexes, dtype=np.int64)
+        if int(wanted.max()) >= len(self._ids):
+            self._extend(ctx)
+        ids = self._ids
+        if int(wanted.max()) >= len(ids) or int(wanted.min()) < 0:
+            return None
+        found: list[str | None] = ids[wanted].tolist()
+        if any(entity_id is None for entity_id in found):
+            return None
+        return found  # type: ignore[return-value]
+
+    def _extend(self, ctx: ReadContext) -> None:
+        with self._lock:
+            known = len(self._ids)
+            columns = ctx.conn.execute(
+                f'SELECT "$idx" AS i, "$id" AS d FROM {self.entity.table} WHERE "$idx" >= ?',
+                [known],
+            ).fetchnumpy()
+            indexes = np.asarray(columns["i"], dtype=np.int64)
+            if not len(indexes):
+                return
+            grown = np.empty(int(indexes.max()) + 1, dtype=object)
+            grown[:known] = self._ids
+            grown[indexes] = np.asarray(columns["d"], dtype=object)
+            self._ids = grown

@@ -23,6 +23,7 @@ from storage.recommendations import (
     extend_recommendation,
     get_recommendation,
     log_recommendation,
+    log_recommendations,
 )
 from storage.schema import Entity, validate_id
 
@@ -254,13 +255,32 @@ def recommend_in_transaction(
 async def recommend(
     database: Database, pipeline: Pipeline, request: Request, endpoint: str
 ) -> dict[str, Any]:
-    query = request.query
-    if query.user_id is not None or query.item_id is not None:
+    # Most requests name a user (or item) that exists: one read answers them. The write that
+    # creates a missing one (or refuses it) runs only when the read finds it missing.
+    answer = await database.read(lambda ctx: _respond_if_known(ctx, pipeline, request))
+    if answer is None:
         await database.write(lambda ctx: ensure_context(ctx, request))
-    body, result = await database.read(lambda ctx: respond(ctx, pipeline, request))
+        answer = await database.read(lambda ctx: respond(ctx, pipeline, request))
+    body, result = answer
     record = new_log(request, result.ids, endpoint)
-    await database.write(lambda ctx: log_recommendation(ctx, record))
+    # Concurrent requests' logs are stored by one statement in one transaction.
+    await database.write_coalesced(log_recommendations, record)
     return {"recommId": record.recomm_id, **body}
+
+
+def _respond_if_known(
+    ctx: ReadContext, pipeline: Pipeline, request: Request
+) -> tuple[dict[str, Any], Any] | None:
+    """`respond`, where the request's user and item exist; None where one is missing."""
+    query = request.query
+    if query.user_id is not None and not (
+        pipeline.has_interactions(ctx, query.user_id)
+        or entity_exists(ctx, Entity.USER, query.user_id)
+    ):
+        return None
+    if query.item_id is not None and not entity_exists(ctx, Entity.ITEM, query.item_id):
+        return None
+    return respond(ctx, pipeline, request)
 
 
 async def next_items(
