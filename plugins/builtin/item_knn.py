@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from plugins.algorithm import Algorithm, Parameter, UserHistory, pad_scores
+from plugins.algorithm import Algorithm, Parameter, UserHistory
 from plugins.hookspecs import hookimpl
 from plugins.training import TrainingData
 
@@ -84,24 +84,6 @@ class ItemKNN(Algorithm):
             np.add.at(scores[row], indices[offsets], contributions)
         return scores
 
-    def score_users(
-        self,
-        histories: Sequence[UserHistory],
-        n_items: int,
-        candidates: np.ndarray[Any, np.dtype[np.bool_]] | None = None,
-    ) -> np.ndarray[Any, Any]:
-        """As Algorithm.score_users, with a cheaper restriction to the candidates."""
-        return _restrict(pad_scores(self.user_scores(histories), n_items), candidates)
-
-    def score_items(
-        self,
-        items: Sequence[int],
-        n_items: int,
-        candidates: np.ndarray[Any, np.dtype[np.bool_]] | None = None,
-    ) -> np.ndarray[Any, Any]:
-        """As Algorithm.score_items, with a cheaper restriction to the candidates."""
-        return _restrict(pad_scores(self.item_scores(items), n_items), candidates)
-
     def item_scores(self, items: Sequence[int]) -> np.ndarray[Any, Any]:
         scores = np.zeros((len(items), self.n_items), dtype=np.float32)
         for row, item in enumerate(items):
@@ -123,27 +105,6 @@ class ItemKNN(Algorithm):
             shape=(self.n_items, self.n_items),
             dtype=np.float32,
         )
-
-
-def _restrict(
-    scores: np.ndarray[Any, Any], candidates: np.ndarray[Any, np.dtype[np.bool_]] | None
-) -> np.ndarray[Any, Any]:
-    """plugins.algorithm.restrict (-inf wherever `candidates` is false, in place), scattering by
-    an index list rather than a boolean mask, which costs several times more over 100,000s of
-    items."""
-    if candidates is None:
-        return scores
-    size = min(len(candidates), scores.shape[1])
-    if scores.dtype == np.float32 and np.isfinite(scores[:, :size]).all():
-        # Adding -inf (or 0) is the same for finite scores, and far cheaper than a masked write:
-        # the penalty's bits are those of -inf where the candidate is out, of 0.0 elsewhere.
-        excluded = np.invert(candidates[:size]).astype(np.uint32)
-        penalty = (excluded * np.uint32(0xFF800000)).view(np.float32)
-        scores[:, :size] += penalty
-    else:
-        scores[:, np.flatnonzero(~candidates[:size])] = -np.inf
-    scores[:, size:] = -np.inf
-    return scores
 
 
 def _top_k_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
