@@ -11,7 +11,7 @@ import json
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -131,23 +131,20 @@ class ExpressionEngine:
         """
         compiled = self.compile(ctx, text, reql.Purpose.FILTER, context, parameter, entity)
         key, parameters = self._key(ctx, compiled, context, entity)
-        cached = self.results.get(key) if key is not None else None
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        size = self.index_size(ctx, entity)
-        alias = compiled.candidate_alias
-        sql = f"SELECT {alias}.{_IDX} AS i FROM {entity.table} AS {alias} WHERE {compiled.sql}"
-        indices = run_guarded(
-            compiled.source,
-            parameter,
-            lambda: ctx.conn.execute(sql, parameters).fetchnumpy()["i"],
-        )
-        mask = np.zeros(size, dtype=np.bool_)
-        mask[np.asarray(indices, dtype=np.int64)] = True
-        mask.flags.writeable = False
-        if key is not None:
-            self.results.put(key, mask, mask.nbytes)
-        return mask
+
+        def compute() -> np.ndarray[Any, Any]:
+            alias = compiled.candidate_alias
+            sql = f"SELECT {alias}.{_IDX} AS i FROM {entity.table} AS {alias} WHERE {compiled.sql}"
+            indices = run_guarded(
+                compiled.source,
+                parameter,
+                lambda: ctx.conn.execute(sql, parameters).fetchnumpy()["i"],
+            )
+            mask = np.zeros(self.index_size(ctx, entity), dtype=np.bool_)
+            mask[np.asarray(indices, dtype=np.int64)] = True
+            return mask
+
+        return self._remembered(key, compute)
 
     def boosts(
         self,
@@ -160,26 +157,24 @@ class ExpressionEngine:
         """The booster's value at each dense index; 1 where it is null or NaN (or no item)."""
         compiled = self.compile(ctx, text, reql.Purpose.BOOSTER, context, parameter, entity)
         key, parameters = self._key(ctx, compiled, context, entity)
-        cached = self.results.get(key) if key is not None else None
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        size = self.index_size(ctx, entity)
-        alias = compiled.candidate_alias
-        sql = (
-            f"SELECT {alias}.{_IDX} AS i, CAST({compiled.sql} AS DOUBLE) AS v "
-            f"FROM {entity.table} AS {alias}"
-        )
-        columns = run_guarded(
-            compiled.source, parameter, lambda: ctx.conn.execute(sql, parameters).fetchnumpy()
-        )
-        values = np.ma.filled(np.ma.asarray(columns["v"], dtype=np.float64), np.nan)
-        values = np.where(np.isnan(values), 1.0, values)
-        boosts = np.ones(size, dtype=np.float64)
-        boosts[np.asarray(columns["i"], dtype=np.int64)] = values
-        boosts.flags.writeable = False
-        if key is not None:
-            self.results.put(key, boosts, boosts.nbytes)
-        return boosts
+
+        def compute() -> np.ndarray[Any, Any]:
+            alias = compiled.candidate_alias
+            sql = (
+                f"SELECT {alias}.{_IDX} AS i, CAST({compiled.sql} AS DOUBLE) AS v "
+                f"FROM {entity.table} AS {alias}"
+            )
+            columns = run_guarded(
+                compiled.source, parameter, lambda: ctx.conn.execute(sql, parameters).fetchnumpy()
+            )
+            values = np.ma.filled(np.ma.asarray(columns["v"], dtype=np.float64), np.nan)
+            boosts = np.ones(self.index_size(ctx, entity), dtype=np.float64)
+            boosts[np.asarray(columns["i"], dtype=np.int64)] = np.where(
+                np.isnan(values), 1.0, values
+            )
+            return boosts
+
+        return self._remembered(key, compute)
 
     def values(
         self,
@@ -224,6 +219,20 @@ class ExpressionEngine:
         return size
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _remembered(
+        self, key: Hashable | None, compute: Callable[[], np.ndarray[Any, Any]]
+    ) -> np.ndarray[Any, Any]:
+        """The cached result of an evaluation, or `compute()`'s, made read-only (it is shared)
+        and cached unless `key` is None."""
+        cached = self.results.get(key) if key is not None else None
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        result = compute()
+        result.flags.writeable = False
+        if key is not None:
+            self.results.put(key, result, result.nbytes)
+        return result
 
     def _key(
         self,
