@@ -98,6 +98,7 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
             registry.manager.hook.shutdown()
+            await store.settle()
             await asyncio.to_thread(store.close)
 
     async def _reload_logged() -> None:
@@ -170,7 +171,7 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
                 args = {k: v for k, v in request.path_params.items() if k != "databaseId"}
                 current = live.config
                 parsed = parse_request(endpoint, args, params, current.scenarios, current.models)
-                result = await recommend(served.database, served.pipeline, parsed, endpoint)
+                result = await recommend(served, parsed, endpoint)
             except StorageError as error:
                 return JSONResponse(error_body(error), status_code=error.status)
             return JSONResponse(result)
@@ -182,8 +183,7 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
             served = served_of(request)
             params = await read_params(request)
             result = await next_items(
-                served.database,
-                served.pipeline,
+                served,
                 request.path_params["recommId"],
                 params,
                 live.config.scenarios,

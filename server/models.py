@@ -118,6 +118,10 @@ class LiveModels:
                 self._loaded = {**self._loaded, name: loaded}
             return loaded
 
+    def peek(self, name: str) -> LoadedModel | None:
+        """The model's loaded version, or None where it has not been loaded yet."""
+        return self._loaded.get(name)
+
     def refresh(self) -> list[str]:
         """Load every model whose current version on disk is newer than the loaded one."""
         changed = []

@@ -22,14 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from plugins.algorithm import UserHistory
+from plugins.algorithm import Algorithm, UserHistory
 from plugins.training import validate_weights
+from server import ranking
 from server.evaluation import ExpressionEngine
 from server.expressions import Context
 from server.histories import HistoryIndex, IdMap
 from server.models import LiveModels, LoadedModel
 from server.scenarios import FALLBACK_MODEL
-from storage.database import ReadContext
+from storage.database import NeedsDatabase, ReadContext
 from storage.errors import EntityNotFound
 from storage.recommendations import recently_recommended
 from storage.schema import Entity
@@ -123,79 +124,119 @@ class Pipeline:
             mask &= self.engine.mask(ctx, text, context, entity=entity)[:size]
         lap("filter")
 
-        model = self.models.get(query.model).algorithm
+        model = self._model(ctx, query.model).algorithm
         history = self._history(ctx, query) if query.user_id is not None else UserHistory.empty()
         item_index = self._index(ctx, Entity.ITEM, query.item_id) if query.item_id else None
+        self._exclude(ctx, query, mask, history, item_index, size)
         lap("context")
 
-        if query.endpoint == "items-to-user":
-            if query.exclude_interacted:
-                mask[history.items[history.items < size]] = False
-            scores = model.score_users([history], size, mask)[0]
-        elif query.endpoint == "items-to-item":
-            assert item_index is not None
-            if item_index < size:
-                mask[item_index] = False
-            scores = model.score_items([item_index], size, mask)[0]
-            if query.user_impact > 0 and len(history):
-                personal = model.score_users([history], size, mask)[0]
-                scores = (1 - query.user_impact) * _normalized(scores) + (
-                    query.user_impact * _normalized(personal)
-                )
-        else:
-            n_items = self.engine.index_size(ctx, Entity.ITEM)
-            if query.endpoint == "users-to-item":
-                assert item_index is not None
-                item_scores = model.score_items([item_index], n_items)[0]
-            else:
-                item_scores = model.score_users([history], n_items)[0]
-                own = self._index(ctx, Entity.USER, query.user_id)
-                if own is not None and own < size:
-                    mask[own] = False
-            scores = self._user_scores(ctx, item_scores, size)
-            scores = np.where(mask, scores, -np.inf).astype(np.float32)
-        for excluded in self._indexes(ctx, entity, query.exclude_ids):
-            if excluded < size:
-                scores[excluded] = -np.inf
-        lap("score")
-
         pool = query.count * (DIVERSITY_POOL if query.diversity > 0 else 1)
-        boosts = [self.engine.boosts(ctx, t, context, entity=entity)[:size] for t in query.boosters]
         rotated = query.rotation_rate > 0 and query.user_id is not None
+        padded = query.min_relevance == "low"
+        scores = self._scores(ctx, query, model, history, item_index, mask, size)
+        lap("score")
+        boosts = self._boosts(ctx, query, context, size)
         shown = self._recently_shown(ctx, query, entity) if rotated else {}
         lap("boost")
-        found = None if rotated else self._relevant_top(query, scores, boosts, pool, lap)
-        if found is not None:
-            chosen, keys = found
-        else:
-            keys = self._relevance(ctx, query, scores, size, mask)
+        found = None
+        if not rotated:
+            relevant = np.flatnonzero(scores > 0)
+            found = ranking.relevant_top(relevant, scores[relevant], boosts, pool, padded)
+            lap("relevance")
+        if found is None:
+            keys = self._relevance(ctx, query, scores, size)
             lap("relevance")
             # Boosters multiply the ranking keys, so that they lift padded (popular) items.
-            for values in boosts:
-                if self._bounds(values)[0] > 0:
+            for values, low, _ in boosts:
+                if low > 0:
                     # -inf stays -inf (+inf stays +inf) when multiplied by a positive boost.
                     np.multiply(keys, values, out=keys)
                 else:
                     keys = np.where(np.isfinite(keys), keys * values, keys)
             if rotated:
-                keys = self._rotate(query, keys, shown)
+                keys = ranking.rotate(keys, shown, query.rotation_rate)
             lap("boost")
-            chosen = _top(keys, pool)
+            chosen = ranking.top(keys, pool)
+            found = chosen, keys[chosen]
+        lap("rank")
+        chosen, chosen_keys = found
         if query.diversity > 0 and len(chosen) > 1:
-            chosen = self._diversify(query, chosen, keys, size)
+            chosen = self._diversify(ctx, query, chosen, chosen_keys, size)
         chosen = chosen[: query.count]
         lap("rank")
         return entity, chosen
 
     # -- stages ---------------------------------------------------------------------------------
 
-    def _relevance(
+    def _exclude(
         self,
         ctx: ReadContext,
         query: Query,
-        scores: np.ndarray[Any, Any],
-        size: int,
         mask: np.ndarray[Any, Any],
+        history: UserHistory,
+        item_index: int | None,
+        size: int,
+    ) -> None:
+        """Take out of the candidates what the request must not get: the context item or user,
+        the user's items (unless asked for), the ids the request excludes."""
+        if query.endpoint == "items-to-user" and query.exclude_interacted:
+            mask[history.items[history.items < size]] = False
+        elif query.endpoint == "items-to-item" and item_index is not None and item_index < size:
+            mask[item_index] = False
+        elif query.endpoint == "users-to-user":
+            own = self._index(ctx, Entity.USER, query.user_id)
+            if own is not None and own < size:
+                mask[own] = False
+        for excluded in self._indexes(ctx, query.candidates, query.exclude_ids):
+            if excluded < size:
+                mask[excluded] = False
+
+    def _scores(
+        self,
+        ctx: ReadContext,
+        query: Query,
+        model: Algorithm,
+        history: UserHistory,
+        item_index: int | None,
+        mask: np.ndarray[Any, Any],
+        size: int,
+    ) -> np.ndarray[Any, Any]:
+        """Every candidate's score (-inf for the masked-out ones)."""
+        scores: np.ndarray[Any, Any]
+        if query.endpoint == "items-to-user":
+            scores = model.score_users([history], size, mask)[0]
+            return scores
+        if query.endpoint == "items-to-item":
+            assert item_index is not None
+            scores = model.score_items([item_index], size, mask)[0]
+            if query.user_impact > 0 and len(history):
+                personal = model.score_users([history], size, mask)[0]
+                scores = (1 - query.user_impact) * ranking.normalized(scores) + (
+                    query.user_impact * ranking.normalized(personal)
+                )
+            return scores
+        n_items = self.engine.index_size(ctx, Entity.ITEM)
+        if query.endpoint == "users-to-item":
+            assert item_index is not None
+            item_scores = model.score_items([item_index], n_items)[0]
+        else:
+            item_scores = model.score_users([history], n_items)[0]
+        scores = self._user_scores(ctx, item_scores, size)
+        return np.where(mask, scores, -np.inf).astype(np.float32)
+
+    def _boosts(
+        self, ctx: ReadContext, query: Query, context: Context, size: int
+    ) -> list[tuple[np.ndarray[Any, Any], float, float]]:
+        """The boosters' vectors over the candidates, with their minimum and maximum."""
+        boosts = []
+        for text in query.boosters:
+            whole = self.engine.boosts(ctx, text, context, entity=query.candidates)
+            # The bounds are kept per cached vector: over the slice they would be recomputed.
+            boosts.append((whole[:size], *self._bounds(whole)))
+        return boosts
+
+    def _relevance(
+        self, ctx: ReadContext, query: Query, scores: np.ndarray[Any, Any], size: int
     ) -> np.ndarray[Any, Any]:
         """Ranking keys: relevant candidates (score > 0) by score, above the rest; with
         minRelevance low the rest are ranked by popularity, so that a short list is padded."""
@@ -213,59 +254,13 @@ class Pipeline:
         if pad:
             rest = np.flatnonzero(finite & ~relevant)
             if query.candidates is Entity.ITEM and FALLBACK_MODEL in self.models.configs:
-                popularity = self._fallback_scores(size)[rest]
+                popularity = self._fallback_scores(ctx, size)[rest]
             else:
                 popularity = np.zeros(len(rest))
             peak = float(popularity.max()) if len(rest) else 0.0
             # Padding ranks below every relevant candidate, but above zero, so boosters count.
             keys[rest] = 0.01 + (popularity / (peak + 1.0) if peak > 0 else 0.0)
         return keys
-
-    def _relevant_top(
-        self,
-        query: Query,
-        scores: np.ndarray[Any, Any],
-        boosts: list[np.ndarray[Any, Any]],
-        pool: int,
-        lap: Callable[[str], None],
-    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None:
-        """The top `pool` candidates when they are all relevant ones, with the ranking keys;
-        None when padded candidates may rank among them (or rotation applies).
-
-        Relevant candidates (score > 0) get keys in (2, 3] before boosters, padded ones keys
-        below 1.01. With positive boosters, a padded candidate's key stays below 1.01 times
-        the product of the boosters' maxima; when the pool-th best relevant key is above that,
-        the top is that of the relevant candidates alone, and padding (popularity over every
-        candidate) need not be computed. The keys and the pick are the same as `_relevance`
-        and `_top` over all candidates give.
-        """
-        if query.rotation_rate > 0 and query.user_id is not None:
-            return None
-        relevant = np.flatnonzero(scores > 0)
-        values = scores[relevant]
-        if not len(relevant) or not np.isfinite(values).all():
-            return None
-        keys = (2.0 + values / float(values.max())).astype(np.float64)
-        lap("relevance")
-        ceiling = 1.02  # above any padded key (0.01 + popularity / (peak + 1) < 1.01)
-        for array in boosts:
-            low, high = self._bounds(array)
-            if not (low > 0 and np.isfinite(high)):
-                return None
-            ceiling *= high
-            factors = array[relevant]
-            keys = np.where(np.isfinite(keys), keys * factors, keys)
-        lap("boost")
-        padded = query.min_relevance == "low"
-        if padded and len(relevant) < pool:
-            return None
-        chosen = _top_of(relevant, keys, pool)
-        if padded and not float(keys[np.searchsorted(relevant, chosen[-1])]) > ceiling:
-            return None
-        full = np.full(len(scores), -np.inf, dtype=np.float64)
-        full[relevant] = keys
-        lap("rank")
-        return chosen, full
 
     def _bounds(self, array: np.ndarray[Any, Any]) -> tuple[float, float]:
         """The minimum and maximum of a (cached, read-only) booster vector, kept per vector."""
@@ -279,10 +274,10 @@ class Pipeline:
         self._array_bounds[id(array)] = (array, low, high)
         return low, high
 
-    def _fallback_scores(self, size: int) -> np.ndarray[Any, Any]:
+    def _fallback_scores(self, ctx: ReadContext, size: int) -> np.ndarray[Any, Any]:
         """The fallback model's scores of every item (0 where it has none), kept per model
         version: they are the same for every request. Only candidates' entries are read."""
-        loaded = self.models.get(FALLBACK_MODEL)
+        loaded = self._model(ctx, FALLBACK_MODEL)
         cached = self._popularity
         if cached is not None and cached[0] is loaded and cached[1] == size:
             return cached[2]
@@ -303,45 +298,34 @@ class Pipeline:
         indexes = self._index_map(ctx, entity, list(shown))
         return {index: shown[entity_id] for entity_id, index in indexes.items()}
 
-    def _rotate(
-        self, query: Query, keys: np.ndarray[Any, Any], shown: Mapping[int, int]
-    ) -> np.ndarray[Any, Any]:
-        if not shown:
-            return keys
-        keys = keys.copy()
-        for index, times in shown.items():
-            if index < len(keys) and np.isfinite(keys[index]):
-                # Each recent showing lowers the item below the ones not shown, in proportion.
-                keys[index] = keys[index] * (1.0 - query.rotation_rate) ** times - (
-                    3.0 * query.rotation_rate
-                )
-        return keys
-
     def _diversify(
-        self, query: Query, pool: np.ndarray[Any, Any], keys: np.ndarray[Any, Any], size: int
+        self,
+        ctx: ReadContext,
+        query: Query,
+        pool: np.ndarray[Any, Any],
+        pool_keys: np.ndarray[Any, Any],
+        size: int,
     ) -> np.ndarray[Any, Any]:
         """Maximal marginal relevance over the pool, with item-kNN similarity for items."""
         if query.candidates is not Entity.ITEM or "item-knn" not in self.models.configs:
             return pool
-        similarity_model = self.models.get("item-knn").algorithm
-        sims = similarity_model.score_items(list(pool), size)[:, pool]
-        sims = np.where(np.isfinite(sims), sims, 0.0)
-        peak = float(sims.max()) if sims.size else 0.0
-        if peak > 0:
-            sims = sims / peak
-        relevance = keys[pool]
-        relevance = (relevance - relevance.min()) / (np.ptp(relevance) or 1.0)
-        selected = [0]
-        remaining = list(range(1, len(pool)))
-        while remaining and len(selected) < query.count:
-            penalty = sims[np.ix_(remaining, selected)].max(axis=1)
-            marginal = (1 - query.diversity) * relevance[remaining] - query.diversity * penalty
-            best = remaining[int(np.argmax(marginal))]
-            selected.append(best)
-            remaining.remove(best)
-        return pool[selected]
+        similarity_model = self._model(ctx, "item-knn").algorithm
+        similarity = similarity_model.score_items(list(pool), size)[:, pool]
+        return ranking.maximal_marginal_relevance(
+            pool, pool_keys, similarity, query.diversity, query.count
+        )
 
     # -- data -----------------------------------------------------------------------------------
+
+    def _model(self, ctx: ReadContext, name: str) -> LoadedModel:
+        """A served model; in a memory-only read, only one that is loaded already (loading
+        reads files, or even trains)."""
+        if ctx.memory_only:
+            loaded = self.models.peek(name)
+            if loaded is None:
+                raise NeedsDatabase(f"loading model {name!r}")
+            return loaded
+        return self.models.get(name)
 
     def has_interactions(self, ctx: ReadContext, user_id: str) -> bool:
         """Whether the history index shows interactions of the user, which then exists
@@ -426,35 +410,3 @@ class Pipeline:
         ).fetchall()
         by_index: Mapping[int, str] = {int(row[0]): row[1] for row in rows}
         return [by_index[int(i)] for i in indexes if int(i) in by_index]
-
-
-def _top(keys: np.ndarray[Any, Any], count: int) -> np.ndarray[Any, Any]:
-    """Indexes of the `count` largest finite keys, best first (ties: lower index first)."""
-    finite = np.flatnonzero(np.isfinite(keys))
-    return _top_of(finite, keys[finite], count)
-
-
-def _top_of(
-    indexes: np.ndarray[Any, Any], keys: np.ndarray[Any, Any], count: int
-) -> np.ndarray[Any, Any]:
-    """`_top` over given (ascending) indexes and their keys: where keys tie at the cut, the
-    lower indexes are kept."""
-    if count <= 0:
-        return indexes[:0]
-    if len(indexes) > count:
-        cut = -np.partition(-keys, count - 1)[count - 1]
-        above = keys > cut
-        tied = np.flatnonzero(keys == cut)[: count - int(np.count_nonzero(above))]
-        picked = np.union1d(np.flatnonzero(above), tied)
-        indexes, keys = indexes[picked], keys[picked]
-    order = np.lexsort((indexes, -keys))
-    return indexes[order]
-
-
-def _normalized(scores: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    finite = np.isfinite(scores)
-    if not finite.any():
-        return scores
-    low, high = float(scores[finite].min()), float(scores[finite].max())
-    span = high - low or 1.0
-    return np.where(finite, (scores - low) / span, scores)

@@ -11,6 +11,7 @@ from server.evaluation import ExpressionEngine
 from server.models import LiveModels
 from server.pipeline import Pipeline
 from storage.database import Database
+from storage.recommendation_log import RecommendationLog
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Served:
     engine: ExpressionEngine
     models: LiveModels
     pipeline: Pipeline
+    log: RecommendationLog
 
 
 class Store:
@@ -44,7 +46,12 @@ class Store:
                 database, dict(self.config.models), self.registry, self.config.models_dir(name)
             )
             self._served[name] = Served(
-                database, settings, engine, models, Pipeline(engine, models)
+                database,
+                settings,
+                engine,
+                models,
+                Pipeline(engine, models),
+                RecommendationLog(database),
             )
 
     def get(self, name: str) -> Served | None:
@@ -55,6 +62,11 @@ class Store:
 
     def all(self) -> list[Served]:
         return list(self._served.values())
+
+    async def settle(self) -> None:
+        """Wait until the recommendation logs are written (before `close`)."""
+        for served in self._served.values():
+            await served.log.settled()
 
     def close(self) -> None:
         for served in self._served.values():

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import duckdb
 
@@ -87,8 +87,13 @@ def load_schema(conn: duckdb.DuckDBPyConnection) -> Schema:
 class WriteContext:
     """What a write job gets: the writer's connection, inside an open transaction."""
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, schema: Schema) -> None:
+    def __init__(
+        self, conn: duckdb.DuckDBPyConnection, schema: Schema, *, memory_only: bool = False
+    ) -> None:
         self.conn = conn
+        self.memory_only = memory_only
+        """True for `Database.read_in_memory`: the context has no connection, and whatever
+        would load data (from the file or from disk) raises `NeedsDatabase` instead."""
         self._schema = schema
         self._schema_dirty = False
         self.schema_was_changed = False
@@ -120,6 +125,23 @@ class WriteContext:
 
 ReadContext = WriteContext
 """Reads get the same shape of context, over a reader cursor and the published schema."""
+
+
+class NeedsDatabase(Exception):
+    """A memory-only read (`Database.read_in_memory`) reached for the database."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"a memory-only read needs the database for {what}")
+
+
+class _Unconnected:
+    """The connection of a memory-only context: any use of it raises `NeedsDatabase`."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise NeedsDatabase(f"conn.{name}")
+
+
+_UNCONNECTED = cast(duckdb.DuckDBPyConnection, _Unconnected())
 
 
 @dataclass
@@ -215,6 +237,13 @@ class Database:
             cursor.execute("SET TimeZone = 'UTC'")
             self._local.cursor = cursor
         return run(ReadContext(cursor, self._schema))
+
+    def read_in_memory(self, run: Callable[[ReadContext], T]) -> T:
+        """Run a read on the calling thread (the event loop) without a connection, for reads that
+        in-memory indexes and caches usually answer: it spares them the hop to a reader thread.
+        Raises `NeedsDatabase` where `run` reaches for the connection; `run` must leave no
+        partial state behind when it does, and the caller then repeats it with `read`."""
+        return run(ReadContext(_UNCONNECTED, self._schema, memory_only=True))
 
     async def read(self, run: Callable[[ReadContext], T]) -> T:
         """Run a read on the reader pool."""

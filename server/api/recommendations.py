@@ -7,14 +7,14 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.api.operations import Mode, Operation, Params
 from server.expressions import Context
 from server.pipeline import Pipeline, Query
 from server.scenarios import ScenarioConfig, ScenarioError, resolve_model
 from storage import catalog
-from storage.database import Database, ReadContext, WriteContext
+from storage.database import NeedsDatabase, ReadContext, WriteContext
 from storage.entities import create_entities, entity_exists
 from storage.errors import BadParameter, EntityNotFound, NotFound
 from storage.params import check_known, read_bool, read_int, read_number, read_str, read_str_list
@@ -23,9 +23,11 @@ from storage.recommendations import (
     extend_recommendation,
     get_recommendation,
     log_recommendation,
-    log_recommendations,
 )
 from storage.schema import Entity, validate_id
+
+if TYPE_CHECKING:
+    from server.store import Served
 
 NEXT_ITEMS_LIFETIME = 30 * 60
 MAX_COUNT = 10_000
@@ -252,19 +254,25 @@ def recommend_in_transaction(
     return {"recommId": record.recomm_id, **body}
 
 
-async def recommend(
-    database: Database, pipeline: Pipeline, request: Request, endpoint: str
-) -> dict[str, Any]:
-    # Most requests name a user (or item) that exists: one read answers them. The write that
-    # creates a missing one (or refuses it) runs only when the read finds it missing.
-    answer = await database.read(lambda ctx: _respond_if_known(ctx, pipeline, request))
+async def recommend(served: Served, request: Request, endpoint: str) -> dict[str, Any]:
+    database, pipeline = served.database, served.pipeline
+    if request.query.rotation_rate > 0:
+        # Rotation reads what was recommended lately: the log of every response sent.
+        await served.log.settled()
+    # Most requests are answered from memory (the models, the history index, cached filter
+    # masks), on the event loop: a reader thread is only worth its hand-off when one must query.
+    try:
+        answer = database.read_in_memory(lambda ctx: _respond_if_known(ctx, pipeline, request))
+    except NeedsDatabase:
+        # Most requests name a user (or item) that exists: one read answers them. The write
+        # that creates a missing one (or refuses it) runs only when the read finds it missing.
+        answer = await database.read(lambda ctx: _respond_if_known(ctx, pipeline, request))
     if answer is None:
         await database.write(lambda ctx: ensure_context(ctx, request))
         answer = await database.read(lambda ctx: respond(ctx, pipeline, request))
     body, result = answer
     record = new_log(request, result.ids, endpoint)
-    # Concurrent requests' logs are stored by one statement in one transaction.
-    await database.write_coalesced(log_recommendations, record)
+    served.log.add(record)
     return {"recommId": record.recomm_id, **body}
 
 
@@ -284,8 +292,7 @@ def _respond_if_known(
 
 
 async def next_items(
-    database: Database,
-    pipeline: Pipeline,
+    served: Served,
     recomm_id: str,
     params: Params,
     scenarios: Mapping[str, ScenarioConfig],
@@ -295,6 +302,8 @@ async def next_items(
     count = read_int(params.merged, "count", minimum=1)
     if count is None:
         raise BadParameter("count", "is required")
+    database, pipeline = served.database, served.pipeline
+    await served.log.settled()
     record = await database.read(lambda ctx: get_recommendation(ctx, recomm_id))
     if record is None or time.time() - record.timestamp > NEXT_ITEMS_LIFETIME:
         raise NotFound(f"recommendation '{recomm_id}' does not exist or has expired")
