@@ -310,6 +310,7 @@ def measure_in_process(
             stages.setdefault(stage, []).append(ms)
         favourite += sum(1 for item in items if item % CATEGORIES == favourite_category(user))
         boosted += sum(1 for item in items if item % CATEGORIES == 1)
+    memory_share = from_memory[0] / requests
     # Does the model follow the users' taste? Without the scenario's filter and booster, the
     # share of recommended items in the user's favourite category (1 in 20 at random).
     plain = [rng.randrange(users) for _ in range(500)]
@@ -330,7 +331,7 @@ def measure_in_process(
         "boosted_share": boosted / total,
         "taste": taste / (len(plain) * COUNT),
         "requests": requests,
-        "from_memory": from_memory[0] / requests,
+        "from_memory": memory_share,
     }
 
 
