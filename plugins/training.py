@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,8 @@ class TrainingData:
     - `users`, `items`, `kinds`, `timestamps`, `weights`: every interaction, ordered by user, then
       time (so each user's sequence is a contiguous slice, `indptr[u]:indptr[u + 1]`);
     - `item_ids` / `user_ids`: dense index -> id (None where deleted);
-    - `item_properties`: the item table (an Arrow table with "$idx", "$id" and the properties).
+    - `item_properties`: the item table (an Arrow table with "$idx", "$id" and the properties);
+    - `validation`: in an offline evaluation, the validation holdout (for early stopping).
     """
 
     matrix: sp.csr_matrix
@@ -63,6 +64,8 @@ class TrainingData:
     user_ids: list[str | None]
     item_properties: pa.Table
     kind_weights: Mapping[str, float]
+    validation: Holdout | None = None
+    """Held-out interactions to validate on while fitting (offline evaluation only)."""
 
     @property
     def n_users(self) -> int:
@@ -80,42 +83,120 @@ class TrainingData:
     def from_snapshot(
         cls, snapshot: Snapshot, weights: Mapping[str, Any] | None = None
     ) -> TrainingData:
+        """Every interaction of the snapshot, weighted by its kind (see DEFAULT_WEIGHTS)."""
         kind_weights = validate_weights(weights)
-        per_code = np.zeros(256, dtype=np.float32)
-        for code, name in KIND_NAMES.items():
-            per_code[code] = kind_weights[name]
-        interaction_weights = per_code[snapshot.kinds]
-        ratings = np.nan_to_num(snapshot.ratings, nan=0.0)
-        portions = np.nan_to_num(snapshot.portions, nan=1.0)
-        codes = {name: code for code, name in KIND_NAMES.items()}
-        is_rating = snapshot.kinds == codes["ratings"]
-        is_portion = snapshot.kinds == codes["view_portions"]
-        interaction_weights = np.where(
-            is_rating, interaction_weights * np.maximum(ratings + 1.0, 0.0), interaction_weights
+        return cls.from_interactions(
+            snapshot, interaction_weights(snapshot, kind_weights), kind_weights=kind_weights
         )
-        interaction_weights = np.where(
-            is_portion, interaction_weights * np.clip(portions, 0.0, 1.0), interaction_weights
-        ).astype(np.float32)
+
+    @classmethod
+    def from_interactions(
+        cls,
+        snapshot: Snapshot,
+        weights: np.ndarray[Any, np.dtype[np.float32]],
+        *,
+        keep: np.ndarray[Any, np.dtype[np.bool_]] | None = None,
+        kind_weights: Mapping[str, float] | None = None,
+        validation: Holdout | None = None,
+    ) -> TrainingData:
+        """The snapshot's interactions where `keep` (all by default), with the given weights
+        (one per interaction of the snapshot), on the snapshot's full id maps: what an offline
+        evaluation trains on."""
+        users, items = snapshot.users, snapshot.items
+        kinds, timestamps = snapshot.kinds, snapshot.timestamps
+        if keep is not None:
+            users, items, kinds = users[keep], items[keep], kinds[keep]
+            timestamps, weights = timestamps[keep], weights[keep]
         n_users, n_items = snapshot.n_users, snapshot.n_items
         matrix = sp.csr_matrix(
-            (interaction_weights, (snapshot.users, snapshot.items)),
-            shape=(n_users, n_items),
-            dtype=np.float32,
+            (weights, (users, items)), shape=(n_users, n_items), dtype=np.float32
         )
         matrix.sum_duplicates()
-        counts = np.bincount(snapshot.users, minlength=n_users)
+        counts = np.bincount(users, minlength=n_users)
         indptr = np.zeros(n_users + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
         return cls(
             matrix=matrix,
-            users=snapshot.users,
-            items=snapshot.items,
-            kinds=snapshot.kinds,
-            timestamps=snapshot.timestamps,
-            weights=interaction_weights,
+            users=users,
+            items=items,
+            kinds=kinds,
+            timestamps=timestamps,
+            weights=np.asarray(weights, dtype=np.float32),
             indptr=indptr,
             item_ids=snapshot.item_ids,
             user_ids=snapshot.user_ids,
             item_properties=snapshot.item_properties,
-            kind_weights=kind_weights,
+            kind_weights=dict(kind_weights or validate_weights(None)),
+            validation=validation,
         )
+
+
+def interaction_weights(
+    snapshot: Snapshot, kind_weights: Mapping[str, float]
+) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Each interaction's weight: its kind's, times rating + 1 for ratings and the portion for
+    view portions."""
+    per_code = np.zeros(256, dtype=np.float32)
+    for code, name in KIND_NAMES.items():
+        per_code[code] = kind_weights[name]
+    weights = per_code[snapshot.kinds]
+    ratings = np.nan_to_num(snapshot.ratings, nan=0.0)
+    portions = np.nan_to_num(snapshot.portions, nan=1.0)
+    codes = {name: code for code, name in KIND_NAMES.items()}
+    is_rating = snapshot.kinds == codes["ratings"]
+    is_portion = snapshot.kinds == codes["view_portions"]
+    weights = np.where(is_rating, weights * np.maximum(ratings + 1.0, 0.0), weights)
+    weighted: np.ndarray[Any, np.dtype[np.float32]] = np.where(
+        is_portion, weights * np.clip(portions, 0.0, 1.0), weights
+    ).astype(np.float32)
+    return weighted
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Held-out interactions of an offline evaluation, per user: `items[indptr[u]:indptr[u+1]]`
+    are user u's (dense indexes). A model may use the validation holdout while it fits (early
+    stopping); the test holdout is scored once, after."""
+
+    indptr: np.ndarray[Any, np.dtype[np.int64]]
+    items: np.ndarray[Any, np.dtype[np.int64]]
+
+    @classmethod
+    def of(
+        cls,
+        users: np.ndarray[Any, np.dtype[np.int64]],
+        items: np.ndarray[Any, np.dtype[np.int64]],
+        n_users: int,
+    ) -> Holdout:
+        order = np.argsort(users, kind="stable")
+        indptr = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
+        return cls(indptr, np.asarray(items, dtype=np.int64)[order])
+
+    @property
+    def users(self) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """The users with at least one held-out item."""
+        return np.flatnonzero(np.diff(self.indptr) > 0)
+
+    def of_user(self, user: int) -> np.ndarray[Any, np.dtype[np.int64]]:
+        return self.items[self.indptr[user] : self.indptr[user + 1]]
+
+    def mean_ndcg(
+        self,
+        scores: Callable[[np.ndarray[Any, np.dtype[np.int64]]], np.ndarray[Any, Any]],
+        train: sp.csr_matrix,
+        k: int = 10,
+        batch: int = 1024,
+    ) -> float:
+        """Mean NDCG@k over the held-out users, ranking every item but the user's training
+        items. `scores(users)` gives (len(users), n_items) scores for dense user indexes."""
+        from plugins.evaluation.metrics import ndcg_at, top_k
+
+        users = self.users
+        values = []
+        for start in range(0, len(users), batch):
+            chunk = users[start : start + batch]
+            excluded = [train.indices[train.indptr[u] : train.indptr[u + 1]] for u in chunk]
+            ranked = top_k(scores(chunk), k, excluded)
+            values.append(ndcg_at(ranked, [self.of_user(int(u)) for u in chunk], k))
+        return float(np.concatenate(values).mean()) if values else 0.0

@@ -61,7 +61,28 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--config", type=Path, default=Path("reqo.yaml"))
     trainer.add_argument("--db", help="only this database (default: all)")
     trainer.add_argument("--model", help="only this model (default: all)")
+    trainer.add_argument(
+        "--missing-only", action="store_true", help="only models that have no trained version"
+    )
     trainer.set_defaults(run=_train)
+
+    dataset = commands.add_parser("dataset", help="public datasets")
+    datasets = dataset.add_subparsers(dest="dataset_command", required=True)
+    loader = datasets.add_parser("load", help="load a dataset into a database")
+    loader.set_defaults(run=_dataset_load)
+    loader.add_argument("name", choices=["ml-100k"], help="the dataset: MovieLens-100K")
+    loader.add_argument("--config", type=Path, default=Path("reqo.yaml"))
+    loader.add_argument("--db", required=True, help="database name from the config")
+    loader.add_argument("--path", type=Path, help="a directory with the dataset's files")
+    loader.add_argument(
+        "--replace", action="store_true", help="empty a database that holds data first"
+    )
+    loader.add_argument(
+        "--skip-if-loaded",
+        action="store_true",
+        help="do nothing (and succeed) when the database holds interactions already",
+    )
+    loader.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
     lister = commands.add_parser("plugins", help="list the plugins and their algorithms")
     lister.add_argument("--config", type=Path, default=Path("reqo.yaml"))
@@ -123,6 +144,37 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_load(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from storage.database import Database
+    from storage.movielens import DatasetError, interaction_count, load
+
+    config: Config = load_config(args.config)
+    if args.db not in config.databases:
+        raise ConfigError(config.source, f"databases.{args.db}", "no such database in the config")
+    try:
+        database = Database(args.db, config.database_path(args.db))
+    except duckdb.IOException:
+        print(
+            f"reqo dataset: database '{args.db}' is open in a running server; stop it first",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        if args.skip_if_loaded and database.read_sync(interaction_count):
+            print(f"{args.db}: holds interactions already; not loading {args.name}")
+            return 0
+        report = load(database, args.path, replace=args.replace, progress=not args.no_progress)
+    except DatasetError as error:
+        print(f"reqo dataset: {error}", file=sys.stderr)
+        return 1
+    finally:
+        database.close()
+    print(report)
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     """Train in this process; if a running server holds the database, ask it to train instead
     (DuckDB lets one process open a database file for writing)."""
@@ -130,7 +182,7 @@ def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from server.app import load_registry
-    from server.models import train_model
+    from server.models import current_version, train_model
     from storage.database import Database
 
     config = load_config(args.config)
@@ -151,8 +203,14 @@ def _train(args: argparse.Namespace) -> int:
             for model in models:
                 print(f"{name}/{model}: {_train_remotely(config, name, model)}")
             continue
+        todo = models
+        if args.missing_only:
+            versions = {m: current_version(config.models_dir(name), m) for m in models}
+            todo = [m for m in models if versions[m] is None]
+            for model in sorted(set(models) - set(todo)):
+                print(f"{name}/{model}: trained already ({versions[model]})")
         try:
-            bar = tqdm(models, desc=f"training {name}", unit="model", disable=None)
+            bar = tqdm(todo, desc=f"training {name}", unit="model", disable=None)
             for model in bar:
                 bar.set_postfix_str(model)
                 started = time.perf_counter()

@@ -76,3 +76,21 @@ def test_plugins_over_http(server: RunningServer) -> None:
             "reqlFunctions"
         ]
     )
+
+
+def test_train_missing_only_skips_trained_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.cli import main
+
+    path = config_file(tmp_path)
+    build_catalog(tmp_path / "data" / "shop.duckdb").close()
+    assert main(["train", "--config", str(path), "--model", "popularity"]) == 0
+    current = tmp_path / "data" / "models" / "shop" / "popularity" / "current"
+    version = current.read_text()
+    capsys.readouterr()
+    assert main(["train", "--config", str(path), "--missing-only"]) == 0
+    printed = capsys.readouterr().out
+    assert f"shop/popularity: trained already ({version})" in printed
+    assert current.read_text() == version
+    assert (tmp_path / "data" / "models" / "shop" / "item-knn" / "current").exists()

@@ -1,0 +1,2 @@
+"""Offline evaluation: splits of a training snapshot, ranking metrics, and the harness behind
+`reqo evaluate`."""
