@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from server.config import Config, ConfigError, load_config
+from server.evaluate import add_parser as add_evaluate_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="do nothing (and succeed) when the database holds interactions already",
     )
     loader.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    add_evaluate_parser(commands)
 
     lister = commands.add_parser("plugins", help="list the plugins and their algorithms")
     lister.add_argument("--config", type=Path, default=Path("reqo.yaml"))

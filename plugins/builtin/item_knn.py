@@ -28,6 +28,9 @@ class ItemKNN(Algorithm):
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
         self.similarity = sp.csr_matrix((0, 0), dtype=np.float32)
+        """Each item's `neighbours` most similar items (row i: item i's neighbours)."""
+        self.neighbour_of = sp.csr_matrix((0, 0), dtype=np.float32)
+        """The transpose: row i holds the items that have i among their neighbours."""
 
     def fit(self, data: TrainingData) -> None:
         self.n_items = data.n_items
@@ -46,9 +49,13 @@ class ItemKNN(Algorithm):
         )
         similarity = sp.csr_matrix((values, (coo.row, coo.col)), shape=co.shape, dtype=np.float32)
         self.similarity = _top_k_per_row(similarity, int(self.settings["neighbours"]))
+        self.neighbour_of = self.similarity.T.tocsr()
 
     def user_scores(self, histories: Sequence[UserHistory]) -> np.ndarray[Any, Any]:
-        """The profile (the history's summed weight per item) times the similarity matrix.
+        """The profile (the history's summed weight per item) times the similarity matrix, in
+        which each candidate keeps its own nearest neighbours: a candidate's score sums its
+        similarity to those of its neighbours the user has (RecBole's ItemKNN), so that an
+        item's score does not depend on how many other items crowd its neighbourhood.
 
         Computed as scipy's sparse product computes it (the same float32 sums, added in the
         same order), by gathering the rows of the history's items: building sparse matrices
@@ -56,9 +63,9 @@ class ItemKNN(Algorithm):
         """
         scores = np.zeros((len(histories), self.n_items), dtype=np.float32)
         indptr, indices, data = (
-            self.similarity.indptr,
-            self.similarity.indices,
-            self.similarity.data,
+            self.neighbour_of.indptr,
+            self.neighbour_of.indices,
+            self.neighbour_of.data,
         )
         for row, history in enumerate(histories):
             items = np.asarray(history.items, dtype=np.int64)
@@ -105,6 +112,7 @@ class ItemKNN(Algorithm):
             shape=(self.n_items, self.n_items),
             dtype=np.float32,
         )
+        self.neighbour_of = self.similarity.T.tocsr()
 
 
 def _top_k_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:

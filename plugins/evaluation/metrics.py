@@ -82,12 +82,28 @@ def top_k(scores: Array, k: int, excluded: Sequence[Array] | None = None) -> Arr
         for row, items in enumerate(excluded):
             scores[row, items] = -np.inf
     scores[~np.isfinite(scores)] = -np.inf
-    k = min(k, scores.shape[1])
-    # argpartition, then a stable sort of the part by score (the index breaks ties).
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else None
-    if part is None:
-        part = np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
+    rows, columns = scores.shape
+    k = min(k, columns)
+    if k <= 0:
+        return np.zeros((rows, 0), dtype=np.int64)
+    if k < columns:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        # argpartition picks any of the items tied with the k-th best score; where some of them
+        # were left out, take the lowest indexes instead, so that ties are broken the same way
+        # inside and at the edge of the list.
+        kth = part_scores.min(axis=1)
+        tied = (scores == kth[:, None]).sum(axis=1)
+        tied_inside = (part_scores == kth[:, None]).sum(axis=1)
+        for spilled in np.flatnonzero(tied > tied_inside):
+            line, edge = scores[spilled], kth[spilled]
+            above = np.flatnonzero(line > edge)
+            equal = np.flatnonzero(line == edge)[: k - above.size]
+            part[spilled] = np.concatenate([above, equal])
+    else:
+        part = np.tile(np.arange(columns), (rows, 1))
     part_scores = np.take_along_axis(scores, part, axis=1)
+    # A stable sort of the part by score (the index breaks ties).
     order = np.lexsort((part, -part_scores), axis=1)
     ranked = np.take_along_axis(part, order, axis=1)
     ranked_scores = np.take_along_axis(part_scores, order, axis=1)

@@ -1,0 +1,356 @@
+"""The offline evaluation harness: split a snapshot, fit each model on the train part (with the
+validation part for early stopping), rank every item for each test user and measure.
+
+Scoring goes through `Algorithm.score_users` with each user's train interactions as a
+`UserHistory` (items, kinds, times and weights), over the live items as candidates: the path the
+server takes for Items to User, so that the figures are those of the served model.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from plugins.algorithm import Algorithm, UserHistory
+from plugins.evaluation.metrics import METRICS, item_coverage, top_k
+from plugins.evaluation.splits import (
+    TEST,
+    TRAIN,
+    VALID,
+    Parts,
+    SplitError,
+    leave_one_out,
+    normalise_ratios,
+    part_sizes,
+    quantile_time,
+    random_split,
+    temporal_split,
+)
+from plugins.training import Holdout, TrainingData, interaction_weights, validate_weights
+from storage.snapshot import KIND_NAMES, Snapshot
+
+PROTOCOLS = ("random", "loo", "temporal")
+FEEDBACKS = ("implicit", "weighted")
+SCORE_CELLS = 1 << 24
+"""Users are scored in batches of at most this many (user, item) scores (64 MiB of float32)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to evaluate: its name, algorithm class, parameters and interaction kind weights
+    (the kind weights count only with weighted feedback)."""
+
+    name: str
+    algorithm: type[Algorithm]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How to split and what to measure.
+
+    - `name`: "random" (per user, shuffled, by `split` ratios as RecBole), "loo" (each user's
+      last interaction is the test, the one before it the validation) or "temporal" (a global
+      cut at `at`, or else at the `quantile` of the interaction times; the validation is the
+      latest `split[1]` share of the interactions before the cut);
+    - `feedback`: "implicit" (every interaction a positive of weight 1) or "weighted" (each
+      model's kind weights);
+    - `seeds`: one split (random protocol) and one fit of each model per seed; the seed seeds
+      Python's, numpy's and torch's generators and is the algorithm's `seed` parameter where it
+      has one that the model does not set.
+    """
+
+    name: str = "random"
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    at: float | None = None
+    quantile: float = 0.9
+    ks: tuple[int, ...] = (10, 20)
+    seeds: tuple[int, ...] = (1,)
+    feedback: str = "implicit"
+
+    def check(self) -> None:
+        """SplitError where a setting cannot be used."""
+        if self.name not in PROTOCOLS:
+            raise SplitError(f"unknown protocol '{self.name}' (known: {', '.join(PROTOCOLS)})")
+        if self.feedback not in FEEDBACKS:
+            raise SplitError(f"unknown feedback '{self.feedback}' (known: {', '.join(FEEDBACKS)})")
+        normalise_ratios(self.split)
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise SplitError(f"cut-offs K must be integers >= 1, not {list(self.ks)}")
+        if not self.seeds:
+            raise SplitError("at least one seed is needed")
+
+    @property
+    def seeded_split(self) -> bool:
+        """Whether the split depends on the seed (otherwise only the models' fitting does)."""
+        return self.name == "random"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One model fitted and measured on one seed's split."""
+
+    model: str
+    seed: int
+    figures: dict[str, float]
+    """"ndcg@10", "recall@20", "coverage@10", …: means over the test users."""
+    train_seconds: float
+    score_seconds: float
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """One seed's split: interactions per part, and the users with held-out items."""
+
+    seed: int
+    sizes: dict[str, int]
+    valid_users: int
+    test_users: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything an evaluation measured."""
+
+    protocol: Protocol
+    models: tuple[ModelSpec, ...]
+    dataset: dict[str, int]
+    splits: tuple[SplitInfo, ...]
+    runs: tuple[Run, ...]
+    cut: float | None = None
+    """The temporal protocol's cut, epoch seconds."""
+
+    @property
+    def figure_names(self) -> list[str]:
+        """The figures of each run, in display order: each metric at each K, then coverage."""
+        names = [f"{metric}@{k}" for metric in METRICS for k in self.protocol.ks]
+        return names + [f"coverage@{k}" for k in self.protocol.ks]
+
+
+@dataclass(frozen=True)
+class Holdouts:
+    """One split's held-out items per user, and what each ranking leaves out."""
+
+    valid: Holdout
+    test: Holdout
+    seen_before_test: Holdout
+    """Each user's train and validation items: left out of the test ranking."""
+
+
+def split_parts(snapshot: Snapshot, protocol: Protocol, seed: int) -> tuple[Parts, float | None]:
+    """The part of each interaction of the snapshot, and the temporal cut (None otherwise)."""
+    if protocol.name == "random":
+        return random_split(snapshot.users, protocol.split, seed), None
+    if protocol.name == "loo":
+        return leave_one_out(snapshot.users, snapshot.timestamps), None
+    cut = protocol.at
+    if cut is None:
+        cut = quantile_time(snapshot.timestamps, protocol.quantile)
+    valid_share = normalise_ratios(protocol.split)[1]
+    return temporal_split(snapshot.timestamps, cut, valid_share), cut
+
+
+def make_holdouts(snapshot: Snapshot, parts: Parts) -> Holdouts:
+    """Validation and test items per user, each item once, without the items the user has in an
+    earlier part: those are left out of the ranking, so they could only count as misses."""
+    n_users, n_items = snapshot.n_users, snapshot.n_items
+    keys = snapshot.users * n_items + snapshot.items
+
+    def pairs(chosen: np.ndarray[Any, np.dtype[np.bool_]], minus: Iterable[Any] = ()) -> Any:
+        unique = np.unique(keys[chosen])
+        for earlier in minus:
+            unique = unique[~np.isin(unique, earlier)]
+        return unique
+
+    def holdout(unique: np.ndarray[Any, Any]) -> Holdout:
+        return Holdout.of(unique // n_items, unique % n_items, n_users)
+
+    train = pairs(parts == TRAIN)
+    valid = pairs(parts == VALID, [train])
+    test = pairs(parts == TEST, [train, valid])
+    return Holdouts(holdout(valid), holdout(test), holdout(pairs(parts != TEST)))
+
+
+def feedback_weights(
+    snapshot: Snapshot, feedback: str, kind_weights: Mapping[str, float]
+) -> tuple[np.ndarray[Any, np.dtype[np.float32]], dict[str, float]]:
+    """Each interaction's weight (and the kind weights that describe them) for a feedback."""
+    if feedback == "implicit":
+        ones = np.ones(len(snapshot.users), dtype=np.float32)
+        return ones, dict.fromkeys(validate_weights(None), 1.0)
+    weights = validate_weights(kind_weights)
+    return interaction_weights(snapshot, weights), weights
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the generators a model may draw from while it fits."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch = sys.modules.get("torch")  # seeded only where a plugin uses it: importing costs
+    if torch is not None:
+        torch.manual_seed(seed)
+
+
+def seeded_params(spec: ModelSpec, seed: int) -> dict[str, Any]:
+    """The spec's parameters, with the run's seed as `seed` where the algorithm takes one and
+    the spec leaves it out: seeds then vary the model's initialisation, not only the split."""
+    params = dict(spec.params)
+    if "seed" not in params and any(p.name == "seed" for p in spec.algorithm.parameters):
+        params["seed"] = seed
+    return params
+
+
+_KIND_BY_CODE = [KIND_NAMES.get(code, "") for code in range(256)]
+
+
+def histories(data: TrainingData, users: Sequence[int]) -> list[UserHistory]:
+    """The users' train interactions, as the server's history index hands them to a model."""
+    out = []
+    for user in users:
+        start, end = int(data.indptr[user]), int(data.indptr[user + 1])
+        out.append(
+            UserHistory(
+                data.items[start:end],
+                tuple(_KIND_BY_CODE[code] for code in data.kinds[start:end].tolist()),
+                data.timestamps[start:end],
+                data.weights[start:end],
+            )
+        )
+    return out
+
+
+def rank(
+    model: Algorithm,
+    data: TrainingData,
+    users: np.ndarray[Any, np.dtype[np.int64]],
+    excluded: Holdout,
+    k: int,
+    candidates: np.ndarray[Any, np.dtype[np.bool_]],
+) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """users x k: each user's best items, scored from their train history, leaving out the
+    `excluded` items and the non-candidates."""
+    batch = max(1, min(1024, SCORE_CELLS // max(1, data.n_items)))
+    ranked = []
+    for start in range(0, len(users), batch):
+        chunk = users[start : start + batch].tolist()
+        scores = model.score_users(histories(data, chunk), data.n_items, candidates)
+        ranked.append(top_k(scores, k, [excluded.of_user(u) for u in chunk]))
+    if not ranked:
+        return np.zeros((0, k), dtype=np.int64)
+    return np.concatenate(ranked)
+
+
+def measure(
+    ranked: np.ndarray[Any, np.dtype[np.int64]],
+    relevant: Sequence[np.ndarray[Any, np.dtype[np.int64]]],
+    ks: Sequence[int],
+    n_candidates: int,
+) -> dict[str, float]:
+    """Every metric at every K (means over the ranked users), and item coverage."""
+    figures = {}
+    for metric, function in METRICS.items():
+        for k in ks:
+            values = function(ranked, relevant, k)
+            figures[f"{metric}@{k}"] = float(values.mean()) if len(values) else 0.0
+    for k in ks:
+        figures[f"coverage@{k}"] = item_coverage(ranked[:, :k], n_candidates)
+    return figures
+
+
+def evaluate(
+    snapshot: Snapshot, models: Sequence[ModelSpec], protocol: Protocol, *, progress: bool = False
+) -> Evaluation:
+    """Fit and measure every model on every seed's split (SplitError: a split that cannot be
+    made, or that leaves no test user)."""
+    protocol.check()
+    candidates = np.array([item is not None for item in snapshot.item_ids], dtype=bool)
+    ks = sorted(set(protocol.ks))
+    runs: list[Run] = []
+    infos: list[SplitInfo] = []
+    split: PreparedSplit | None = None
+    bar = tqdm(
+        total=len(protocol.seeds) * len(models), desc="evaluating", unit="fit", disable=not progress
+    )
+    with bar:
+        for seed in protocol.seeds:
+            if split is None or protocol.seeded_split:
+                split = prepare_split(snapshot, protocol, seed)
+            infos.append(split.info(seed))
+            for spec in models:
+                bar.set_postfix_str(f"seed {seed}, {spec.name}")
+                runs.append(run_one(snapshot, spec, protocol, seed, split, candidates, ks))
+                bar.update()
+    dataset = {
+        "users": sum(user is not None for user in snapshot.user_ids),
+        "items": int(candidates.sum()),
+        "interactions": len(snapshot.users),
+    }
+    cut = split.cut if split is not None else None
+    return Evaluation(protocol, tuple(models), dataset, tuple(infos), tuple(runs), cut)
+
+
+@dataclass(frozen=True)
+class PreparedSplit:
+    """A split with its holdouts, ready for every model of a seed."""
+
+    parts: Parts
+    holdouts: Holdouts
+    cut: float | None
+
+    def info(self, seed: int) -> SplitInfo:
+        return SplitInfo(
+            seed,
+            part_sizes(self.parts),
+            len(self.holdouts.valid.users),
+            len(self.holdouts.test.users),
+        )
+
+
+def prepare_split(snapshot: Snapshot, protocol: Protocol, seed: int) -> PreparedSplit:
+    """One seed's split and holdouts (SplitError where no user has a test item)."""
+    parts, cut = split_parts(snapshot, protocol, seed)
+    holdouts = make_holdouts(snapshot, parts)
+    if not len(holdouts.test.users):
+        raise SplitError("the split leaves no user with a test item to evaluate")
+    return PreparedSplit(parts, holdouts, cut)
+
+
+def run_one(
+    snapshot: Snapshot,
+    spec: ModelSpec,
+    protocol: Protocol,
+    seed: int,
+    split: PreparedSplit,
+    candidates: np.ndarray[Any, np.dtype[np.bool_]],
+    ks: Sequence[int],
+) -> Run:
+    """Fit one model on the split's train part (the validation holdout at hand for early
+    stopping), then rank and measure the test users once."""
+    weights, kind_weights = feedback_weights(snapshot, protocol.feedback, spec.weights)
+    valid = split.holdouts.valid
+    data = TrainingData.from_interactions(
+        snapshot,
+        weights,
+        keep=split.parts == TRAIN,
+        kind_weights=kind_weights,
+        validation=valid if len(valid.users) else None,
+    )
+    seed_everything(seed)
+    model = spec.algorithm(**seeded_params(spec, seed))
+    started = time.perf_counter()
+    model.fit(data)
+    trained = time.perf_counter()
+    test = split.holdouts.test
+    users = test.users
+    ranked = rank(model, data, users, split.holdouts.seen_before_test, max(ks), candidates)
+    relevant = [test.of_user(int(u)) for u in users]
+    figures = measure(ranked, relevant, ks, int(candidates.sum()))
+    return Run(spec.name, seed, figures, trained - started, time.perf_counter() - trained)
