@@ -24,6 +24,8 @@ BUILTIN_PLUGINS = (
     "plugins.builtin.popularity",
     "plugins.builtin.item_knn",
     "plugins.builtin.recently_viewed",
+    "plugins.builtin.ease",
+    "plugins.builtin.autoencoders",
 )
 
 
