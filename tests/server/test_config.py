@@ -140,3 +140,19 @@ def test_an_unknown_algorithm_stops_the_server(
     )
     assert main(["plugins", "--config", str(path)]) == 2
     assert "models.m.params.neighbours" in capsys.readouterr().err
+
+
+def test_the_demo_configuration_is_valid() -> None:
+    """The repository's reqo.yaml, which `make serve` uses, passes start-up validation against
+    the built-in algorithms."""
+    from plugins.manager import collect, get_plugin_manager
+    from server.scenarios import parse_models
+
+    config = load_config(Path(__file__).resolve().parents[2] / "reqo.yaml")
+    assert "demo" in config.databases
+    algorithms = collect(get_plugin_manager()).algorithms
+    models = parse_models(
+        {name: {"algorithm": m.algorithm} for name, m in config.models.items()}, algorithms
+    )
+    assert models["ease"].algorithm == "ease"
+    assert config.scenarios["homepage"].model == "ease"
