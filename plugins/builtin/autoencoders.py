@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
+from tqdm import tqdm
 
 from plugins.algorithm import Algorithm, Parameter, ParameterError, UserHistory
 from plugins.builtin.ease import binarised, history_matrix
@@ -137,7 +138,15 @@ class MultAutoEncoder(Algorithm):
         best_ndcg, waited, step = -1.0, 0, 0
         self.validation_ndcg = []
         batch_size = int(settings["batch_size"])
-        for epoch in range(1, int(settings["epochs"]) + 1):
+        # A bar on a terminal only (disable=None): servers and CI logs stay quiet.
+        epochs = tqdm(
+            range(1, int(settings["epochs"]) + 1),
+            desc=f"{self.name} epochs",
+            unit="epoch",
+            leave=False,
+            disable=None,
+        )
+        for epoch in epochs:
             network.train()
             order = rng.permutation(users)
             for start in range(0, len(order), batch_size):
@@ -156,6 +165,7 @@ class MultAutoEncoder(Algorithm):
                 continue
             ndcg = self._validate(validation, data.matrix, rows)
             self.validation_ndcg.append(ndcg)
+            epochs.set_postfix_str(f"validation NDCG@10 {ndcg:.4f}", refresh=False)
             if ndcg > best_ndcg:
                 best_ndcg, waited, self.best_epoch = ndcg, 0, epoch
                 best = {k: v.detach().clone() for k, v in network.state_dict().items()}
@@ -163,6 +173,7 @@ class MultAutoEncoder(Algorithm):
                 waited += 1
                 if waited >= int(settings["patience"]):
                     break
+        epochs.close()
         if best is not None:
             network.load_state_dict(best)
         else:
