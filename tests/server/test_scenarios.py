@@ -29,6 +29,12 @@ CONFIG: dict[str, Any] = {
     "models": {
         "cooc": {"algorithm": "co-occurrence", "params": {"min_users": 1}},
         "knn": {"algorithm": "item-knn", "params": {"neighbours": 20}, "weights": {"purchases": 5}},
+        "ease": {"algorithm": "ease", "params": {"l2": 1.0}},
+        "vae": {
+            "algorithm": "mult-vae",
+            "params": {"epochs": 150, "hidden": 32, "latent": 8, "dropout": 0.2, "batch_size": 4},
+        },
+        "dae": {"algorithm": "mult-dae", "params": {"epochs": 40, "hidden": 16, "latent": 8}},
     },
     "scenarios": {
         "related": {
@@ -73,6 +79,20 @@ def test_a_plugin_algorithm_serves_a_scenario(configured: RunningServer) -> None
     assert int(recommended[0][1:]) % 3 == 0
     listed = configured.client().send(ListScenarios())
     assert {"id": "related", "endpoint": "recommendItemsToItem", "model": "cooc"} in listed
+
+
+@pytest.mark.parametrize("model", ["ease", "vae", "dae"])
+def test_the_autoencoders_serve_from_the_history_of_the_request(
+    configured: RunningServer, model: str
+) -> None:
+    """A user unseen in training views two action films; the model folds them in at once."""
+    client = configured.client()
+    client.send(AddDetailView(f"new-{model}", "f00", cascade_create=True))
+    client.send(AddDetailView(f"new-{model}", "f03"))
+    recommended = ids(client.send(RecommendItemsToUser(f"new-{model}", 3, logic=model)))
+    assert len(recommended) == 3
+    assert not {"f00", "f03"} & set(recommended)
+    assert sum(int(i[1:]) % 3 == 0 for i in recommended) >= 2, recommended
 
 
 def test_a_request_filter_is_anded_with_the_scenarios(configured: RunningServer) -> None:
