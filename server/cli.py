@@ -8,9 +8,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.config import Config, ConfigError, load_config
 from server.evaluate import add_parser as add_evaluate_parser
+
+if TYPE_CHECKING:
+    from storage.database import Database
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,14 +124,31 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import(args: argparse.Namespace) -> int:
-    from storage.bulk import BulkImportError, import_file
+def _open_database(config: Config, name: str, command: str) -> Database | None:
+    """A configured database for a command that writes it; None (having said why) while a
+    running server holds the file (DuckDB lets one process write a database file)."""
+    import duckdb
+
     from storage.database import Database
 
-    config: Config = load_config(args.config)
-    if args.db not in config.databases:
-        raise ConfigError(config.source, f"databases.{args.db}", "no such database in the config")
-    database = Database(args.db, config.database_path(args.db))
+    if name not in config.databases:
+        raise ConfigError(config.source, f"databases.{name}", "no such database in the config")
+    try:
+        return Database(name, config.database_path(name))
+    except duckdb.IOException:
+        print(
+            f"reqo {command}: database '{name}' is open in a running server; stop it first",
+            file=sys.stderr,
+        )
+        return None
+
+
+def _import(args: argparse.Namespace) -> int:
+    from storage.bulk import BulkImportError, import_file
+
+    database = _open_database(load_config(args.config), args.db, "import")
+    if database is None:
+        return 1
     try:
         report = import_file(
             database,
@@ -148,21 +169,10 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _dataset_load(args: argparse.Namespace) -> int:
-    import duckdb
-
-    from storage.database import Database
     from storage.movielens import DatasetError, interaction_count, load
 
-    config: Config = load_config(args.config)
-    if args.db not in config.databases:
-        raise ConfigError(config.source, f"databases.{args.db}", "no such database in the config")
-    try:
-        database = Database(args.db, config.database_path(args.db))
-    except duckdb.IOException:
-        print(
-            f"reqo dataset: database '{args.db}' is open in a running server; stop it first",
-            file=sys.stderr,
-        )
+    database = _open_database(load_config(args.config), args.db, "dataset")
+    if database is None:
         return 1
     try:
         if args.skip_if_loaded and database.read_sync(interaction_count):
