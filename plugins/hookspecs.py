@@ -12,6 +12,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from plugins.algorithm import Algorithm
+    from plugins.embedders import Embedder
     from reql.functions import Function
 
 PROJECT = "reqo"
@@ -27,6 +28,11 @@ def register_algorithms() -> list[type[Algorithm]]:  # type: ignore[empty-body]
 @hookspec
 def register_reql_functions() -> list[Function]:  # type: ignore[empty-body]
     """ReQL functions to add to the built-in ones (by their `name`)."""
+
+
+@hookspec
+def register_embedders() -> list[type[Embedder]]:  # type: ignore[empty-body]
+    """Image embedder classes that visual models can name (by their `name`)."""
 
 
 @hookspec

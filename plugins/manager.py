@@ -7,7 +7,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,6 +16,7 @@ import pluggy
 
 from plugins import hookspecs
 from plugins.algorithm import Algorithm
+from plugins.embedders import Embedder
 from reql.functions import Function, FunctionRegistry
 
 ENTRY_POINT_GROUP = "reqo"
@@ -26,6 +27,7 @@ BUILTIN_PLUGINS = (
     "plugins.builtin.recently_viewed",
     "plugins.builtin.ease",
     "plugins.builtin.autoencoders",
+    "plugins.builtin.image_embedders",
 )
 
 
@@ -79,6 +81,7 @@ class PluginInfo:
     version: str | None
     algorithms: tuple[str, ...]
     reql_functions: tuple[str, ...]
+    embedders: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,17 +89,19 @@ class PluginInfo:
             "version": self.version,
             "algorithms": list(self.algorithms),
             "reqlFunctions": list(self.reql_functions),
+            "embedders": list(self.embedders),
         }
 
 
 @dataclass(frozen=True)
 class Registry:
-    """What the plugins register, merged: algorithms and ReQL functions by name."""
+    """What the plugins register, merged: algorithms, ReQL functions and embedders by name."""
 
     algorithms: Mapping[str, type[Algorithm]]
     functions: FunctionRegistry
     plugins: tuple[PluginInfo, ...]
     manager: pluggy.PluginManager
+    embedders: Mapping[str, type[Embedder]] = field(default_factory=dict)
 
     def algorithm(self, name: str) -> type[Algorithm]:
         try:
@@ -105,13 +110,21 @@ class Registry:
             known = ", ".join(sorted(self.algorithms))
             raise PluginError(f"unknown algorithm '{name}' (known: {known})") from None
 
+    def embedder(self, name: str) -> type[Embedder]:
+        try:
+            return self.embedders[name]
+        except KeyError:
+            known = ", ".join(sorted(self.embedders))
+            raise PluginError(f"unknown embedder '{name}' (known: {known})") from None
+
 
 def collect(manager: pluggy.PluginManager) -> Registry:
     """Merge the registration hooks' lists; a name registered twice fails, naming both plugins."""
     algorithms: dict[str, tuple[str, type[Algorithm]]] = {}
     functions: dict[str, tuple[str, Function]] = {}
-    by_plugin: dict[str, tuple[list[str], list[str]]] = {
-        name: ([], []) for name, _ in manager.list_name_plugin()
+    embedders: dict[str, tuple[str, type[Embedder]]] = {}
+    by_plugin: dict[str, tuple[list[str], list[str], list[str]]] = {
+        name: ([], [], []) for name, _ in manager.list_name_plugin()
     }
     # Implementations one by one (rather than the merged hook result), to know who registered what.
     for implementation in manager.hook.register_algorithms.get_hookimpls():
@@ -130,9 +143,20 @@ def collect(manager: pluggy.PluginManager) -> Registry:
                 raise PluginError(f"plugin {plugin} registers {function!r}, not a reql Function")
             _claim(functions, function.name.lower(), plugin, function, "ReQL function")
             by_plugin[plugin][1].append(function.name)
+    for implementation in manager.hook.register_embedders.get_hookimpls():
+        plugin = implementation.plugin_name
+        for embedder in _registered(implementation):
+            if not (isinstance(embedder, type) and issubclass(embedder, Embedder)):
+                raise PluginError(f"plugin {plugin} registers {embedder!r}, not an Embedder class")
+            _claim(embedders, embedder.name, plugin, embedder, "embedder")
+            by_plugin[plugin][2].append(embedder.name)
     infos = tuple(
         PluginInfo(
-            name, _version(manager, plugin), tuple(by_plugin[name][0]), tuple(by_plugin[name][1])
+            name,
+            _version(manager, plugin),
+            tuple(by_plugin[name][0]),
+            tuple(by_plugin[name][1]),
+            tuple(by_plugin[name][2]),
         )
         for name, plugin in manager.list_name_plugin()
     )
@@ -141,6 +165,7 @@ def collect(manager: pluggy.PluginManager) -> Registry:
         functions=FunctionRegistry(function for _, function in functions.values()),
         plugins=infos,
         manager=manager,
+        embedders={key: cls for key, (_, cls) in embedders.items()},
     )
 
 

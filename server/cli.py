@@ -75,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = dataset.add_subparsers(dest="dataset_command", required=True)
     loader = datasets.add_parser("load", help="load a dataset into a database")
     loader.set_defaults(run=_dataset_load)
-    loader.add_argument("name", choices=["ml-100k"], help="the dataset: MovieLens-100K")
+    loader.add_argument(
+        "name",
+        choices=["ml-100k", "fashion-mnist"],
+        help="the dataset: MovieLens-100K, or Fashion-MNIST (70,000 product images)",
+    )
     loader.add_argument("--config", type=Path, default=Path("reqo.yaml"))
     loader.add_argument("--db", required=True, help="database name from the config")
     loader.add_argument("--path", type=Path, help="a directory with the dataset's files")
@@ -85,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     loader.add_argument(
         "--skip-if-loaded",
         action="store_true",
-        help="do nothing (and succeed) when the database holds interactions already",
+        help="do nothing (and succeed) when the database holds interactions (ml-100k) or "
+        "items (fashion-mnist) already",
     )
     loader.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -169,17 +174,24 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _dataset_load(args: argparse.Namespace) -> int:
-    from storage.movielens import DatasetError, interaction_count, load
+    from storage import fashion_mnist, movielens
+    from storage.errors import InvalidInput
 
+    # What "loaded already" means: ml-100k is about its interactions, fashion-mnist (a catalog
+    # for visual similarity, without interactions) about its items.
+    fashion = args.name == "fashion-mnist"
+    count = fashion_mnist.item_count if fashion else movielens.interaction_count
+    what = "items" if fashion else "interactions"
     database = _open_database(load_config(args.config), args.db, "dataset")
     if database is None:
         return 1
     try:
-        if args.skip_if_loaded and database.read_sync(interaction_count):
-            print(f"{args.db}: holds interactions already; not loading {args.name}")
+        if args.skip_if_loaded and database.read_sync(count):
+            print(f"{args.db}: holds {what} already; not loading {args.name}")
             return 0
+        load = fashion_mnist.load if fashion else movielens.load
         report = load(database, args.path, replace=args.replace, progress=not args.no_progress)
-    except DatasetError as error:
+    except InvalidInput as error:  # DatasetError, or BulkImportError from the import
         print(f"reqo dataset: {error}", file=sys.stderr)
         return 1
     finally:

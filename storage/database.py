@@ -69,6 +69,14 @@ _BOOTSTRAP = [
         returned VARCHAR[] NOT NULL,
         next_calls INTEGER NOT NULL
     )""",
+    # storage/embeddings.py: image vectors by embedder, its settings and the image's content hash
+    """CREATE TABLE IF NOT EXISTS image_embeddings (
+        embedder VARCHAR NOT NULL,
+        settings_digest VARCHAR NOT NULL,
+        image_sha256 VARCHAR NOT NULL,
+        vector FLOAT[] NOT NULL,
+        PRIMARY KEY (embedder, settings_digest, image_sha256)
+    )""",
 ]
 
 

@@ -577,6 +577,7 @@ def test_the_documentation_check_finds_mistakes(tmp_path: Path) -> None:
     (tmp_path / "test_x.py").write_text("def test_hook_startup():\n    pass\n")
     assert untested_hooks(tmp_path, specs) == [
         "register_algorithms",
+        "register_embedders",
         "register_reql_functions",
         "shutdown",
     ]
