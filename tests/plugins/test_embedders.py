@@ -118,7 +118,7 @@ def test_parameters_are_validated() -> None:
     with pytest.raises(EmbedderParameterError, match="'tpu' is not one of"):
         EfficientNetLite0(device="tpu")
     assert Pixels().settings == {"size": 28, "grayscale": True}
-    assert EfficientNetLite0().settings == {"device": "auto"}
+    assert EfficientNetLite0().settings == {"image_size": 224, "device": "auto"}
 
 
 def test_the_cache_key_follows_the_settings_that_change_vectors() -> None:
@@ -215,3 +215,16 @@ def test_a_plugin_must_register_embedder_classes() -> None:
     manager.register(NotAClass(), name="instances")
     with pytest.raises(PluginError, match=r"plugin instances registers .*not an Embedder class"):
         collect(manager)
+
+
+def test_a_smaller_input_size_still_separates_patterns() -> None:
+    """`image_size` trades detail for speed: at 112 the stripes stay closer to their shifted copy
+    than to a checkerboard."""
+    embedder = EfficientNetLite0(device="cpu", image_size=112)
+    base, shifted, checker = embedder.embed(
+        [stripes(), stripes(offset=5, brightness=20), checkerboard()]
+    )
+    assert base.shape == (1280,)
+    assert cosine(base, shifted) > cosine(base, checker)
+    with pytest.raises(EmbedderParameterError, match="image_size"):
+        EfficientNetLite0(image_size=8)
