@@ -151,6 +151,18 @@ class Algorithm(ABC):
         """
         return self.user_scores([UserHistory.of_items([i]) for i in items])
 
+    embeds_images: ClassVar[bool] = False
+    """Whether the model scores items for a picture (Items to Image): then it implements
+    `embed_images` and `query_scores`."""
+
+    def embed_images(self, images: Sequence[Any]) -> np.ndarray[Any, Any]:
+        """Query vectors for pictures (PIL images), in the model's embedding space."""
+        raise NotImplementedError(f"{self.name} does not score pictures")
+
+    def query_scores(self, vectors: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Scores of the model's items for query vectors: (len(vectors), self.n_items)."""
+        raise NotImplementedError(f"{self.name} does not score pictures")
+
     # -- what the host calls ----------------------------------------------------------------------
 
     def score_users(

@@ -9,6 +9,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,6 +21,8 @@ from starlette.routing import Route
 from plugins.manager import PluginError, Registry, collect, get_plugin_manager
 from server.api.batch import PreparedBatch, parse_batch, run_batch
 from server.api.catalog import catalog_operations
+from server.api.image_search import ENDPOINT, read_image_request
+from server.api.image_search import PATH as IMAGE_PATH
 from server.api.interactions import interaction_operations
 from server.api.operations import Call, Mode, Operation, OperationTable, Params, error_body
 from server.api.recommendations import (
@@ -27,6 +30,7 @@ from server.api.recommendations import (
     next_items,
     parse_request,
     recommend,
+    recommend_for_image,
     recommend_in_transaction,
     recommendation_operations,
 )
@@ -39,6 +43,8 @@ from storage.database import Database, WriteContext
 from storage.errors import BadParameter, InvalidInput, NotFound, StorageError, TooLarge
 from storage.params import check_known, read_str
 
+OPENAPI = Path(__file__).with_name("openapi.yaml")
+"""reqo's extensions to Recombee's API, as an OpenAPI document."""
 logger = logging.getLogger("reqo")
 MAX_BODY_BYTES = 64 * 2**20
 """A full batch of 10,000 requests takes a few MB; anything far larger is refused with 413."""
@@ -160,6 +166,9 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "databases": store.names()})
 
+    async def openapi(request: Request) -> Response:
+        return Response(OPENAPI.read_bytes(), media_type="application/yaml")
+
     async def plugins(request: Request) -> Response:
         return JSONResponse(plugins_json(registry))
 
@@ -177,6 +186,17 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
             return JSONResponse(result)
 
         return handle
+
+    async def image_items(request: Request) -> Response:
+        try:
+            served = served_of(request)
+            image, params = await read_image_request(request)
+            current = live.config
+            parsed = parse_request(ENDPOINT, {}, params, current.scenarios, current.models)
+            result = await recommend_for_image(served, parsed, image)
+        except StorageError as error:
+            return JSONResponse(error_body(error), status_code=error.status)
+        return JSONResponse(result)
 
     async def next_page(request: Request) -> Response:
         try:
@@ -239,9 +259,11 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
         Route("/-/health", health, methods=["GET"]),
         Route("/{databaseId}/-/train", train, methods=["POST"]),
         Route("/-/plugins", plugins, methods=["GET"]),
+        Route("/-/openapi.yaml", openapi, methods=["GET"]),
         Route("/-/reload", reload, methods=["POST"]),
         Route("/{databaseId}/scenarios/", scenarios, methods=["GET"]),
         Route("/{databaseId}/recomms/next/items/{recommId}", next_page, methods=["POST", "GET"]),
+        Route("/{databaseId}" + IMAGE_PATH, image_items, methods=["POST"]),
     ]
     for kind, path in PATHS.items():
         if kind == "next-items":

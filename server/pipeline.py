@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from plugins.algorithm import Algorithm, UserHistory
+from plugins.algorithm import Algorithm, UserHistory, pad_scores, restrict
 from plugins.training import validate_weights
 from server import ranking
 from server.evaluation import ExpressionEngine
@@ -58,6 +58,8 @@ class Query:
     exclude_interacted: bool = True
     user_impact: float = 0.0
     exclude_ids: frozenset[str] = frozenset()
+    vector: np.ndarray[Any, Any] | None = field(default=None, compare=False, repr=False)
+    """Items to Image: the query picture's embedding (by the model's embedder)."""
 
     @property
     def candidates(self) -> Entity:
@@ -203,6 +205,10 @@ class Pipeline:
     ) -> np.ndarray[Any, Any]:
         """Every candidate's score (-inf for the masked-out ones)."""
         scores: np.ndarray[Any, Any]
+        if query.endpoint == "items-to-image":
+            assert query.vector is not None
+            scores = restrict(pad_scores(model.query_scores(query.vector[None, :]), size), mask)[0]
+            return scores
         if query.endpoint == "items-to-user":
             scores = model.score_users([history], size, mask)[0]
             return scores

@@ -3,12 +3,14 @@ and Recommend Next Items. Each request becomes a pipeline Query with its scenari
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from server.api.image_search import ENDPOINT as ENDPOINT_IMAGE
 from server.api.operations import Mode, Operation, Params
 from server.expressions import Context
 from server.pipeline import Pipeline, Query
@@ -53,12 +55,16 @@ ALLOWED = {
     "items-to-item": (*_COMMON, "targetUserId", "userImpact"),
     "users-to-item": _COMMON,
     "users-to-user": _COMMON,
+    "items-to-image": tuple(
+        p for p in _COMMON if p not in ("cascadeCreate", "rotationRate", "rotationTime")
+    ),
 }
 DEFAULT_MODEL = {
     "items-to-user": "item-knn",
     "items-to-item": "item-knn",
     "users-to-item": "item-knn",
     "users-to-user": "item-knn",
+    "items-to-image": "visually-similar",
 }
 
 
@@ -291,6 +297,22 @@ def _respond_if_known(
     return respond(ctx, pipeline, request)
 
 
+async def recommend_for_image(served: Served, request: Request, image: Any) -> dict[str, Any]:
+    """Items to Image: embed the picture with the model's embedder (off the event loop: a CNN
+    takes tens of milliseconds), then recommend as for any query."""
+    loaded = await asyncio.to_thread(served.models.get, request.query.model)
+    algorithm = loaded.algorithm
+    if not algorithm.embeds_images:
+        raise BadParameter(
+            "logic",
+            f"model '{request.query.model}' ({algorithm.name}) cannot score a picture; "
+            "use a visual-similarity model",
+        )
+    vectors = await asyncio.to_thread(algorithm.embed_images, [image])
+    query = replace(request.query, vector=vectors[0])
+    return await recommend(served, replace(request, query=query), ENDPOINT_IMAGE)
+
+
 async def next_items(
     served: Served,
     recomm_id: str,
@@ -307,6 +329,10 @@ async def next_items(
     record = await database.read(lambda ctx: get_recommendation(ctx, recomm_id))
     if record is None or time.time() - record.timestamp > NEXT_ITEMS_LIFETIME:
         raise NotFound(f"recommendation '{recomm_id}' does not exist or has expired")
+    if record.endpoint == ENDPOINT_IMAGE:
+        raise BadParameter(
+            "recommId", "Recommend Next Items does not page image queries (the picture is not kept)"
+        )
     args = {}
     if record.endpoint in ("items-to-user", "users-to-user") and record.user_id is not None:
         args["userId"] = record.user_id
