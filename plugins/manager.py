@@ -28,6 +28,8 @@ BUILTIN_PLUGINS = (
     "plugins.builtin.ease",
     "plugins.builtin.autoencoders",
     "plugins.builtin.image_embedders",
+    "plugins.builtin.small_cnn",
+    "plugins.builtin.visual",
 )
 
 

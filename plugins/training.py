@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +42,35 @@ def validate_weights(weights: Mapping[str, Any] | None) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
+class ItemEmbeddings:
+    """Image embeddings of the items: `vectors` (n_items, d) float32 with unit rows, zero rows
+    where `present` is false (the item has no image, or its image failed); `errors`: how many
+    images failed to load or decode."""
+
+    vectors: np.ndarray[Any, np.dtype[np.float32]]
+    present: np.ndarray[Any, np.dtype[np.bool_]]
+    errors: int = 0
+
+
+class ItemVectorProvider(Protocol):
+    """How every plugin gets item embeddings (the visual-similarity model, a sequence model
+    that feeds them to its network, ...): the host (server/item_vectors.py) passes one in
+    `TrainingData.item_vectors`, so that plugins never import the server. Call it with keyword
+    arguments: `provider(embedder="efficientnet-lite0", settings={"image_size": 112},
+    image_property="image")`; vectors are cached by image content, so asking twice is cheap.
+    Raises ValueError for an unknown embedder or bad settings."""
+
+    def __call__(
+        self, *, embedder: str, settings: Mapping[str, Any], image_property: str
+    ) -> ItemEmbeddings: ...
+
+
+ItemVectors = Callable[..., ItemEmbeddings]
+"""Any callable with the provider's keyword arguments (a Protocol for the checker, this for
+plain functions)."""
+
+
+@dataclass(frozen=True)
 class TrainingData:
     """A snapshot, ready to learn from.
 
@@ -50,7 +79,9 @@ class TrainingData:
       time (so each user's sequence is a contiguous slice, `indptr[u]:indptr[u + 1]`);
     - `item_ids` / `user_ids`: dense index -> id (None where deleted);
     - `item_properties`: the item table (an Arrow table with "$idx", "$id" and the properties);
-    - `validation`: in an offline evaluation, the validation holdout (for early stopping).
+    - `validation`: in an offline evaluation, the validation holdout (for early stopping);
+    - `item_vectors`: where the host can embed item images, the provider of item embeddings
+      (ItemVectorProvider); None elsewhere (offline tests), where image models score nothing.
     """
 
     matrix: sp.csr_matrix
@@ -66,6 +97,8 @@ class TrainingData:
     kind_weights: Mapping[str, float]
     validation: Holdout | None = None
     """Held-out interactions to validate on while fitting (offline evaluation only)."""
+    item_vectors: ItemVectorProvider | None = None
+    """The host's provider of item image embeddings (see ItemVectorProvider)."""
 
     @property
     def n_users(self) -> int:

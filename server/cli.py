@@ -1,4 +1,4 @@
-"""The `reqo` command: serve, import, train, plugins."""
+"""The `reqo` command: serve, import, dataset, train, evaluate, plot, plugins."""
 
 from __future__ import annotations
 
@@ -93,6 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
         "items (fashion-mnist) already",
     )
     loader.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    plot = commands.add_parser("plot", help="draw maps of a database's models")
+    plots = plot.add_subparsers(dest="plot_command", required=True)
+    embeddings = plots.add_parser(
+        "embeddings", help="a 2-D t-SNE map of a model's item vectors, coloured by a property"
+    )
+    embeddings.add_argument("--config", type=Path, default=Path("reqo.yaml"))
+    embeddings.add_argument("--db", required=True, help="database name from the config")
+    embeddings.add_argument("--model", required=True, help="a model that embeds items")
+    embeddings.add_argument(
+        "--color-by", required=True, help="the item property that colours the points"
+    )
+    embeddings.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
+    embeddings.add_argument(
+        "--sample", type=int, default=5000, help="items drawn at random (default 5000)"
+    )
+    embeddings.add_argument("--seed", type=int, default=0, help="seeds the sample and t-SNE")
+    embeddings.set_defaults(run=_plot_embeddings)
 
     add_evaluate_parser(commands)
 
@@ -196,6 +214,30 @@ def _dataset_load(args: argparse.Namespace) -> int:
         return 1
     finally:
         database.close()
+    print(report)
+    return 0
+
+
+def _plot_embeddings(args: argparse.Namespace) -> int:
+    from server.plot import PlotError, plot_embeddings
+
+    config = load_config(args.config)
+    if args.db not in config.databases:
+        raise ConfigError(config.source, f"databases.{args.db}", "no such database in the config")
+    try:
+        report = plot_embeddings(
+            config.models_dir(args.db),
+            config.database_path(args.db),
+            args.db,
+            args.model,
+            args.color_by,
+            args.output,
+            sample=args.sample,
+            seed=args.seed,
+        )
+    except PlotError as error:
+        print(f"reqo plot: {error}", file=sys.stderr)
+        return 1
     print(report)
     return 0
 

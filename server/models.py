@@ -12,13 +12,14 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from plugins.algorithm import Algorithm, ParameterError
 from plugins.manager import Registry
 from plugins.training import TrainingData, WeightError, validate_weights
 from server.config import Config, ConfigError
+from server.item_vectors import provider_for
 from server.scenarios import ModelConfig
 from storage.database import Database
 from storage.snapshot import take_snapshot
@@ -37,7 +38,10 @@ def train_model(
     """Fit one model on a fresh snapshot and publish it as the current version."""
     algorithm = registry.algorithm(model.algorithm)(**model.params)
     snapshot = database.read_sync(take_snapshot)
-    algorithm.fit(TrainingData.from_snapshot(snapshot, model.weights))
+    data = TrainingData.from_snapshot(snapshot, model.weights)
+    # Image models (and any plugin that wants item embeddings) get them from the host.
+    provider = provider_for(database, registry, data.item_properties, data.n_items)
+    algorithm.fit(replace(data, item_vectors=provider))
     home = directory / model.name
     version = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 10**9:09d}"
     staging = home / f".{version}.tmp"

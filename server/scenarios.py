@@ -39,6 +39,7 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "popularity": {"algorithm": "popularity"},
     "item-knn": {"algorithm": "item-knn"},
     "recently-viewed": {"algorithm": "recently-viewed"},
+    "visually-similar": {"algorithm": "visual-similarity"},
 }
 LOGIC_ALIASES = {
     "recombee:default": "item-knn",
@@ -46,6 +47,7 @@ LOGIC_ALIASES = {
     "recombee:similar": "item-knn",
     "recombee:popular": "popularity",
     "recombee:recently-viewed": "recently-viewed",
+    "reqo:visually-similar": "visually-similar",
 }
 FALLBACK_MODEL = "popularity"
 

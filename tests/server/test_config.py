@@ -92,7 +92,13 @@ def test_models_scenarios_plugins_and_schedule(tmp_path: Path) -> None:
     config = parse_config(data, source="x.yaml", base_dir=tmp_path)
     assert config.plugins == ("some_module", str(tmp_path / "local/plugin.py"))
     assert config.train_every == 90 * 60
-    assert set(config.models) == {"knn", "popularity", "item-knn", "recently-viewed"}
+    assert set(config.models) == {
+        "knn",
+        "popularity",
+        "item-knn",
+        "recently-viewed",
+        "visually-similar",
+    }
     assert config.scenarios["home"].model == "popularity"
     assert config.scenarios["home"].diversity == 0.5
     assert config.scenarios["related"].filter == "'in_stock'"
