@@ -45,6 +45,9 @@ bench: install
 	$(BIN)/python -m bench.import_parquet
 	$(BIN)/python -m bench.reql_filter
 	$(BIN)/python -m bench.recommend
+	$(BIN)/python -m bench.evaluate
+	$(BIN)/python -m bench.vector_search
+	$(BIN)/python -m bench.visual_quality
 
 clean:
 	rm -rf $(VENV) data build *.egg-info .mypy_cache .pytest_cache .ruff_cache
