@@ -209,13 +209,20 @@ class Algorithm(ABC):
         (directory / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
-    def load(cls, directory: Path) -> Self:
-        """Read a model that `save` wrote."""
-        meta = json.loads((directory / "meta.json").read_text())
+    def unloaded(cls, directory: Path) -> tuple[Self, dict[str, Any]]:
+        """A model with the settings of one that `save` wrote, before its state is read, and
+        the directory's meta.json (for subclasses that load more than arrays)."""
+        meta: dict[str, Any] = json.loads((directory / "meta.json").read_text())
         if meta["algorithm"] != cls.name:
             raise ValueError(f"{directory} holds a '{meta['algorithm']}' model, not '{cls.name}'")
         model = cls(**meta["settings"])
         model.n_items = int(meta["n_items"])
+        return model, meta
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Read a model that `save` wrote."""
+        model, meta = cls.unloaded(directory)
         model.restore(
             {key: np.load(directory / f"{key}.npy", allow_pickle=False) for key in meta["arrays"]}
         )

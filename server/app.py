@@ -24,7 +24,15 @@ from server.api.catalog import catalog_operations
 from server.api.image_search import ENDPOINT, read_image_request
 from server.api.image_search import PATH as IMAGE_PATH
 from server.api.interactions import interaction_operations
-from server.api.operations import Call, Mode, Operation, OperationTable, Params, error_body
+from server.api.operations import (
+    Call,
+    Mode,
+    Operation,
+    OperationTable,
+    Params,
+    error_body,
+    read_body,
+)
 from server.api.recommendations import (
     PATHS,
     next_items,
@@ -40,7 +48,7 @@ from server.lifecycle import Live
 from server.models import check_models
 from server.store import Served, Store
 from storage.database import Database, WriteContext
-from storage.errors import BadParameter, InvalidInput, NotFound, StorageError, TooLarge
+from storage.errors import BadParameter, InvalidInput, NotFound, StorageError
 from storage.params import check_known, read_str
 
 OPENAPI = Path(__file__).with_name("openapi.yaml")
@@ -312,16 +320,7 @@ async def read_params(request: Request) -> Params:
 
 
 async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise TooLarge(f"the request body has {declared} bytes; the limit is {MAX_BODY_BYTES}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise TooLarge(f"the request body exceeds the limit of {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_body(request, MAX_BODY_BYTES)
 
 
 def _refuse_constant(name: str) -> Any:

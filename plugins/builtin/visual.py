@@ -10,7 +10,6 @@ provider) gives an empty model that scores nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -185,11 +184,7 @@ class VisualSimilarity(Algorithm):
     @classmethod
     def load(cls, directory: Path) -> Self:
         """A saved model, its vectors and Annoy file memory-mapped rather than read."""
-        meta = json.loads((directory / "meta.json").read_text())
-        if meta["algorithm"] != cls.name:
-            raise ValueError(f"{directory} holds a '{meta['algorithm']}' model, not '{cls.name}'")
-        model = cls(**meta["settings"])
-        model.n_items = int(meta["n_items"])
+        model, _ = cls.unloaded(directory)
         model.index = VectorIndex.load(directory, exact_below=model.settings["exact_below"])
         return model
 

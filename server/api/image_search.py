@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request as HttpRequest
 
-from server.api.operations import Params
+from server.api.operations import Params, read_body
 from server.auth import AUTH_PARAMETERS
 from storage.errors import BadParameter, TooLarge
 
@@ -40,6 +40,7 @@ async def read_image_request(request: HttpRequest) -> tuple[Image.Image, Params]
     query = {k: v for k, v in request.query_params.items() if k not in AUTH_PARAMETERS}
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        # Before a multipart parse, which would read it all.
         raise TooLarge(f"the request body has {declared} bytes; the limit is {MAX_REQUEST_BYTES}")
     if content_type.startswith("multipart/form-data"):
         form = await request.form(max_files=1, max_fields=64)
@@ -53,7 +54,7 @@ async def read_image_request(request: HttpRequest) -> tuple[Image.Image, Params]
                 continue
             fields[name] = _form_value(name, value)
         return decode_image(data), Params(query=query, body=fields)
-    body = await _limited_body(request)
+    body = await read_body(request, MAX_REQUEST_BYTES)
     try:
         parsed = json.loads(body) if body.strip() else {}
     except (ValueError, UnicodeDecodeError) as error:
@@ -66,16 +67,6 @@ async def read_image_request(request: HttpRequest) -> tuple[Image.Image, Params]
             "image", "is required: a multipart file, or base64 (or a data: URL) in JSON"
         )
     return decode_image(_base64(encoded)), Params(query=query, body=parsed)
-
-
-async def _limited_body(request: HttpRequest) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_REQUEST_BYTES:
-            raise TooLarge(f"the request body exceeds the limit of {MAX_REQUEST_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def decode_image(data: bytes) -> Image.Image:

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from starlette.requests import Request as HttpRequest
 from starlette.routing import compile_path
 
 from storage.database import WriteContext
-from storage.errors import StorageError
+from storage.errors import StorageError, TooLarge
 
 
 @dataclass(frozen=True)
@@ -116,3 +117,17 @@ class OperationTable:
 def error_body(error: StorageError) -> dict[str, Any]:
     """Recombee's error JSON."""
     return {"statusCode": error.status, "error": error.message}
+
+
+async def read_body(request: HttpRequest, limit: int) -> bytes:
+    """The request body, refused (TooLarge) beyond `limit` bytes, declared or streamed."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the request body has {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
