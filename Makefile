@@ -8,7 +8,7 @@ RECBOLE_PIN := recbole==1.2.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 CONFIG ?= reqo.yaml
 
-.PHONY: install serve test lint bench clean
+.PHONY: install serve serve-fashion test lint bench clean
 
 $(VENV)/.installed: pyproject.toml examples/reqo-plugin-example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ serve: install
 	$(BIN)/reqo dataset load ml-100k --config $(CONFIG) --db demo --skip-if-loaded
 	$(BIN)/reqo train --config $(CONFIG) --db demo --missing-only
 	$(BIN)/reqo serve --config $(CONFIG)
+
+# The visual-similarity demo: Fashion-MNIST in the fashion database (once), its model trained
+# (once), then serve on port 8001.
+serve-fashion: install
+	$(BIN)/reqo dataset load fashion-mnist --config examples/fashion.yaml --db fashion --skip-if-loaded
+	$(BIN)/reqo train --config examples/fashion.yaml --db fashion --missing-only
+	$(BIN)/reqo serve --config examples/fashion.yaml
 
 test: install
 	$(BIN)/python -m pytest

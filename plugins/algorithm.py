@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
 from plugins.training import TrainingData
+
+if TYPE_CHECKING:
+    from plugins.embedders import Embedder
+
+EmbedderLookup = Callable[[str], "type[Embedder]"]
+"""Finds an embedder class by name (plugins.manager.Registry.embedder)."""
 
 Scores = np.ndarray[Any, np.dtype[np.float32]]
 """Scores of all items (or users): higher is better; -inf where the algorithm cannot score."""
@@ -155,8 +161,12 @@ class Algorithm(ABC):
     """Whether the model scores items for a picture (Items to Image): then it implements
     `embed_images` and `query_scores`."""
 
-    def embed_images(self, images: Sequence[Any]) -> np.ndarray[Any, Any]:
-        """Query vectors for pictures (PIL images), in the model's embedding space."""
+    def embed_images(
+        self, images: Sequence[Any], embedders: EmbedderLookup | None = None
+    ) -> np.ndarray[Any, Any]:
+        """Query vectors for pictures (PIL images), in the model's embedding space. The host
+        passes `embedders`, its registry's lookup of embedder classes by name (config plugins
+        included); ValueError where the model's embedder cannot embed a picture."""
         raise NotImplementedError(f"{self.name} does not score pictures")
 
     def query_scores(self, vectors: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -13,7 +13,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
@@ -68,6 +68,17 @@ class Embedder(ABC):
     not_in_key: ClassVar[frozenset[str]] = frozenset({"device"})
     """Settings that do not change the vectors, left out of `key` (where the network runs)."""
 
+    trainable: ClassVar[bool] = False
+    """Whether the embedder learns from the catalog (a small CNN): then the host preprocesses
+    the catalog's images (`preprocess`), fits it on them with the labels of its `label_property`
+    (`fit_arrays`), embeds them (`embed_inputs`), and the model that uses it saves its `state`,
+    so that it can embed pictures later with the same weights (`restore`)."""
+    reads_property: ClassVar[bool] = False
+    """Whether the embedder reads vectors stored on the items instead of images: then the host
+    gives it each item's value of its `source_property` (`vector_of`)."""
+    embeds_pictures: ClassVar[bool] = True
+    """Whether it can embed a picture that is not in the catalog ("more like this picture")."""
+
     def __init__(self, **settings: Any) -> None:
         self.settings = self.validate(settings)
 
@@ -113,7 +124,11 @@ class Embedder(ABC):
         if not images:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         raw = np.asarray(self._embed(images), dtype=np.float32)
-        expected = (len(images), self.dimensions)
+        return self.checked(raw, len(images))
+
+    def checked(self, raw: np.ndarray[Any, Any], count: int) -> Vectors:
+        """Raw vectors checked (`count` rows of `dimensions`, finite) and L2-normalised."""
+        expected = (count, self.dimensions)
         if raw.shape != expected:
             raise ValueError(
                 f"embedder '{self.name}' returned vectors of shape {raw.shape}, not {expected}"
@@ -121,6 +136,59 @@ class Embedder(ABC):
         if not np.isfinite(raw).all():
             raise ValueError(f"embedder '{self.name}' returned NaN or infinite values")
         return normalise(raw)
+
+    # -- embedders that learn from the catalog (trainable) ---------------------------------------
+
+    @property
+    def label_property(self) -> str | None:
+        """The item property whose values a trainable embedder learns to tell apart."""
+        value = self.settings.get("label_property")
+        return str(value) if value is not None else None
+
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray[Any, Any]:
+        """The network's input for a batch of images (trainable embedders)."""
+        raise NotImplementedError(f"embedder '{self.name}' does not preprocess to arrays")
+
+    def fit_arrays(
+        self,
+        inputs: np.ndarray[Any, Any],
+        labels: Sequence[Any] | np.ndarray[Any, Any],
+        *,
+        progress: bool = False,
+    ) -> Self:
+        """Learn from preprocessed images and their labels (trainable embedders)."""
+        raise NotImplementedError(f"embedder '{self.name}' does not learn from the catalog")
+
+    def embed_arrays(self, inputs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """The raw vectors of preprocessed images (trainable embedders)."""
+        raise NotImplementedError(f"embedder '{self.name}' does not embed arrays")
+
+    def embed_inputs(self, inputs: np.ndarray[Any, Any]) -> Vectors:
+        """Unit-length vectors of preprocessed images, as `embed` gives for the images."""
+        if not len(inputs):
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        return self.checked(np.asarray(self.embed_arrays(inputs), np.float32), len(inputs))
+
+    def state(self) -> dict[str, np.ndarray[Any, Any]]:
+        """What a trainable embedder learned, as plain arrays (empty for the others)."""
+        return {}
+
+    def restore(self, state: Mapping[str, np.ndarray[Any, Any]]) -> Self:
+        """Take back what `state` returned (nothing to do for embedders that do not learn)."""
+        return self
+
+    # -- embedders of vectors stored on the items (reads_property) -------------------------------
+
+    @property
+    def source_property(self) -> str | None:
+        """The item property a `reads_property` embedder reads its vectors from."""
+        value = self.settings.get("property")
+        return str(value) if value is not None else None
+
+    def vector_of(self, value: Any) -> np.ndarray[Any, Any] | None:
+        """The raw vector of a property value (None where the item has none); ValueError for a
+        value that is not a vector."""
+        raise NotImplementedError(f"embedder '{self.name}' does not read item properties")
 
 
 def normalise(vectors: np.ndarray[Any, Any]) -> Vectors:

@@ -15,11 +15,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -28,6 +28,7 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 """The largest image file read (10 MiB)."""
 _CHUNK = 64 * 1024
+_Result = TypeVar("_Result")
 
 
 class ImageError(Exception):
@@ -37,6 +38,20 @@ class ImageError(Exception):
         super().__init__(f"image {source}: {reason}")
         self.source = source
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageBytes:
+    """An image read but not decoded yet: where it came from, the sha256 of its bytes, the bytes.
+    Hashing before decoding lets a job skip the decoding of images whose vectors are cached."""
+
+    source: str
+    sha256: str
+    data: bytes
+
+    def decode(self) -> LoadedImage:
+        """The decoded image. Raises ImageError."""
+        return LoadedImage(self.source, self.sha256, decode(self.source, self.data))
 
 
 @dataclass(frozen=True)
@@ -158,6 +173,18 @@ def decode(source: str, data: bytes) -> Image.Image:
     return image
 
 
+def read_image(
+    source: str,
+    *,
+    base_dir: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> ImageBytes:
+    """Read one image's bytes and hash them, without decoding. Raises ImageError."""
+    data = read_bytes(source, base_dir=base_dir, timeout=timeout, max_bytes=max_bytes)
+    return ImageBytes(source, hashlib.sha256(data).hexdigest(), data)
+
+
 def load_image(
     source: str,
     *,
@@ -166,8 +193,24 @@ def load_image(
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> LoadedImage:
     """Read and decode one image. Raises ImageError."""
-    data = read_bytes(source, base_dir=base_dir, timeout=timeout, max_bytes=max_bytes)
-    return LoadedImage(source, hashlib.sha256(data).hexdigest(), decode(source, data))
+    return read_image(source, base_dir=base_dir, timeout=timeout, max_bytes=max_bytes).decode()
+
+
+def read_images(
+    sources: Sequence[str],
+    *,
+    base_dir: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    workers: int = 8,
+) -> list[ImageBytes | ImageError]:
+    """Each image's bytes, or its error, in the order of `sources`; never raises for one image.
+    Images are read on `workers` threads (http(s) ones wait on the network)."""
+    return _each(
+        sources,
+        lambda source: read_image(source, base_dir=base_dir, timeout=timeout, max_bytes=max_bytes),
+        workers,
+    )
 
 
 def load_images(
@@ -178,12 +221,21 @@ def load_images(
     max_bytes: int = DEFAULT_MAX_BYTES,
     workers: int = 8,
 ) -> list[LoadedImage | ImageError]:
-    """Each image loaded, or its error, in the order of `sources`; never raises for one image.
-    Images are read on `workers` threads (http(s) ones wait on the network)."""
+    """Each image loaded (read and decoded), or its error, in the order of `sources`; never
+    raises for one image."""
+    return _each(
+        sources,
+        lambda source: load_image(source, base_dir=base_dir, timeout=timeout, max_bytes=max_bytes),
+        workers,
+    )
 
-    def one(source: str) -> LoadedImage | ImageError:
+
+def _each(
+    sources: Sequence[str], load: Callable[[str], _Result], workers: int
+) -> list[_Result | ImageError]:
+    def one(source: str) -> _Result | ImageError:
         try:
-            return load_image(source, base_dir=base_dir, timeout=timeout, max_bytes=max_bytes)
+            return load(source)
         except ImageError as error:
             return error
 

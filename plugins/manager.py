@@ -29,6 +29,7 @@ BUILTIN_PLUGINS = (
     "plugins.builtin.autoencoders",
     "plugins.builtin.image_embedders",
     "plugins.builtin.small_cnn",
+    "plugins.builtin.stored_vectors",
     "plugins.builtin.visual",
 )
 

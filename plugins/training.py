@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,11 +45,14 @@ def validate_weights(weights: Mapping[str, Any] | None) -> dict[str, float]:
 class ItemEmbeddings:
     """Image embeddings of the items: `vectors` (n_items, d) float32 with unit rows, zero rows
     where `present` is false (the item has no image, or its image failed); `errors`: how many
-    images failed to load or decode."""
+    images failed to load or decode; `embedder_state`: what a trainable embedder learned from
+    the catalog (plugins.embedders.Embedder.state), for a model to save so that it can embed
+    pictures later with the same weights (empty for embedders that do not learn)."""
 
     vectors: np.ndarray[Any, np.dtype[np.float32]]
     present: np.ndarray[Any, np.dtype[np.bool_]]
     errors: int = 0
+    embedder_state: Mapping[str, np.ndarray[Any, Any]] = field(default_factory=dict)
 
 
 class ItemVectorProvider(Protocol):

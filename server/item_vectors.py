@@ -1,35 +1,72 @@
-"""The host's provider of item image embeddings (plugins.training.ItemVectorProvider).
+"""The host's provider of item embeddings (plugins.training.ItemVectorProvider).
 
 `provider_for` binds a database, the plugin registry and a snapshot's item table; the provider
 it returns reads each item's image (an `image` property, or the first of an `imageList`), resolves
-relative paths against the database file's directory, loads the images with limits, and embeds
-them through the vector cache in the database (storage/embeddings.py), so that re-training
-re-embeds only the images that changed. A failed image is logged and counted, never fatal.
+relative paths against the database file's directory, and embeds the images in one of three ways,
+by what the embedder is:
+
+- a pretrained network (EfficientNet, pixels): through the vector cache in the database
+  (storage/embeddings.py); images are read and hashed first, and only those without a cached
+  vector are decoded and embedded, so that re-training costs little when the catalog is the same;
+- a trainable one (the small CNN): fitted on the catalog's images and the labels of its label
+  property, then every image embedded with the new weights (no cache: another training, other
+  vectors); what it learned comes back in `ItemEmbeddings.embedder_state`;
+- one that reads vectors stored on the items: parsed from the item property, no images at all.
+
+A failed image (or a malformed stored vector) is logged and counted, never fatal.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image
+from tqdm import tqdm
 
 from plugins.embedders import Embedder
-from plugins.images import ImageError, image_sources, load_images
+from plugins.images import ImageBytes, ImageError, image_sources, read_images
 from plugins.manager import PluginError, Registry
 from plugins.training import ItemEmbeddings, ItemVectorProvider
 from storage.database import Database
-from storage.embeddings import embed_with_cache
+from storage.embeddings import cached, embed_with_cache
 
 log = logging.getLogger("reqo")
 
 LOGGED_ERRORS = 5
 """How many failed images are logged one by one (then only their count)."""
 CHUNK = 4096
-"""Images decoded at a time: 70,000 decoded pictures at once would hold gigabytes."""
+"""Images read (and decoded) at a time: 70,000 decoded pictures at once would hold gigabytes."""
+EMBED_BATCH = 1024
+"""Preprocessed images embedded at a time by a trainable embedder."""
+
+
+@dataclass
+class _Failures:
+    """The images (or stored vectors) that failed, logged one by one up to LOGGED_ERRORS."""
+
+    what: str
+    count: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def add(self, reason: str) -> None:
+        if self.count < LOGGED_ERRORS:
+            log.warning("%s skipped: %s", self.what, reason)
+        self.count += 1
+
+    def report(self, total: int, prop: str) -> None:
+        if self.count:
+            log.warning(
+                "%d of %d %ss could not be used (property '%s'); those items have no embedding",
+                self.count,
+                total,
+                self.what,
+                prop,
+            )
 
 
 def provider_for(
@@ -37,52 +74,16 @@ def provider_for(
 ) -> ItemVectorProvider:
     """A provider of the embeddings of the items of `items` (a snapshot's item table, with
     "$idx"), over `n_items` dense item indexes."""
-    base_dir = database.path.parent if database.path is not None else None
 
     def provide(
         *, embedder: str, settings: Mapping[str, Any], image_property: str
     ) -> ItemEmbeddings:
         model = make_embedder(registry, embedder, settings)
-        vectors = np.zeros((n_items, model.dimensions), dtype=np.float32)
-        present = np.zeros(n_items, dtype=np.bool_)
-        if image_property not in items.column_names:
-            return ItemEmbeddings(vectors, present, 0)
-        indexes = items.column("$idx").to_pylist()
-        values = items.column(image_property).to_pylist()
-        wanted: list[tuple[int, str]] = []
-        for index, value in zip(indexes, values, strict=True):
-            sources = image_sources(value)
-            if sources and index is not None and index < n_items:
-                wanted.append((int(index), sources[0]))
-        errors = 0
-        for start in range(0, len(wanted), CHUNK):
-            chunk = wanted[start : start + CHUNK]
-            loaded = load_images([source for _, source in chunk], base_dir=base_dir)
-            by_hash: dict[str, Image.Image] = {}
-            rows: list[tuple[int, str]] = []
-            for (index, _), result in zip(chunk, loaded, strict=True):
-                if isinstance(result, ImageError):
-                    if errors < LOGGED_ERRORS:
-                        log.warning("item image skipped: %s", result)
-                    errors += 1
-                    continue
-                by_hash[result.sha256] = result.image
-                rows.append((index, result.sha256))
-            embedded = embed_with_cache(database, model, by_hash)
-            for index, digest in rows:
-                vectors[index] = embedded[digest]
-            present[[index for index, _ in rows]] = True
-        if errors:
-            log.warning(
-                "%d of %d item images could not be loaded (property '%s'); those items have no "
-                "embedding",
-                errors,
-                len(wanted),
-                image_property,
-            )
-        # An all-zero vector (a blank image with pixels) has no direction: no neighbours.
-        present &= np.any(vectors != 0, axis=1)
-        return ItemEmbeddings(vectors, present, errors)
+        if model.reads_property:
+            return _stored(model, items, n_items)
+        if model.trainable:
+            return _trained(database, model, items, n_items, image_property)
+        return _cached(database, model, items, n_items, image_property)
 
     return provide
 
@@ -93,3 +94,158 @@ def make_embedder(registry: Registry, name: str, settings: Mapping[str, Any]) ->
         return registry.embedder(name)(**dict(settings))
     except PluginError as error:
         raise ValueError(str(error)) from None
+
+
+def _wanted(items: pa.Table, n_items: int, prop: str) -> list[tuple[int, str]]:
+    """(dense index, image source) of every item with an image in the property."""
+    if prop not in items.column_names:
+        return []
+    wanted = []
+    indexes = items.column("$idx").to_pylist()
+    for index, value in zip(indexes, items.column(prop).to_pylist(), strict=True):
+        sources = image_sources(value)
+        if sources and index is not None and index < n_items:
+            wanted.append((int(index), sources[0]))
+    return wanted
+
+
+def _read(
+    database: Database, wanted: list[tuple[int, str]], failures: _Failures
+) -> Iterator[list[tuple[int, ImageBytes]]]:
+    """The images' bytes, CHUNK at a time, the failed ones counted and left out."""
+    base_dir = database.path.parent if database.path is not None else None
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start : start + CHUNK]
+        read = read_images([source for _, source in chunk], base_dir=base_dir)
+        good = []
+        for (index, _), result in zip(chunk, read, strict=True):
+            if isinstance(result, ImageError):
+                failures.add(str(result))
+            else:
+                good.append((index, result))
+        yield good
+
+
+def _finish(
+    vectors: np.ndarray[Any, np.dtype[np.float32]],
+    present: np.ndarray[Any, np.dtype[np.bool_]],
+    failures: _Failures,
+    total: int,
+    prop: str,
+    state: Mapping[str, np.ndarray[Any, Any]] | None = None,
+) -> ItemEmbeddings:
+    failures.report(total, prop)
+    # An all-zero vector (a blank image with pixels) has no direction: no neighbours.
+    present &= np.any(vectors != 0, axis=1)
+    return ItemEmbeddings(vectors, present, failures.count, dict(state or {}))
+
+
+def _cached(
+    database: Database, model: Embedder, items: pa.Table, n_items: int, prop: str
+) -> ItemEmbeddings:
+    vectors = np.zeros((n_items, model.dimensions), dtype=np.float32)
+    present = np.zeros(n_items, dtype=np.bool_)
+    wanted = _wanted(items, n_items, prop)
+    failures = _Failures("item image")
+    for chunk in _read(database, wanted, failures):
+        found = cached(database, model.key, list({image.sha256 for _, image in chunk}))
+        to_embed: dict[str, Image.Image] = {}
+        rows: list[tuple[int, str]] = []
+        for index, image in chunk:
+            if image.sha256 not in found and image.sha256 not in to_embed:
+                try:
+                    to_embed[image.sha256] = image.decode().image
+                except ImageError as error:
+                    failures.add(str(error))
+                    continue
+            rows.append((index, image.sha256))
+        found.update(embed_with_cache(database, model, to_embed))
+        for index, digest in rows:
+            if digest in found:
+                vectors[index] = found[digest]
+                present[index] = True
+    return _finish(vectors, present, failures, len(wanted), prop)
+
+
+def _trained(
+    database: Database, model: Embedder, items: pa.Table, n_items: int, prop: str
+) -> ItemEmbeddings:
+    label_property = model.label_property
+    if label_property is None or label_property not in items.column_names:
+        raise ValueError(
+            f"embedder '{model.name}' learns from the item property '{label_property}', which "
+            "the catalog does not have (set its label_property)"
+        )
+    label_of = dict(
+        zip(
+            items.column("$idx").to_pylist(),
+            items.column(label_property).to_pylist(),
+            strict=True,
+        )
+    )
+    wanted = _wanted(items, n_items, prop)
+    failures = _Failures("item image")
+    indexes: list[int] = []
+    inputs: list[np.ndarray[Any, Any]] = []
+    for chunk in _read(database, wanted, failures):
+        decoded: list[tuple[int, Image.Image]] = []
+        for index, image in chunk:
+            try:
+                decoded.append((index, image.decode().image))
+            except ImageError as error:
+                failures.add(str(error))
+        if decoded:
+            inputs.append(model.preprocess([picture for _, picture in decoded]))
+            indexes.extend(index for index, _ in decoded)
+    vectors = np.zeros((n_items, model.dimensions), dtype=np.float32)
+    present = np.zeros(n_items, dtype=np.bool_)
+    if not indexes:
+        return _finish(vectors, present, failures, len(wanted), prop)
+    arrays = np.concatenate(inputs)
+    labels = [label_of.get(index) for index in indexes]
+    labelled = np.array([label is not None for label in labels], dtype=np.bool_)
+    log.info(
+        "training embedder '%s' on %d labelled images of %d",
+        model.name,
+        labelled.sum(),
+        len(labels),
+    )
+    model.fit_arrays(
+        arrays[labelled], [label for label in labels if label is not None], progress=True
+    )
+    rows = np.asarray(indexes, dtype=np.int64)
+    for start in tqdm(range(0, len(rows), EMBED_BATCH), desc=f"embedding ({model.name})"):
+        stop = start + EMBED_BATCH
+        vectors[rows[start:stop]] = model.embed_inputs(arrays[start:stop])
+    present[rows] = True
+    return _finish(vectors, present, failures, len(wanted), prop, model.state())
+
+
+def _stored(model: Embedder, items: pa.Table, n_items: int) -> ItemEmbeddings:
+    prop = model.source_property or ""
+    failures = _Failures("stored vector")
+    parsed: list[tuple[int, np.ndarray[Any, Any]]] = []
+    if prop in items.column_names:
+        columns = zip(
+            items.column("$idx").to_pylist(),
+            items.column("$id").to_pylist(),
+            items.column(prop).to_pylist(),
+            strict=True,
+        )
+        for index, item_id, value in columns:
+            if index is None or index >= n_items:
+                continue
+            try:
+                vector = model.vector_of(value)
+            except ValueError as error:
+                failures.add(f"item '{item_id}', property '{prop}': {error}")
+                continue
+            if vector is not None:
+                parsed.append((int(index), vector))
+    vectors = np.zeros((n_items, model.dimensions), dtype=np.float32)
+    present = np.zeros(n_items, dtype=np.bool_)
+    if parsed:
+        rows = np.asarray([index for index, _ in parsed], dtype=np.int64)
+        vectors[rows] = model.checked(np.stack([v for _, v in parsed]), len(parsed))
+        present[rows] = True
+    return _finish(vectors, present, failures, len(parsed) + failures.count, prop)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -88,6 +88,7 @@ class SmallCNN(Embedder):
         ),
         DEVICE,
     )
+    trainable: ClassVar[bool] = True
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
@@ -114,7 +115,7 @@ class SmallCNN(Embedder):
         base = super().key
         return EmbedderKey(base.name, f"{base.settings_digest}-{self._digest or 'unfitted'}")
 
-    def preprocess(self, images: Sequence[Image.Image]) -> npt.NDArray[np.float32]:
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray[Any, Any]:
         """The network's input: (n, channels, size, size), centred around zero."""
         size = int(self.settings["image_size"])
         batch = np.stack([square_rgb(image, size) for image in images])
@@ -133,22 +134,25 @@ class SmallCNN(Embedder):
         epochs: int | None = None,
         seed: int | None = None,
         progress: bool = False,
-    ) -> SmallCNN:
+    ) -> Self:
         """Train on the images with their labels (any values; compared as strings); `epochs` and
         `seed` override the settings. The same seed, data and thread count give the same
         weights on the CPU."""
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        return self.fit_arrays(self.preprocess(images), labels, epochs, seed, progress)
+        return self.fit_arrays(
+            self.preprocess(images), labels, epochs=epochs, seed=seed, progress=progress
+        )
 
     def fit_arrays(
         self,
-        inputs: npt.NDArray[np.float32],
-        labels: Sequence[Any] | npt.NDArray[Any],
+        inputs: np.ndarray[Any, Any],
+        labels: Sequence[Any] | np.ndarray[Any, Any],
+        *,
+        progress: bool = False,
         epochs: int | None = None,
         seed: int | None = None,
-        progress: bool = False,
-    ) -> SmallCNN:
+    ) -> Self:
         """`fit` on inputs preprocessed already (`preprocess`), to preprocess a catalog once."""
         import torch
         from tqdm import tqdm
@@ -193,7 +197,7 @@ class SmallCNN(Embedder):
     def _embed(self, images: Sequence[Image.Image]) -> np.ndarray[Any, Any]:
         return self.embed_arrays(self.preprocess(images))
 
-    def embed_arrays(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def embed_arrays(self, inputs: np.ndarray[Any, Any]) -> npt.NDArray[np.float32]:
         """The raw (not normalised) embeddings of preprocessed inputs."""
         import torch
 
@@ -232,7 +236,7 @@ class SmallCNN(Embedder):
         arrays[CLASSES_KEY] = np.asarray(self._classes, dtype=np.str_)
         return arrays
 
-    def restore(self, state: Mapping[str, np.ndarray[Any, Any]]) -> SmallCNN:
+    def restore(self, state: Mapping[str, np.ndarray[Any, Any]]) -> Self:
         """Load weights saved by `state`; ValueError says what does not fit these settings."""
         import torch
 

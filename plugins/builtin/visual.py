@@ -16,12 +16,15 @@ from typing import Any, Self
 
 import numpy as np
 
-from plugins.algorithm import Algorithm, Parameter, UserHistory, restrict
+from plugins.algorithm import Algorithm, EmbedderLookup, Parameter, UserHistory, restrict
 from plugins.ann import EXACT_BELOW, Indexes, Mask, VectorIndex, Vectors
 from plugins.builtin.image_embedders import DEFAULT_EMBEDDER
 from plugins.embedders import Embedder, normalise
 from plugins.hookspecs import hookimpl
 from plugins.training import TrainingData
+
+EMBEDDER_PREFIX = "embedder."
+"""The state arrays of a trainable embedder are saved under this prefix."""
 
 
 class VisualSimilarity(Algorithm):
@@ -52,19 +55,22 @@ class VisualSimilarity(Algorithm):
         self.index = _empty(0)
         self.errors = 0
         self._embedder: Embedder | None = None
+        self._embedder_state: dict[str, np.ndarray[Any, Any]] = {}
 
     def fit(self, data: TrainingData) -> None:
         self.n_items = data.n_items
-        prop = self.settings["image_property"]
-        if data.item_vectors is None or prop not in data.item_properties.column_names:
+        self._embedder = None
+        self._embedder_state = {}
+        if data.item_vectors is None:
             self.index = _empty(data.n_items)
             return
         embeddings = data.item_vectors(
             embedder=self.settings["embedder"],
             settings=self.settings["embedder_settings"],
-            image_property=prop,
+            image_property=self.settings["image_property"],
         )
         self.errors = embeddings.errors
+        self._embedder_state = dict(embeddings.embedder_state)
         self.index = VectorIndex.build(
             embeddings.vectors,
             embeddings.present,
@@ -95,15 +101,27 @@ class VisualSimilarity(Algorithm):
 
     embeds_images = True
 
-    def embed_images(self, images: Sequence[Any]) -> np.ndarray[Any, Any]:
-        """Query vectors for pictures (PIL images), by the embedder the model was fitted with."""
+    def embed_images(
+        self, images: Sequence[Any], embedders: EmbedderLookup | None = None
+    ) -> np.ndarray[Any, Any]:
+        """Query vectors for pictures (PIL images), by the embedder the model was fitted with
+        (with the weights it learned, for a trainable one). `embedders` finds an embedder class
+        by name: the host's registry, which knows the configuration's plugins; without it, the
+        built-in and installed plugins. ValueError where the embedder cannot embed a picture."""
         if self._embedder is None:
-            from plugins.manager import collect, get_plugin_manager
-
-            registry = collect(get_plugin_manager())
-            self._embedder = registry.embedder(self.settings["embedder"])(
-                **self.settings["embedder_settings"]
-            )
+            lookup = embedders if embedders is not None else _installed_embedders()
+            embedder = lookup(self.settings["embedder"])(**self.settings["embedder_settings"])
+            if not embedder.embeds_pictures:
+                raise ValueError(f"the model's embedder '{embedder.name}' cannot embed a picture")
+            if embedder.trainable:
+                if not self._embedder_state:
+                    raise ValueError(
+                        f"the model's embedder '{embedder.name}' learns from the catalog, and "
+                        "this model holds no weights for it (no images when it was trained); "
+                        "train it again"
+                    )
+                embedder.restore(self._embedder_state)
+            self._embedder = embedder
         return self._embedder.embed(images)
 
     def query_scores(self, vectors: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -168,13 +186,25 @@ class VisualSimilarity(Algorithm):
     # -- persistence ----------------------------------------------------------------------------
 
     def state(self) -> dict[str, np.ndarray[Any, Any]]:
-        # Saved as vectors.npy and present.npy: the plot command reads vectors.npy.
-        return {"vectors": np.asarray(self.index.vectors), "present": self.index.present}
+        # Saved as vectors.npy and present.npy (the plot command reads vectors.npy), and a
+        # trainable embedder's weights as embedder.<name>.npy.
+        arrays = {"vectors": np.asarray(self.index.vectors), "present": self.index.present}
+        arrays.update({EMBEDDER_PREFIX + k: v for k, v in self._embedder_state.items()})
+        return arrays
 
     def restore(self, arrays: Mapping[str, np.ndarray[Any, Any]]) -> None:
         self.index = VectorIndex(
             arrays["vectors"], arrays["present"], exact_below=self.settings["exact_below"]
         )
+        self._restore_embedder(arrays)
+
+    def _restore_embedder(self, arrays: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        self._embedder = None
+        self._embedder_state = {
+            k.removeprefix(EMBEDDER_PREFIX): np.asarray(v)
+            for k, v in arrays.items()
+            if k.startswith(EMBEDDER_PREFIX)
+        }
 
     def save(self, directory: Path) -> None:
         """The arrays and meta.json (Algorithm.save), and the Annoy file beside them."""
@@ -184,9 +214,22 @@ class VisualSimilarity(Algorithm):
     @classmethod
     def load(cls, directory: Path) -> Self:
         """A saved model, its vectors and Annoy file memory-mapped rather than read."""
-        model, _ = cls.unloaded(directory)
+        model, meta = cls.unloaded(directory)
         model.index = VectorIndex.load(directory, exact_below=model.settings["exact_below"])
+        model._restore_embedder(
+            {
+                key: np.load(directory / f"{key}.npy", allow_pickle=False)
+                for key in meta["arrays"]
+                if key.startswith(EMBEDDER_PREFIX)
+            }
+        )
         return model
+
+
+def _installed_embedders() -> EmbedderLookup:
+    from plugins.manager import collect, get_plugin_manager
+
+    return collect(get_plugin_manager()).embedder
 
 
 def _empty(n_items: int) -> VectorIndex:

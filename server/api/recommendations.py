@@ -308,7 +308,12 @@ async def recommend_for_image(served: Served, request: Request, image: Any) -> d
             f"model '{request.query.model}' ({algorithm.name}) cannot score a picture; "
             "use a visual-similarity model",
         )
-    vectors = await asyncio.to_thread(algorithm.embed_images, [image])
+    try:
+        vectors = await asyncio.to_thread(
+            algorithm.embed_images, [image], served.models.registry.embedder
+        )
+    except ValueError as error:
+        raise BadParameter("image", f"model '{request.query.model}': {error}") from None
     query = replace(request.query, vector=vectors[0])
     return await recommend(served, replace(request, query=query), ENDPOINT_IMAGE)
 

@@ -228,3 +228,29 @@ def test_a_smaller_input_size_still_separates_patterns() -> None:
     assert cosine(base, shifted) > cosine(base, checker)
     with pytest.raises(EmbedderParameterError, match="image_size"):
         EfficientNetLite0(image_size=8)
+
+
+def test_stored_vectors_read_json_and_separated_numbers() -> None:
+    from plugins.builtin.stored_vectors import StoredVectors
+
+    embedder = StoredVectors(property="v")
+    assert embedder.dimensions == 0
+    np.testing.assert_array_equal(embedder.vector_of("[1, 2.5, -3]"), [1.0, 2.5, -3.0])
+    assert embedder.dimensions == 3  # the first vector fixes the length
+    np.testing.assert_array_equal(embedder.vector_of(" 1, 2 ;3 "), [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(embedder.vector_of("4 5 6"), [4.0, 5.0, 6.0])
+    assert embedder.vector_of(None) is None
+    assert embedder.vector_of("  ") is None
+    for value, problem in (
+        ("[1, 2", "not a JSON array"),
+        ('["a"]', "not a number"),
+        ("1 2 x", "not a number"),
+        ("[1, NaN, 2]", "NaN"),
+        ("1 2", "has 2 numbers, not 3"),
+        (7, "a int, not a vector"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            embedder.vector_of(value)
+    assert not StoredVectors.embeds_pictures
+    with pytest.raises(ValueError, match="cannot embed a picture"):
+        embedder.embed([Image.new("RGB", (4, 4))])

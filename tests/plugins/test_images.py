@@ -16,12 +16,14 @@ import pytest
 from PIL import Image
 
 from plugins.images import (
+    ImageBytes,
     ImageError,
     LoadedImage,
     image_sources,
     load_image,
     load_images,
     read_bytes,
+    read_images,
 )
 
 
@@ -167,3 +169,19 @@ def test_load_images_returns_each_image_or_its_error(tmp_path: Path, http_url: s
     ]
     assert [r.source for r in results] == sources
     assert load_images(sources[:2], workers=1)[1].source == sources[1]
+
+
+def test_read_images_hashes_without_decoding(tmp_path: Path) -> None:
+    """Reading gives the bytes and their hash; only decoding finds that a file is no picture
+    (so a job can skip decoding images whose vectors are cached)."""
+    (tmp_path / "good.png").write_bytes(png())
+    (tmp_path / "junk.png").write_bytes(b"not a picture")
+    good, junk, missing = read_images(["good.png", "junk.png", "gone.png"], base_dir=tmp_path)
+    assert isinstance(good, ImageBytes)
+    assert isinstance(junk, ImageBytes)
+    assert junk.sha256 == hashlib.sha256(b"not a picture").hexdigest()
+    assert isinstance(missing, ImageError)
+    assert missing.reason == "no such file"
+    assert good.decode().image.size == (8, 6)
+    with pytest.raises(ImageError, match=r"junk\.png: not a readable image"):
+        junk.decode()

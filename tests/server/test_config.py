@@ -162,3 +162,19 @@ def test_the_demo_configuration_is_valid() -> None:
     )
     assert models["ease"].algorithm == "ease"
     assert config.scenarios["homepage"].model == "ease"
+
+
+def test_the_fashion_demo_configuration_is_valid() -> None:
+    """examples/fashion.yaml, which `make serve-fashion` uses, passes start-up validation, and its
+    visual model's embedder is one the registry has, with valid settings."""
+    from plugins.manager import collect, get_plugin_manager
+    from server.models import check_models
+
+    config = load_config(Path(__file__).resolve().parents[2] / "examples" / "fashion.yaml")
+    registry = collect(get_plugin_manager())
+    check_models(config, registry)
+    params = config.models["visually-similar"].params
+    embedder = registry.embedder(params["embedder"])(**params["embedder_settings"])
+    assert embedder.trainable
+    assert config.data_dir.name == "data"
+    assert config.scenarios["no-bags"].model == "visually-similar"
