@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     loader.set_defaults(run=_dataset_load)
     loader.add_argument(
         "name",
-        choices=["ml-100k", "fashion-mnist"],
-        help="the dataset: MovieLens-100K, or Fashion-MNIST (70,000 product images)",
+        choices=["ml-100k", "fashion-mnist", "fashion-sessions"],
+        help="the dataset: MovieLens-100K, Fashion-MNIST (70,000 product images), or "
+        "fashion-sessions (part of Fashion-MNIST with SYNTHETIC browsing sessions)",
     )
     loader.add_argument("--config", type=Path, default=Path("reqo.yaml"))
     loader.add_argument("--db", required=True, help="database name from the config")
@@ -93,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
         "items (fashion-mnist) already",
     )
     loader.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    loader.add_argument(
+        "--limit",
+        type=int,
+        default=2000,
+        help="fashion-sessions: the first LIMIT pictures of each split (default 2000)",
+    )
+    loader.add_argument(
+        "--users", type=int, default=3000, help="fashion-sessions: simulated users (3000)"
+    )
+    loader.add_argument("--seed", type=int, default=0, help="fashion-sessions: the seed (0)")
 
     plot = commands.add_parser("plot", help="draw maps of a database's models")
     plots = plot.add_subparsers(dest="plot_command", required=True)
@@ -192,7 +203,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _dataset_load(args: argparse.Namespace) -> int:
-    from storage import fashion_mnist, movielens
+    from storage import fashion_mnist, fashion_sessions, movielens
     from storage.errors import InvalidInput
 
     # What "loaded already" means: ml-100k is about its interactions, fashion-mnist (a catalog
@@ -200,6 +211,9 @@ def _dataset_load(args: argparse.Namespace) -> int:
     fashion = args.name == "fashion-mnist"
     count = fashion_mnist.item_count if fashion else movielens.interaction_count
     what = "items" if fashion else "interactions"
+    if args.name == "fashion-sessions" and (args.limit < 1 or args.users < 1):
+        print("reqo dataset: --limit and --users must be at least 1", file=sys.stderr)
+        return 2
     database = _open_database(load_config(args.config), args.db, "dataset")
     if database is None:
         return 1
@@ -207,8 +221,20 @@ def _dataset_load(args: argparse.Namespace) -> int:
         if args.skip_if_loaded and database.read_sync(count):
             print(f"{args.db}: holds {what} already; not loading {args.name}")
             return 0
-        load = fashion_mnist.load if fashion else movielens.load
-        report = load(database, args.path, replace=args.replace, progress=not args.no_progress)
+        progress = not args.no_progress
+        if args.name == "fashion-sessions":
+            settings = fashion_sessions.Simulation(users=args.users, seed=args.seed)
+            report = fashion_sessions.load(
+                database,
+                settings,
+                limit=args.limit,
+                path=args.path,
+                replace=args.replace,
+                progress=progress,
+            )
+        else:
+            load = fashion_mnist.load if fashion else movielens.load
+            report = load(database, args.path, replace=args.replace, progress=progress)
     except InvalidInput as error:  # DatasetError, or BulkImportError from the import
         print(f"reqo dataset: {error}", file=sys.stderr)
         return 1

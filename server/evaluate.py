@@ -2,7 +2,7 @@
 
     reqo evaluate --config reqo.yaml --db demo [--models a,b] [--protocol random|loo|temporal]
                   [--split 0.8,0.1,0.1] [--at TIME | --quantile Q] [--k 10,20] [--seeds 1,2,3]
-                  [--feedback implicit|weighted] [--out DIR] [--no-progress]
+                  [--feedback implicit|weighted] [--include-seen] [--out DIR] [--no-progress]
 
 Prints a Markdown table and writes a JSON record and a PNG chart under `--out`.
 """
@@ -67,6 +67,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="implicit: every interaction weighs 1; weighted: the model's kind weights",
     )
     evaluate.add_argument(
+        "--include-seen",
+        action="store_true",
+        help="rank the items the user interacted with before the test too (RecBole's "
+        "sequential protocol); by default they are left out",
+    )
+    evaluate.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="directory for the JSON and PNG files"
     )
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -110,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         ks=args.k,
         seeds=args.seeds,
         feedback=args.feedback,
+        exclude_seen=not args.include_seen,
     )
     path = config.database_path(args.db)
     if not path.exists():

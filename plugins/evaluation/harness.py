@@ -12,7 +12,7 @@ import random
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,13 @@ from plugins.evaluation.splits import (
     random_split,
     temporal_split,
 )
-from plugins.training import Holdout, TrainingData, interaction_weights, validate_weights
+from plugins.training import (
+    Holdout,
+    ItemVectorProvider,
+    TrainingData,
+    interaction_weights,
+    validate_weights,
+)
 from storage.snapshot import KIND_NAMES, Snapshot
 
 PROTOCOLS = ("random", "loo", "temporal")
@@ -65,7 +71,8 @@ class Protocol:
       model's kind weights);
     - `seeds`: one split (random protocol) and one fit of each model per seed; the seed seeds
       Python's, numpy's and torch's generators and is the algorithm's `seed` parameter where it
-      has one that the model does not set.
+      has one that the model does not set;
+    - `exclude_seen`: see below.
     """
 
     name: str = "random"
@@ -75,6 +82,9 @@ class Protocol:
     ks: tuple[int, ...] = (10, 20)
     seeds: tuple[int, ...] = (1,)
     feedback: str = "implicit"
+    exclude_seen: bool = True
+    """Whether each ranking leaves out the items the user interacted with before the test (as
+    RecBole does for general recommenders); RecBole's sequential protocol ranks them too."""
 
     def check(self) -> None:
         """SplitError where a setting cannot be used."""
@@ -266,10 +276,16 @@ def measure(
 
 
 def evaluate(
-    snapshot: Snapshot, models: Sequence[ModelSpec], protocol: Protocol, *, progress: bool = False
+    snapshot: Snapshot,
+    models: Sequence[ModelSpec],
+    protocol: Protocol,
+    *,
+    progress: bool = False,
+    item_vectors: ItemVectorProvider | None = None,
 ) -> Evaluation:
     """Fit and measure every model on every seed's split (SplitError: a split that cannot be
-    made, or that leaves no test user)."""
+    made, or that leaves no test user). `item_vectors`: the host's provider of item embeddings
+    (server/item_vectors.py), for models that use images."""
     protocol.check()
     candidates = np.array([item is not None for item in snapshot.item_ids], dtype=bool)
     ks = sorted(set(protocol.ks))
@@ -286,7 +302,9 @@ def evaluate(
             infos.append(split.info(seed))
             for spec in models:
                 bar.set_postfix_str(f"seed {seed}, {spec.name}")
-                runs.append(run_one(snapshot, spec, protocol, seed, split, candidates, ks))
+                runs.append(
+                    run_one(snapshot, spec, protocol, seed, split, candidates, ks, item_vectors)
+                )
                 bar.update()
     dataset = {
         "users": sum(user is not None for user in snapshot.user_ids),
@@ -331,9 +349,34 @@ def run_one(
     split: PreparedSplit,
     candidates: np.ndarray[Any, np.dtype[np.bool_]],
     ks: Sequence[int],
+    item_vectors: ItemVectorProvider | None = None,
 ) -> Run:
     """Fit one model on the split's train part (the validation holdout at hand for early
     stopping), then rank and measure the test users once."""
+    model, data, train_seconds = fit_one(snapshot, spec, protocol, seed, split, item_vectors)
+    trained = time.perf_counter()
+    test = split.holdouts.test
+    users = test.users
+    excluded = split.holdouts.seen_before_test
+    if not protocol.exclude_seen:
+        nothing = np.zeros(0, dtype=np.int64)
+        excluded = Holdout.of(nothing, nothing, snapshot.n_users)
+    ranked = rank(model, data, users, excluded, max(ks), candidates)
+    relevant = [test.of_user(int(u)) for u in users]
+    figures = measure(ranked, relevant, ks, int(candidates.sum()))
+    return Run(spec.name, seed, figures, train_seconds, time.perf_counter() - trained)
+
+
+def fit_one(
+    snapshot: Snapshot,
+    spec: ModelSpec,
+    protocol: Protocol,
+    seed: int,
+    split: PreparedSplit,
+    item_vectors: ItemVectorProvider | None = None,
+) -> tuple[Algorithm, TrainingData, float]:
+    """One model fitted on the split's train part: the model, its training data and the
+    seconds it took."""
     weights, kind_weights = feedback_weights(snapshot, protocol.feedback, spec.weights)
     valid = split.holdouts.valid
     data = TrainingData.from_interactions(
@@ -343,14 +386,9 @@ def run_one(
         kind_weights=kind_weights,
         validation=valid if len(valid.users) else None,
     )
+    data = replace(data, item_vectors=item_vectors)
     seed_everything(seed)
     model = spec.algorithm(**seeded_params(spec, seed))
     started = time.perf_counter()
     model.fit(data)
-    trained = time.perf_counter()
-    test = split.holdouts.test
-    users = test.users
-    ranked = rank(model, data, users, split.holdouts.seen_before_test, max(ks), candidates)
-    relevant = [test.of_user(int(u)) for u in users]
-    figures = measure(ranked, relevant, ks, int(candidates.sum()))
-    return Run(spec.name, seed, figures, trained - started, time.perf_counter() - trained)
+    return model, data, time.perf_counter() - started

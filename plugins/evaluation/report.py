@@ -78,6 +78,7 @@ def describe(evaluation: Evaluation, database: str) -> str:
         f"{data['interactions']:,} interactions; {how}; {protocol.feedback} feedback; "
         f"seeds {', '.join(map(str, protocol.seeds))}; "
         f"{first.test_users:,} test users; full ranking over all items"
+        + ("" if protocol.exclude_seen else ", the user's earlier items included")
     )
 
 
@@ -106,6 +107,7 @@ def to_json(evaluation: Evaluation, database: str) -> dict[str, Any]:
             "cut_iso": _iso(evaluation.cut) if evaluation.cut is not None else None,
             "quantile": protocol.quantile if protocol.name == "temporal" else None,
             "feedback": protocol.feedback,
+            "exclude_seen": protocol.exclude_seen,
             "ks": list(protocol.ks),
             "ranking": "full: every live item but the user's earlier-part items",
         },

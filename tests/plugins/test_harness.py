@@ -273,3 +273,23 @@ def test_rankings_leave_out_seen_items_and_non_candidates(snapshot: Snapshot) ->
         shown = set(row[row >= 0].tolist())
         assert not shown & set(holdouts.seen_before_test.of_user(int(user)).tolist())
         assert best not in shown
+
+
+def test_include_seen_ranks_earlier_items_and_providers_reach_the_model(
+    snapshot: Snapshot, probe: ModelSpec
+) -> None:
+    """With `exclude_seen` off, a popularity ranking spends places on the popular items the
+    user had before, so it scores lower; the item-vector provider given to `evaluate` reaches
+    the model's training data."""
+    from plugins.training import ItemEmbeddings
+
+    def provider(**_: Any) -> ItemEmbeddings:
+        return ItemEmbeddings(np.zeros((0, 0), np.float32), np.zeros(0, bool))
+
+    ndcg = {}
+    for exclude_seen in (True, False):
+        protocol = Protocol(name="loo", ks=(10,), exclude_seen=exclude_seen)
+        evaluation = evaluate(snapshot, [probe], protocol, item_vectors=provider)
+        assert Probe.fitted[-1].item_vectors is provider
+        ndcg[exclude_seen] = evaluation.runs[0].figures["ndcg@10"]
+    assert ndcg[True] > ndcg[False]

@@ -59,3 +59,28 @@ def test_a_directory_without_the_files_fails_with_its_name(
     err = capsys.readouterr().err
     assert f"reqo dataset: {empty} lacks train-images-idx3-ubyte.gz" in err
     assert not (tmp_path / "data" / "images").exists()
+
+
+def test_fashion_sessions_loads_a_catalog_with_synthetic_views(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from storage.movielens import interaction_count
+
+    config = tmp_path / "reqo.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": "data", "databases": {"shop": {"token": "t"}}}))
+    files = write_dataset(tmp_path / "files", train=30, test=10)
+    load = ["dataset", "load", "fashion-sessions", "--config", str(config), "--db", "shop"]
+    load += ["--path", str(files), "--no-progress", "--users", "12", "--seed", "3"]
+    assert main(load) == 0
+    out = capsys.readouterr().out
+    assert "imported 40 items" in out
+    assert "SYNTHETIC sessions (seed 3)" in out
+    database = Database("shop", tmp_path / "data" / "shop.duckdb")
+    try:
+        assert database.read_sync(interaction_count) > 12
+    finally:
+        database.close()
+    assert main([*load, "--skip-if-loaded"]) == 0
+    assert "holds interactions already" in capsys.readouterr().out
+    assert main([*load, "--users", "0"]) == 2
+    assert "--limit and --users must be at least 1" in capsys.readouterr().err
