@@ -361,10 +361,30 @@ def run_one(
     if not protocol.exclude_seen:
         nothing = np.zeros(0, dtype=np.int64)
         excluded = Holdout.of(nothing, nothing, snapshot.n_users)
-    ranked = rank(model, data, users, excluded, max(ks), candidates)
+    history = test_histories(snapshot, spec, protocol, split, data)
+    ranked = rank(model, history, users, excluded, max(ks), candidates)
     relevant = [test.of_user(int(u)) for u in users]
     figures = measure(ranked, relevant, ks, int(candidates.sum()))
     return Run(spec.name, seed, figures, train_seconds, time.perf_counter() - trained)
+
+
+def test_histories(
+    snapshot: Snapshot,
+    spec: ModelSpec,
+    protocol: Protocol,
+    split: PreparedSplit,
+    train: TrainingData,
+) -> TrainingData:
+    """The histories the test users are scored from. Where the validation part comes before the
+    test in time (leave-last-one-out, temporal), the user has had those interactions by the time
+    of the test, so they are in the history (as RecBole's sequential protocol has them); the
+    model was fitted without them. The random protocol scores from the train part alone."""
+    if protocol.name == "random":
+        return train
+    weights, kind_weights = feedback_weights(snapshot, protocol.feedback, spec.weights)
+    return TrainingData.from_interactions(
+        snapshot, weights, keep=split.parts != TEST, kind_weights=kind_weights
+    )
 
 
 def fit_one(

@@ -293,3 +293,27 @@ def test_include_seen_ranks_earlier_items_and_providers_reach_the_model(
         assert Probe.fitted[-1].item_vectors is provider
         ndcg[exclude_seen] = evaluation.runs[0].figures["ndcg@10"]
     assert ndcg[True] > ndcg[False]
+
+
+def test_leave_one_out_scores_test_users_with_their_validation_item(
+    snapshot: Snapshot, probe: ModelSpec
+) -> None:
+    """Under leave-last-one-out the history scored for the test includes the validation
+    interaction (it happened before the test); under the random protocol it does not."""
+    for name, includes in (("loo", True), ("random", False)):
+        Probe.scored.clear()
+        protocol = Protocol(name=name, ks=(10,))
+        evaluate(snapshot, [probe], protocol)
+        parts, _ = split_parts(snapshot, protocol, 1)
+        holdouts = make_holdouts(snapshot, parts)
+        fitted = Probe.fitted[-1]
+        users = holdouts.test.users
+        scored = Probe.scored[-len(users) :]
+        grew = 0
+        for user, history in zip(users.tolist(), scored, strict=True):
+            train = fitted.sequence(user)
+            assert history.items[: len(train)].tolist() == train.tolist()
+            grew += len(history.items) > len(train)
+            valid = set(holdouts.valid.of_user(user).tolist())
+            assert valid <= set(history.items.tolist()) if includes else True
+        assert (grew > 0) is includes

@@ -1,0 +1,282 @@
+"""The torch side of GRU4Rec: the network, its two losses and the original's Adagrad.
+
+Imported when a GRU4Rec model is built (see gru4rec.py), never with the built-in plugins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
+
+FEATURES = ("id", "vectors", "both")
+
+
+class SessionGRU(nn.Module):
+    """Item input -> GRU layers -> a scoring layer of output item embeddings and biases.
+
+    - the input of an item: its learned id embedding (`embedding` > 0: a table of its own; 0:
+      the output embedding, shared, which the original calls a constrained embedding), a
+      learned projection of its fixed vector, or both side by side (`features`);
+    - `layers` GRU layers of `hidden` units; training runs one step at a time, in the
+      session-parallel slots, and the hidden state fed back is the one after dropout, as the
+      original feeds it;
+    - the score of item j after a step: the last layer's state . output[j] + bias[j], where
+      with vectors, output[j] also adds a learned projection of item j's vector.
+
+    The item tables (`output`, `bias`, `ids`) are read through sparse gradients: a step
+    touches the rows of its inputs, targets and negatives only.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        *,
+        hidden: int,
+        layers: int,
+        embedding: int,
+        features: str,
+        vector_size: int,
+        device: torch.device,
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.shared = embedding == 0
+        width = embedding or hidden
+        meta = torch.device("meta")
+        self.output = nn.Parameter(torch.empty(n_items, hidden, device=meta))
+        self.bias = nn.Parameter(torch.empty(n_items, 1, device=meta))
+        self.ids: nn.Parameter | None = None
+        self.projection: nn.Linear | None = None
+        size = 0
+        if features in ("id", "both"):
+            if not self.shared:
+                self.ids = nn.Parameter(torch.empty(n_items, embedding, device=meta))
+            size += width
+        self.output_projection: nn.Linear | None = None
+        if features in ("vectors", "both"):
+            self.register_buffer("vectors", torch.empty(n_items, vector_size, device=meta))
+            self.projection = nn.Linear(vector_size, width, device=meta)
+            # The scoring side sees the vectors too: an item rarely seen in training still
+            # gets a usable output embedding from what it looks like.
+            self.output_projection = nn.Linear(vector_size, hidden, bias=False, device=meta)
+            size += width
+        self.grus = nn.ModuleList(
+            nn.GRU(size if i == 0 else hidden, hidden, batch_first=True, device=meta)
+            for i in range(layers)
+        )
+        # Built on the meta device, then given storage: torch's default initialisation would
+        # draw from the global generator only to be overwritten.
+        self.to_empty(device=device)
+
+    def initialise(self, generator: torch.Generator) -> None:
+        """The original's initial weights: uniform in +-sqrt(6 / (fan_in + fan_out)) per
+        matrix (per gate for the GRUs), zero biases."""
+
+        def glorot(tensor: torch.Tensor, rows: int, columns: int) -> None:
+            bound = math.sqrt(6.0 / (rows + columns))
+            tensor.uniform_(-bound, bound, generator=generator)
+
+        with torch.no_grad():
+            glorot(self.output, *self.output.shape)
+            self.bias.zero_()
+            if self.ids is not None:
+                glorot(self.ids, *self.ids.shape)
+            if self.projection is not None:
+                glorot(self.projection.weight, *self.projection.weight.shape)
+                self.projection.bias.zero_()
+            if self.output_projection is not None:
+                glorot(self.output_projection.weight, *self.output_projection.weight.shape)
+            for gru in self.grus:
+                assert isinstance(gru, nn.GRU)
+                hidden = gru.hidden_size
+                weights = dict(gru.named_parameters())
+                for gate in range(3):
+                    rows = slice(gate * hidden, (gate + 1) * hidden)
+                    glorot(weights["weight_ih_l0"][rows], gru.input_size, hidden)
+                    glorot(weights["weight_hh_l0"][rows], hidden, hidden)
+                weights["bias_ih_l0"].zero_()
+                weights["bias_hh_l0"].zero_()
+
+    def tables(self) -> list[nn.Parameter]:
+        """The parameters with one row per item, which get sparse gradients."""
+        return [p for p in (self.output, self.bias, self.ids) if p is not None]
+
+    def embed(self, items: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+        """The network's input for items (any shape): (*items.shape, input size)."""
+        parts = []
+        if self.features in ("id", "both"):
+            table = self.output if self.ids is None else self.ids
+            parts.append(F.embedding(items, table, sparse=sparse))
+        if self.projection is not None:
+            vectors: torch.Tensor = self.get_buffer("vectors")
+            parts.append(self.projection(vectors[items]))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+    def step(
+        self,
+        items: torch.Tensor,
+        state: list[torch.Tensor],
+        dropout: tuple[float, float],
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """One training step of every slot: replaces each layer's state in `state` (its
+        gradient flows within the step only) and returns the last layer's output. `dropout`:
+        the shares dropped of the input and of each layer's output."""
+        x = _dropout(self.embed(items, sparse=True), dropout[0], generator)
+        for layer, gru in enumerate(self.grus):
+            _, h = gru(x[:, None, :], state[layer][None])
+            x = _dropout(h[0], dropout[1], generator)
+            state[layer] = x
+        return x
+
+    def final_state(self, sequences: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The last layer's state after reading each item sequence from a zero state:
+        (len(sequences), hidden); zeros for an empty sequence. The sequences are padded to one
+        length and packed, so that a batch is one GRU call per layer."""
+        hidden = self.output.shape[1]
+        out = torch.zeros(len(sequences), hidden, device=self.output.device)
+        rows = [i for i, s in enumerate(sequences) if len(s)]
+        if not rows:
+            return out
+        if len(rows) == 1:  # one request's history: no padding to pay for
+            x = self.embed(sequences[rows[0]][None])
+            for gru in self.grus:
+                x, _ = gru(x)
+            out[rows[0]] = x[0, -1]
+            return out
+        lengths = torch.tensor([len(sequences[i]) for i in rows])
+        padded = pad_sequence([sequences[i] for i in rows], batch_first=True)
+        packed = pack_padded_sequence(
+            self.embed(padded), lengths, batch_first=True, enforce_sorted=False
+        )
+        last = torch.zeros(0)
+        for gru in self.grus:
+            packed, last = gru(packed)
+        out[torch.tensor(rows, device=out.device)] = last[0]
+        return out
+
+    def score_all(self, state: torch.Tensor) -> torch.Tensor:
+        """Scores of every item for each state: (len(state), n_items)."""
+        scores = torch.addmm(self.bias[:, 0], state, self.output.T)
+        if self.output_projection is not None:
+            # state . (P v_j) = (state P) . v_j: one small product instead of projecting every
+            # item's vector.
+            vectors: torch.Tensor = self.get_buffer("vectors")
+            scores = scores + (state @ self.output_projection.weight) @ vectors.T
+        return scores
+
+    def score_some(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Training scores of some items (the targets, then the negatives) for each state."""
+        output = F.embedding(items, self.output, sparse=True)
+        if self.output_projection is not None:
+            vectors: torch.Tensor = self.get_buffer("vectors")
+            output = output + self.output_projection(vectors[items])
+        bias = F.embedding(items, self.bias, sparse=True)
+        return state @ output.T + bias.T
+
+
+def _dropout(x: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Inverted dropout drawn from the model's own generator (nn.Dropout draws from the global
+    one, which would make a fit depend on what ran before it)."""
+    if share <= 0:
+        return x
+    keep = torch.rand(x.shape, generator=generator, device=x.device) >= share
+    return x * keep / (1.0 - share)
+
+
+def cross_entropy(scores: torch.Tensor, correction: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax cross-entropy with row i's target in column i and every other column a negative,
+    summed over rows. `correction` (one per column) is subtracted first: logQ correction."""
+    if correction is not None:
+        scores = scores - correction[None, :]
+    return -torch.diagonal(torch.log_softmax(scores, dim=1)).sum()
+
+
+def bpr_max(scores: torch.Tensor, bpreg: float, elu: float = 0.0) -> torch.Tensor:
+    """BPR-max (Hidasi & Karatzoglou, CIKM 2018) with row i's target in column i, summed over
+    rows: -log sum_j s_j sigmoid(r_i - r_j) + bpreg * sum_j s_j r_j^2, where s is the softmax
+    of the negatives' scores r_j (the other columns). With `elu` > 0, the scores first go
+    through ELU(elu), as the authors' code does."""
+    if elu > 0:
+        scores = F.elu(scores, elu)
+    rows = scores.shape[0]
+    target = torch.eye(rows, scores.shape[1], dtype=torch.bool, device=scores.device)
+    weights = torch.softmax(scores.masked_fill(target, -math.inf), dim=1)
+    own = torch.diagonal(scores)[:, None]
+    ranked = (torch.sigmoid(own - scores) * weights).sum(dim=1)
+    penalty = (scores.square() * weights).sum(dim=1)
+    return (-torch.log(ranked + 1e-24) + bpreg * penalty).sum()
+
+
+class Optimiser(Protocol):
+    def zero_grad(self) -> None: ...
+
+    def step(self) -> None: ...
+
+
+class AdagradM:
+    """Adagrad with momentum, as GRU4Rec's authors train it: each weight's step is
+    -lr * g / sqrt(sum of its squared gradients + eps), plus momentum times its previous step;
+    a sparse gradient updates only its rows (and their sums)."""
+
+    def __init__(
+        self, params: Sequence[nn.Parameter], lr: float, momentum: float = 0.0, eps: float = 1e-6
+    ) -> None:
+        self.params = list(params)
+        self.lr, self.momentum, self.eps = lr, momentum, eps
+        self.sums = [torch.zeros_like(p) for p in self.params]
+        self.velocity = [torch.zeros_like(p) for p in self.params] if momentum > 0 else []
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, p in enumerate(self.params):
+            grad = p.grad
+            if grad is None:
+                continue
+            if grad.is_sparse:
+                grad = grad.coalesce()  # a row may appear twice; the update is not linear
+                rows, values = grad.indices()[0], grad.values()
+                sums = self.sums[i][rows] + values.square()
+                self.sums[i].index_copy_(0, rows, sums)
+                update = values / (sums + self.eps).sqrt() * -self.lr
+                if self.momentum > 0:
+                    update = self.velocity[i][rows] * self.momentum + update
+                    self.velocity[i].index_copy_(0, rows, update)
+                p.index_add_(0, rows, update)
+            else:
+                self.sums[i].add_(grad.square())
+                update = grad / (self.sums[i] + self.eps).sqrt() * -self.lr
+                if self.momentum > 0:
+                    update = self.velocity[i].mul_(self.momentum).add_(update)
+                p.add_(update)
+
+
+class Adam:
+    """Adam for the dense weights with SparseAdam for the item tables (sparse gradients)."""
+
+    def __init__(self, network: SessionGRU, lr: float) -> None:
+        tables = {id(p) for p in network.tables()}
+        dense = [p for p in network.parameters() if id(p) not in tables]
+        self.optimisers: list[torch.optim.Optimizer] = [
+            torch.optim.SparseAdam(network.tables(), lr=lr)
+        ]
+        if dense:
+            self.optimisers.append(torch.optim.Adam(dense, lr=lr))
+
+    def zero_grad(self) -> None:
+        for optimiser in self.optimisers:
+            optimiser.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for optimiser in self.optimisers:
+            optimiser.step()

@@ -1,0 +1,164 @@
+"""What the next-item models (gru4rec, next-item-ffn) share: their common parameters, the device,
+the progress bar over epochs and early stopping on the validation holdout.
+
+torch is imported inside the functions: loading the built-in plugins must not pay for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm import tqdm
+
+from plugins.algorithm import Algorithm, Parameter, ParameterError
+from plugins.builtin.sessions import histories_of
+from plugins.training import TrainingData
+
+if TYPE_CHECKING:
+    import torch
+
+
+def training_parameters(
+    *, epochs: int, batch_size: int, learning_rate: float, patience: int
+) -> tuple[Parameter, ...]:
+    """The training loop's parameters, with each model's defaults."""
+    return (
+        Parameter(
+            "epochs",
+            int,
+            epochs,
+            "passes over the training pairs; with a validation holdout, the most it may take",
+            minimum=1,
+        ),
+        Parameter("batch_size", int, batch_size, "examples per gradient step", minimum=1),
+        Parameter("learning_rate", float, learning_rate, "the optimiser's step size", minimum=1e-9),
+        Parameter(
+            "patience",
+            int,
+            patience,
+            "with a validation holdout (offline evaluation): stop after this many epochs "
+            "without a better NDCG@10, keeping the best epoch's weights",
+            minimum=1,
+        ),
+        Parameter("seed", int, 0, "seed of the initial weights, the order, dropout and samples"),
+        Parameter(
+            "device", str, "auto", "where to train and score", choices=("auto", "cpu", "cuda")
+        ),
+        Parameter(
+            "threads",
+            int,
+            1,
+            "torch's CPU threads while fitting (0: torch's default); see `torch_threads`",
+            minimum=0,
+        ),
+    )
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads set to `count` (0: left alone) for the calling thread while
+    fitting, then set back.
+
+    Training runs many small steps. On these 2-core machines, while another process kept a core
+    busy, a GRU4Rec fit of a toy dataset took 0.4 s with one thread and 13 s with torch's
+    default two, each parallel region waiting for a descheduled thread; a server trains while
+    it serves, so busy cores are the rule there."""
+    import torch
+
+    if count <= 0:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def check_device(algorithm: str, setting: str) -> None:
+    """ParameterError for `device: cuda` where there is no CUDA device."""
+    if setting == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ParameterError(algorithm, "device", "'cuda' but no CUDA device is available")
+
+
+def torch_device(setting: str) -> torch.device:
+    """The device a `device` setting names ("auto": CUDA where there is one)."""
+    import torch
+
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(setting)
+
+
+def epoch_bar(name: str, epochs: int) -> tqdm[int]:
+    """A progress bar over the epochs, on a terminal only (servers and CI logs stay quiet)."""
+    return tqdm(
+        range(1, epochs + 1), desc=f"{name} epochs", unit="epoch", leave=False, disable=None
+    )
+
+
+def validation_ndcg(model: Algorithm, data: TrainingData) -> float:
+    """NDCG@10 on the validation holdout, each user scored by the model's own `user_scores`
+    from their training history: the path the server and the evaluation harness take."""
+    assert data.validation is not None
+
+    def scores(users: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        return model.user_scores(histories_of(data, [int(u) for u in users]))
+
+    return data.validation.mean_ndcg(scores, data.matrix, k=10)
+
+
+class EarlyStopping:
+    """Keeps the network's best weights by validation NDCG@10 and says when to stop: after
+    `patience` epochs without a better figure."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.curve: list[float] = []
+        """NDCG@10 after each epoch."""
+        self.best_epoch = 0
+        self.best: dict[str, torch.Tensor] | None = None
+        self._waited = 0
+
+    def update(self, epoch: int, ndcg: float, network: torch.nn.Module) -> bool:
+        """Record an epoch's figure (a copy of the weights where it is the best so far); True
+        where training should stop."""
+        self.curve.append(ndcg)
+        if self.best is None or ndcg > max(self.curve[:-1]):
+            self.best_epoch, self._waited = epoch, 0
+            self.best = {k: v.detach().clone() for k, v in network.state_dict().items()}
+            return False
+        self._waited += 1
+        return self._waited >= self.patience
+
+
+class NextItemAlgorithm(Algorithm):
+    """What the torch next-item models share: the device check, the record of the last fit
+    (epochs, best epoch, device, validation NDCG and losses per epoch), and fitting on
+    `threads` torch threads. Subclasses implement `_fit`."""
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        check_device(self.name, self.settings["device"])
+        self.epochs_trained = 0
+        self.best_epoch = 0
+        self.device_used = ""
+        """The device the last fit trained on ("cpu", "cuda")."""
+        self.validation_ndcg: list[float] = []
+        """NDCG@10 on the validation holdout after each epoch (empty without one)."""
+        self.losses: list[float] = []
+        """The mean training loss of each epoch."""
+
+    def fit(self, data: TrainingData) -> None:
+        with torch_threads(int(self.settings["threads"])):
+            self._fit(data)
+
+    def _fit(self, data: TrainingData) -> None:
+        raise NotImplementedError

@@ -1,0 +1,167 @@
+"""Sessions for the next-item models: users' time-ordered interactions cut where the user paused,
+GRU4Rec's session-parallel mini-batches over them, and the histories a model is validated on.
+
+Plain numpy: the plugins that use these import torch only when they build a network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from plugins.algorithm import UserHistory
+from plugins.training import TrainingData
+
+Int64s = np.ndarray[Any, np.dtype[np.int64]]
+Bools = np.ndarray[Any, np.dtype[np.bool_]]
+
+
+def sessions(
+    indptr: Int64s, timestamps: np.ndarray[Any, np.dtype[np.float64]], gap: float
+) -> tuple[Int64s, Int64s]:
+    """The sessions of every user as [start, end) positions into the interaction arrays, in
+    position order: each user's interactions (`indptr[u]:indptr[u + 1]`, oldest first) cut
+    wherever two consecutive ones lie more than `gap` seconds apart (`gap` <= 0: each user's
+    whole history is one session). Sessions of one interaction are left out: they hold no
+    (item, next item) pair to learn from."""
+    n = int(indptr[-1]) if len(indptr) else 0
+    begins = np.zeros(n, dtype=np.bool_)
+    firsts = indptr[:-1][np.diff(indptr) > 0]
+    begins[firsts] = True
+    if gap > 0 and n > 1:
+        begins[1:] |= np.diff(timestamps[:n]) > gap
+    starts = np.flatnonzero(begins).astype(np.int64)
+    ends = np.append(starts[1:], n).astype(np.int64)
+    long_enough = ends - starts >= 2
+    return starts[long_enough], ends[long_enough]
+
+
+def latest_session(history: UserHistory, gap: float) -> int:
+    """Where the latest session of a history begins: after its last pause of more than `gap`
+    seconds (0 with `gap` <= 0, or where the history has no timestamps for its items)."""
+    times = history.timestamps
+    if gap <= 0 or len(times) != len(history.items) or len(times) < 2:
+        return 0
+    pauses = np.flatnonzero(np.diff(times) > gap)
+    return int(pauses[-1]) + 1 if len(pauses) else 0
+
+
+def recent_items(history: UserHistory, n_items: int, gap: float, limit: int) -> Int64s:
+    """The items a sequence model reads for a history: those of its latest session (see
+    `latest_session`) that the model knows (0 <= item < n_items), the last `limit` of them."""
+    items = np.asarray(history.items[latest_session(history, gap) :], dtype=np.int64)
+    items = items[(items >= 0) & (items < n_items)]
+    return items[-limit:] if limit > 0 else items[:0]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of session-parallel training, over the slots that are still busy.
+
+    Before the step, the caller first keeps the hidden state of the slots in `keep` (a mask
+    over the previous step's slots; None: all of them), then zeroes it where `reset` (a mask
+    over this step's slots): there a new session begins. `inputs` are the positions of each
+    slot's current interaction; its target is the next one, at `inputs + 1`."""
+
+    inputs: Int64s
+    reset: Bools
+    keep: Bools | None
+
+
+def session_parallel(
+    starts: Int64s, ends: Int64s, order: Int64s, batch_size: int
+) -> Iterator[Step]:
+    """GRU4Rec's session-parallel mini-batches (Hidasi et al., ICLR 2016): `batch_size` slots
+    each walk through one session at a time, in `order` (indexes into `starts`/`ends`), one
+    (item, next item) pair per step; a slot whose session has no next pair takes the next
+    session in order, and its hidden state starts over. Once no session is left to take, the
+    finished slots drop out and the batch shrinks, until every pair was produced once."""
+    order = np.asarray(order, dtype=np.int64)
+    taken = min(batch_size, len(order))
+    if taken == 0:
+        return
+    position = starts[order[:taken]].copy()
+    end = ends[order[:taken]].copy()
+    reset = np.ones(taken, dtype=np.bool_)
+    keep: Bools | None = None
+    while True:
+        yield Step(position.copy(), reset, keep)
+        position += 1
+        finished = position + 1 >= end
+        if not finished.any():
+            reset, keep = np.zeros(len(position), dtype=np.bool_), None
+            continue
+        slots = np.flatnonzero(finished)
+        refill = slots[: len(order) - taken]
+        chosen = order[taken : taken + len(refill)]
+        taken += len(refill)
+        position[refill], end[refill] = starts[chosen], ends[chosen]
+        keep_mask = np.ones(len(position), dtype=np.bool_)
+        keep_mask[slots[len(refill) :]] = False
+        reset = np.zeros(len(position), dtype=np.bool_)
+        reset[refill] = True
+        position, end, reset = position[keep_mask], end[keep_mask], reset[keep_mask]
+        if not len(position):
+            return
+        keep = None if keep_mask.all() else keep_mask
+
+
+def popularity_distribution(
+    items: Int64s, n_items: int, alpha: float
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """The negative sampling distribution of GRU4Rec: each item's count in `items` to the power
+    `alpha`, normalised; items never seen get nothing, whatever alpha (0: uniform over the items
+    seen)."""
+    counts = np.bincount(items, minlength=n_items).astype(np.float64)
+    weights = np.where(counts > 0, counts**alpha, 0.0)
+    total = weights.sum()
+    return weights / total if total > 0 else weights
+
+
+def histories_of(data: TrainingData, users: Sequence[int]) -> list[UserHistory]:
+    """The users' training interactions as histories (items and times): what a next-item model
+    reads to score a validation user, as the server hands it the user's history."""
+    out = []
+    for user in users:
+        start, end = int(data.indptr[user]), int(data.indptr[user + 1])
+        out.append(UserHistory(data.items[start:end], timestamps=data.timestamps[start:end]))
+    return out
+
+
+class NegativeSampler:
+    """GRU4Rec's extra negatives: `n_sample` items per step drawn by `distribution` (see
+    `popularity_distribution`), shared by the whole mini-batch. As the original does, they are
+    drawn in bulk (`chunk` steps at once) and handed out step by step."""
+
+    def __init__(
+        self,
+        distribution: np.ndarray[Any, np.dtype[np.float64]],
+        n_sample: int,
+        rng: np.random.Generator,
+        chunk: int = 256,
+    ) -> None:
+        self.cumulative = np.cumsum(distribution)
+        self.n_sample = n_sample
+        self.rng = rng
+        self.chunk = max(1, chunk)
+        self._cache = np.zeros((0, n_sample), dtype=np.int64)
+        self._next = 0
+
+    def draw(self) -> Int64s:
+        """The next step's negatives (empty where `n_sample` is 0 or no item has a count)."""
+        if self.n_sample == 0 or not len(self.cumulative) or self.cumulative[-1] <= 0:
+            return np.zeros(0, dtype=np.int64)
+        if self._next >= len(self._cache):
+            # Uniform draws through the cumulative distribution; scaled by its total, which
+            # rounding leaves a little off 1.
+            uniform = self.rng.random(self.chunk * self.n_sample) * self.cumulative[-1]
+            drawn = np.searchsorted(self.cumulative, uniform, side="right")
+            drawn = np.minimum(drawn, len(self.cumulative) - 1).astype(np.int64)
+            self._cache = drawn.reshape(self.chunk, self.n_sample)
+            self._next = 0
+        sample: Int64s = self._cache[self._next]
+        self._next += 1
+        return sample
