@@ -8,7 +8,7 @@ RECBOLE_PIN := recbole==1.2.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 CONFIG ?= reqo.yaml
 
-.PHONY: install serve serve-fashion test lint bench clean
+.PHONY: install serve serve-fashion test lint bench bench-reference clean
 
 $(VENV)/.installed: pyproject.toml examples/reqo-plugin-example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,15 @@ bench: install
 	$(BIN)/python -m bench.evaluate
 	$(BIN)/python -m bench.vector_search
 	$(BIN)/python -m bench.visual_quality
+	$(BIN)/python -m bench.sequence
+	$(BIN)/python -m bench.ensemble
+	$(BIN)/python -m bench.bandit_replay
+
+# RecBole's own GRU4Rec on the same protocol as bench.sequence (about 45 minutes a seed on two
+# CPU cores); bench.sequence reads its JSON.
+bench-reference: install
+	$(BIN)/python -m pip install --quiet -e '.[reference]'
+	$(BIN)/python -m bench.recbole_gru4rec
 
 clean:
 	rm -rf $(VENV) data build *.egg-info .mypy_cache .pytest_cache .ruff_cache

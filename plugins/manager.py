@@ -31,6 +31,9 @@ BUILTIN_PLUGINS = (
     "plugins.builtin.small_cnn",
     "plugins.builtin.stored_vectors",
     "plugins.builtin.visual",
+    "plugins.builtin.ensemble",
+    "plugins.builtin.gru4rec",
+    "plugins.builtin.next_item_ffn",
 )
 
 

@@ -24,6 +24,7 @@ from server.api.catalog import catalog_operations
 from server.api.image_search import ENDPOINT, read_image_request
 from server.api.image_search import PATH as IMAGE_PATH
 from server.api.interactions import interaction_operations
+from server.api.kpi import kpi as kpi_report
 from server.api.operations import (
     Call,
     Mode,
@@ -162,7 +163,9 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
                 parsed = parse_request(
                     kind, call.args, call.params, current.scenarios, current.models
                 )
-                body = recommend_in_transaction(ctx, served.pipeline, parsed, kind, exclude)
+                body = recommend_in_transaction(
+                    ctx, served.pipeline, parsed, kind, exclude, served.experiments
+                )
                 batch.recommended.update(r["id"] for r in body["recomms"])
                 return body
 
@@ -221,6 +224,15 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
             return JSONResponse(error_body(error), status_code=error.status)
         return JSONResponse(result)
 
+    async def kpi(request: Request) -> Response:
+        try:
+            served = served_of(request)
+            params = await read_params(request)
+            result = await kpi_report(served, params, live.config.scenarios)
+        except StorageError as error:
+            return JSONResponse(error_body(error), status_code=error.status)
+        return JSONResponse(result)
+
     async def scenarios(request: Request) -> Response:
         try:
             served_of(request)
@@ -270,6 +282,7 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
         Route("/-/openapi.yaml", openapi, methods=["GET"]),
         Route("/-/reload", reload, methods=["POST"]),
         Route("/{databaseId}/scenarios/", scenarios, methods=["GET"]),
+        Route("/{databaseId}/-/kpi", kpi, methods=["GET"]),
         Route("/{databaseId}/recomms/next/items/{recommId}", next_page, methods=["POST", "GET"]),
         Route("/{databaseId}" + IMAGE_PATH, image_items, methods=["POST"]),
     ]

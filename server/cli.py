@@ -1,4 +1,4 @@
-"""The `reqo` command: serve, import, dataset, train, evaluate, plot, plugins."""
+"""The `reqo` command: serve, import, dataset, train, evaluate, kpi, plot, plugins."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from server.config import Config, ConfigError, load_config
 from server.evaluate import add_parser as add_evaluate_parser
+from server.kpi_cli import add_parser as add_kpi_parser
+from server.optimize import add_parser as add_optimize_parser
 
 if TYPE_CHECKING:
     from storage.database import Database
@@ -124,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     embeddings.set_defaults(run=_plot_embeddings)
 
     add_evaluate_parser(commands)
+    add_kpi_parser(commands)
+    add_optimize_parser(commands)
 
     lister = commands.add_parser("plugins", help="list the plugins and their algorithms")
     lister.add_argument("--config", type=Path, default=Path("reqo.yaml"))
@@ -275,7 +279,7 @@ def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from server.app import load_registry
-    from server.models import current_version, train_model
+    from server.models import current_version, train_model, training_order
     from storage.database import Database
 
     config = load_config(args.config)
@@ -303,12 +307,18 @@ def _train(args: argparse.Namespace) -> int:
             for model in sorted(set(models) - set(todo)):
                 print(f"{name}/{model}: trained already ({versions[model]})")
         try:
+            # An ensemble after its members; it trains members that have no version yet.
+            todo = training_order(todo, config.models, registry)
             bar = tqdm(todo, desc=f"training {name}", unit="model", disable=None)
             for model in bar:
                 bar.set_postfix_str(model)
                 started = time.perf_counter()
                 path = train_model(
-                    database, config.models[model], registry, config.models_dir(name)
+                    database,
+                    config.models[model],
+                    registry,
+                    config.models_dir(name),
+                    config.models,
                 )
                 bar.write(f"{name}/{model}: {path.name} in {time.perf_counter() - started:.1f} s")
         finally:

@@ -6,6 +6,7 @@ allow_unsigned: false       # true accepts requests without HMAC signatures (loo
 server: {host: 127.0.0.1, port: 8000, tls: {certfile: cert.pem, keyfile: key.pem}}
 databases:
   shop: {token: "a long random secret"}       # or {token_env: SHOP_TOKEN}
+overlays: [optimized.yaml]  # YAML files merged over this one, in order (`reqo optimize` writes one)
 ```
 """
 
@@ -40,6 +41,7 @@ _TOP_KEYS = {
     "models",
     "scenarios",
     "train_every",
+    "overlays",
 }
 _SERVER_KEYS = {"host", "port", "tls"}
 _TLS_KEYS = {"certfile", "keyfile"}
@@ -129,6 +131,7 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
     if not isinstance(data, Mapping):
         raise ConfigError(source, "(top level)", "must be a mapping")
     _check_keys(source, "", data, _TOP_KEYS)
+    data = _overlaid(source, data, base_dir)
     data_dir = base_dir / _string(source, "data_dir", data.get("data_dir", "data"))
     allow_unsigned = data.get("allow_unsigned", False)
     if not isinstance(allow_unsigned, bool):
@@ -165,6 +168,45 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
         scenarios=scenarios,
         train_every=_duration(source, "train_every", data.get("train_every")),
     )
+
+
+def _overlaid(source: str, data: Mapping[str, Any], base_dir: Path) -> Mapping[str, Any]:
+    """The configuration with its `overlays` (YAML files, relative to `base_dir`) merged over it
+    in order: mappings key by key, any other value replaced."""
+    value = data.get("overlays")
+    if value is None:
+        return data
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(source, "overlays", "must be a list of YAML file paths")
+    merged: Mapping[str, Any] = {k: v for k, v in data.items() if k != "overlays"}
+    for position, name in enumerate(value):
+        key, path = f"overlays[{position}]", base_dir / name
+        try:
+            overlay = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ConfigError(source, key, f"{path} cannot be read: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(source, key, f"{path} is not valid YAML: {error}") from None
+        if overlay is None:
+            continue
+        if not isinstance(overlay, Mapping):
+            raise ConfigError(source, key, f"{path} must hold a mapping")
+        if "overlays" in overlay:
+            raise ConfigError(source, key, f"{path}: an overlay cannot list overlays")
+        _check_keys(f"{source} ({path})", "", overlay, _TOP_KEYS)
+        merged = _merge(merged, overlay)
+    return merged
+
+
+def _merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overlay.items():
+        below = out.get(key)
+        if isinstance(below, Mapping) and isinstance(value, Mapping):
+            out[key] = _merge(below, value)
+        else:
+            out[key] = value
+    return out
 
 
 def _plugins(source: str, value: object, base_dir: Path) -> tuple[str, ...]:

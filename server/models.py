@@ -12,10 +12,12 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from plugins.algorithm import Algorithm, ParameterError
+from plugins.builtin.ensemble import Ensemble
 from plugins.manager import Registry
 from plugins.training import TrainingData, WeightError, validate_weights
 from server.config import Config, ConfigError
@@ -33,10 +35,19 @@ class LoadedModel:
 
 
 def train_model(
-    database: Database, model: ModelConfig, registry: Registry, directory: Path
+    database: Database,
+    model: ModelConfig,
+    registry: Registry,
+    directory: Path,
+    models: Mapping[str, ModelConfig] | None = None,
 ) -> Path:
-    """Fit one model on a fresh snapshot and publish it as the current version."""
+    """Fit one model on a fresh snapshot and publish it as the current version. An ensemble's
+    members that have no version yet are trained first (`models`: the configured models)."""
     algorithm = registry.algorithm(model.algorithm)(**model.params)
+    if isinstance(algorithm, Ensemble) and models is not None:
+        for member in algorithm.members:
+            if current_version(directory, member) is None:
+                train_model(database, models[member], registry, directory, models)
     snapshot = database.read_sync(take_snapshot)
     data = TrainingData.from_snapshot(snapshot, model.weights)
     # Image models (and any plugin that wants item embeddings) get them from the host.
@@ -75,6 +86,71 @@ def check_models(config: Config, registry: Registry) -> None:
             validate_weights(model.weights)
         except WeightError as error:
             raise ConfigError(config.source, f"models.{name}.weights", str(error)) from None
+    check_ensembles(config, registry)
+
+
+def ensemble_members(model: ModelConfig, registry: Registry) -> tuple[str, ...]:
+    """The members of a model whose algorithm is an ensemble (none for other models)."""
+    cls = registry.algorithms.get(model.algorithm)
+    if cls is None or not issubclass(cls, Ensemble):
+        return ()
+    return tuple(cls.validate(model.params)["members"])
+
+
+def check_ensembles(config: Config, registry: Registry) -> None:
+    """Every ensemble's members are configured models, and no ensemble contains itself."""
+    members = {name: ensemble_members(m, registry) for name, m in config.models.items()}
+    for name, names in members.items():
+        for member in names:
+            if member not in config.models:
+                known = ", ".join(sorted(config.models))
+                raise ConfigError(
+                    config.source,
+                    f"models.{name}.params.members",
+                    f"'{member}' is not a configured model (known: {known})",
+                )
+    for name in members:
+        path = _cycle(name, members, (name,))
+        if path is not None:
+            raise ConfigError(
+                config.source,
+                f"models.{name}.params.members",
+                f"an ensemble cannot contain itself: {' -> '.join(path)}",
+            )
+
+
+def _cycle(
+    name: str, members: Mapping[str, tuple[str, ...]], path: tuple[str, ...]
+) -> tuple[str, ...] | None:
+    """A chain of members from `path` back to its first model, or None."""
+    for member in members.get(name, ()):
+        if member == path[0]:
+            return (*path, member)
+        if member not in path:
+            found = _cycle(member, members, (*path, member))
+            if found is not None:
+                return found
+    return None
+
+
+def training_order(
+    names: list[str], models: Mapping[str, ModelConfig], registry: Registry
+) -> list[str]:
+    """The models in `names`, each ensemble after those of its members that are listed (so
+    that a member is not trained twice)."""
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in ordered:
+            return
+        for member in ensemble_members(models[name], registry):
+            if member in names:
+                visit(member)
+        ordered.append(name)
+
+    for name in names:
+        visit(name)
+    return ordered
 
 
 def current_version(directory: Path, model: str) -> str | None:
@@ -151,7 +227,7 @@ class LiveModels:
 
     def train(self, name: str) -> LoadedModel:
         """Train a model now and serve the new version."""
-        train_model(self.database, self.configs[name], self.registry, self.directory)
+        train_model(self.database, self.configs[name], self.registry, self.directory, self.configs)
         fresh = self._load(name)
         with self._lock:
             self._loaded = {**self._loaded, name: fresh}
@@ -161,8 +237,12 @@ class LiveModels:
         config = self.configs[name]
         version = current_version(self.directory, name)
         if version is None:
-            train_model(self.database, config, self.registry, self.directory)
+            train_model(self.database, config, self.registry, self.directory, self.configs)
             version = current_version(self.directory, name)
             assert version is not None
         cls = self.registry.algorithm(config.algorithm)
-        return LoadedModel(name, version, cls.load(self.directory / name / version))
+        algorithm = cls.load(self.directory / name / version)
+        if isinstance(algorithm, Ensemble):
+            # Members are resolved at each request, so that a retrained member counts at once.
+            algorithm.bind(lambda member: self.get(member).algorithm)
+        return LoadedModel(name, version, algorithm)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from plugins.algorithm import Algorithm, UserHistory, pad_scores, restrict
+from plugins.builtin.ensemble import Ensemble
 from plugins.training import validate_weights
 from server import ranking
 from server.evaluation import ExpressionEngine
@@ -58,6 +59,8 @@ class Query:
     exclude_interacted: bool = True
     user_impact: float = 0.0
     exclude_ids: frozenset[str] = frozenset()
+    ensemble_weights: tuple[tuple[str, float], ...] = ()
+    """The scenario's weights of its ensemble's members (over the model's own)."""
     vector: np.ndarray[Any, Any] | None = field(default=None, compare=False, repr=False)
     """Items to Image: the query picture's embedding (by the model's embedder)."""
 
@@ -127,6 +130,8 @@ class Pipeline:
         lap("filter")
 
         model = self._model(ctx, query.model).algorithm
+        if query.ensemble_weights and isinstance(model, Ensemble):
+            model = model.weighted(dict(query.ensemble_weights))
         history = self._history(ctx, query) if query.user_id is not None else UserHistory.empty()
         item_index = self._index(ctx, Entity.ITEM, query.item_id) if query.item_id else None
         self._exclude(ctx, query, mask, history, item_index, size)
@@ -325,13 +330,18 @@ class Pipeline:
 
     def _model(self, ctx: ReadContext, name: str) -> LoadedModel:
         """A served model; in a memory-only read, only one that is loaded already (loading
-        reads files, or even trains)."""
+        reads files, or even trains). An ensemble's members are loaded with it."""
         if ctx.memory_only:
-            loaded = self.models.peek(name)
-            if loaded is None:
+            found = self.models.peek(name)
+            if found is None:
                 raise NeedsDatabase(f"loading model {name!r}")
-            return loaded
-        return self.models.get(name)
+            loaded = found
+        else:
+            loaded = self.models.get(name)
+        if isinstance(loaded.algorithm, Ensemble):
+            for member in loaded.algorithm.members:
+                self._model(ctx, member)
+        return loaded
 
     def has_interactions(self, ctx: ReadContext, user_id: str) -> bool:
         """Whether the history index shows interactions of the user, which then exists

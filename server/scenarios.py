@@ -24,7 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from server.variants import Experiment
 
 ENDPOINTS = ("items-to-user", "items-to-item", "users-to-item", "users-to-user")
 MIN_RELEVANCE = ("low", "medium", "high")
@@ -50,6 +53,8 @@ LOGIC_ALIASES = {
     "reqo:visually-similar": "visually-similar",
 }
 FALLBACK_MODEL = "popularity"
+ENSEMBLE_ALGORITHM = "ensemble"
+"""The algorithm whose models may take a scenario's `ensemble_weights`."""
 
 _MODEL_KEYS = {"algorithm", "params", "weights"}
 _SCENARIO_KEYS = {
@@ -65,6 +70,9 @@ _SCENARIO_KEYS = {
     "exclude_interacted",
     "return_properties",
     "included_properties",
+    "ensemble_weights",
+    "variants",
+    "allocation",
 }
 
 
@@ -104,10 +112,21 @@ class ScenarioConfig:
     exclude_interacted: bool = True
     return_properties: bool = False
     included_properties: tuple[str, ...] | None = None
+    ensemble_weights: Mapping[str, float] | None = None
+    """Weights of the scenario's ensemble's members, over the model's own (by member name)."""
+    experiment: Experiment | None = None
+    """Variants that share the traffic (server/variants.py); `model` is then the first one's."""
 
     def to_json(self) -> dict[str, Any]:
         """As Recombee's List Scenarios shows it (plus the model reqo serves it with)."""
-        return {"id": self.name, "endpoint": RECOMBEE_ENDPOINTS[self.endpoint], "model": self.model}
+        shown: dict[str, Any] = {
+            "id": self.name,
+            "endpoint": RECOMBEE_ENDPOINTS[self.endpoint],
+            "model": self.model,
+        }
+        if self.experiment is not None:
+            shown["experiment"] = self.experiment.to_json()
+        return shown
 
 
 def parse_models(
@@ -162,7 +181,13 @@ def parse_scenarios(value: object, models: Mapping[str, ModelConfig]) -> dict[st
             raise ScenarioError(f"{key}.endpoint", f"must be one of {', '.join(ENDPOINTS)}")
         if "model" in settings and "logic" in settings:
             raise ScenarioError(key, "give either model or logic, not both")
+        # Imported here: server.variants builds on this module's ScenarioError and models.
+        from server.variants import parse_experiment
+
+        experiment = parse_experiment(key, settings, models)
         model = settings.get("model", settings.get("logic"))
+        if experiment is not None:
+            model = experiment.variants[0].model
         if model is not None:
             model = resolve_model(
                 model, models, f"{key}.{'model' if 'model' in settings else 'logic'}"
@@ -188,6 +213,10 @@ def parse_scenarios(value: object, models: Mapping[str, ModelConfig]) -> dict[st
             included_properties=_names(
                 f"{key}.included_properties", settings.get("included_properties")
             ),
+            ensemble_weights=_ensemble_weights(
+                f"{key}.ensemble_weights", settings.get("ensemble_weights"), models.get(model or "")
+            ),
+            experiment=experiment,
         )
     return scenarios
 
@@ -201,6 +230,34 @@ def resolve_model(name: object, models: Mapping[str, ModelConfig], key: str) -> 
         known = ", ".join([*sorted(models), *LOGIC_ALIASES])
         raise ScenarioError(key, f"unknown model or logic '{name}' (known: {known})")
     return resolved
+
+
+def _ensemble_weights(
+    key: str, value: object, model: ModelConfig | None
+) -> dict[str, float] | None:
+    """A scenario's weights of its ensemble's members: names of members, numbers >= 0."""
+    if value is None:
+        return None
+    if model is None or model.algorithm != ENSEMBLE_ALGORITHM:
+        found = "no model" if model is None else f"model '{model.name}' ({model.algorithm})"
+        raise ScenarioError(key, f"needs a scenario model of algorithm ensemble, not {found}")
+    if not isinstance(value, Mapping) or not value:
+        raise ScenarioError(key, "must be a mapping of member -> weight")
+    members = model.params.get("members")
+    members = list(members) if isinstance(members, list) else []
+    own = model.params.get("weights")
+    weights = {**(own if isinstance(own, Mapping) else {}), **value}
+    for name, weight in value.items():
+        if name not in members:
+            listed = ", ".join(map(str, members)) or "none"
+            raise ScenarioError(
+                f"{key}.{name}", f"is not a member of ensemble '{model.name}' ({listed})"
+            )
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0:
+            raise ScenarioError(f"{key}.{name}", f"must be a number >= 0, not {weight!r}")
+    if all(weights.get(member, 1.0) == 0 for member in members):
+        raise ScenarioError(key, "at least one member must weigh more than 0")
+    return {str(name): float(weight) for name, weight in value.items()}
 
 
 def _check_keys(key: str, mapping: Mapping[Any, Any], allowed: set[str]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from plugins.manager import Registry
+from server.bandits import Experiments
 from server.config import Config, DatabaseConfig
 from server.evaluation import ExpressionEngine
 from server.models import LiveModels
@@ -24,6 +25,8 @@ class Served:
     models: LiveModels
     pipeline: Pipeline
     log: RecommendationLog
+    experiments: Experiments
+    """The scenarios' variant allocation (bandits, A/B splits) and their counters."""
 
 
 class Store:
@@ -45,14 +48,25 @@ class Store:
             models = LiveModels(
                 database, dict(self.config.models), self.registry, self.config.models_dir(name)
             )
+            log = RecommendationLog(database)
+            experiments = Experiments(database, log)
+            # The posteriors and sticky assignments survive a restart: they are rebuilt from
+            # the recommendation log, the interactions and the assignments table.
+            experiments.load(horizon=self._longest_sticky())
             self._served[name] = Served(
-                database,
-                settings,
-                engine,
-                models,
-                Pipeline(engine, models),
-                RecommendationLog(database),
+                database, settings, engine, models, Pipeline(engine, models), log, experiments
             )
+
+    def _longest_sticky(self) -> float:
+        """The longest time a configured experiment keeps a user on a variant (seconds)."""
+        return max(
+            (
+                s.experiment.sticky_seconds
+                for s in self.config.scenarios.values()
+                if s.experiment is not None
+            ),
+            default=0.0,
+        )
 
     def get(self, name: str) -> Served | None:
         return self._served.get(name)

@@ -336,6 +336,7 @@ def reset(ctx: WriteContext) -> str:
         ctx.conn.execute(f"DELETE FROM {entity.table}")
     ctx.conn.execute("DELETE FROM interactions")
     ctx.conn.execute("DELETE FROM recommendations")
+    ctx.conn.execute("DELETE FROM variant_assignments")
     ctx.schema_changed()
     ctx.touched_interactions()
     return "ok"

@@ -69,6 +69,17 @@ _BOOTSTRAP = [
         returned VARCHAR[] NOT NULL,
         next_calls INTEGER NOT NULL
     )""",
+    # server/bandits.py: the variant of a scenario's experiment that served the recommendation
+    # (added after the table's first release: older files get the column here).
+    "ALTER TABLE recommendations ADD COLUMN IF NOT EXISTS variant VARCHAR",
+    # server/bandits.py: which variant each user is held to (sticky allocation), and since when
+    """CREATE TABLE IF NOT EXISTS variant_assignments (
+        scenario VARCHAR NOT NULL,
+        user_id VARCHAR NOT NULL,
+        variant VARCHAR NOT NULL,
+        assigned TIMESTAMP NOT NULL,
+        PRIMARY KEY (scenario, user_id)
+    )""",
     # storage/embeddings.py: image vectors by embedder, its settings and the image's content hash
     """CREATE TABLE IF NOT EXISTS image_embeddings (
         embedder VARCHAR NOT NULL,

@@ -27,12 +27,14 @@ class Recommendation:
     params: dict[str, Any]
     returned: tuple[str, ...]
     next_calls: int
+    variant: str | None = None
+    """The variant of the scenario's experiment that served it (server/bandits.py)."""
 
 
 def log_recommendation(ctx: WriteContext, record: Recommendation) -> None:
     ctx.conn.execute(
         "INSERT INTO recommendations VALUES "
-        "(?, make_timestamp(CAST(? * 1000000 AS BIGINT)), ?, ?, ?, ?, ?, ?, ?)",
+        "(?, make_timestamp(CAST(? * 1000000 AS BIGINT)), ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             record.recomm_id,
             record.timestamp,
@@ -43,6 +45,7 @@ def log_recommendation(ctx: WriteContext, record: Recommendation) -> None:
             json.dumps(record.params, sort_keys=True),
             list(record.returned),
             record.next_calls,
+            record.variant,
         ],
     )
 
@@ -50,13 +53,22 @@ def log_recommendation(ctx: WriteContext, record: Recommendation) -> None:
 def get_recommendation(ctx: ReadContext, recomm_id: str) -> Recommendation | None:
     row = ctx.conn.execute(
         "SELECT recomm_id, epoch_us(ts) / 1e6, endpoint, user_id, item_id, scenario, params, "
-        "returned, next_calls FROM recommendations WHERE recomm_id = ?",
+        "returned, next_calls, variant FROM recommendations WHERE recomm_id = ?",
         [recomm_id],
     ).fetchone()
     if row is None:
         return None
     return Recommendation(
-        row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), tuple(row[7]), row[8]
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        json.loads(row[6]),
+        tuple(row[7]),
+        row[8],
+        row[9],
     )
 
 
@@ -116,7 +128,7 @@ def log_recommendations(ctx: WriteContext, records: Sequence[Recommendation]) ->
             "unnest($endpoints::VARCHAR[]), unnest($users::VARCHAR[]), "
             "unnest($items::VARCHAR[]), unnest($scenarios::VARCHAR[]), "
             "unnest($params::VARCHAR[]), unnest($returned::VARCHAR[][]), "
-            "unnest($next_calls::INTEGER[]))",
+            "unnest($next_calls::INTEGER[]), unnest($variants::VARCHAR[]))",
             {
                 "ids": [r.recomm_id for r in records],
                 "timestamps": [r.timestamp for r in records],
@@ -127,6 +139,7 @@ def log_recommendations(ctx: WriteContext, records: Sequence[Recommendation]) ->
                 "params": [json.dumps(r.params, sort_keys=True) for r in records],
                 "returned": [list(r.returned) for r in records],
                 "next_calls": [r.next_calls for r in records],
+                "variants": [r.variant for r in records],
             },
         )
     return [None] * len(records)

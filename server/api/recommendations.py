@@ -29,6 +29,7 @@ from storage.recommendations import (
 from storage.schema import Entity, validate_id
 
 if TYPE_CHECKING:
+    from server.bandits import Experiments
     from server.store import Served
 
 NEXT_ITEMS_LIFETIME = 30 * 60
@@ -79,6 +80,12 @@ class Request:
     included_properties: tuple[str, ...] | None
     reql_expressions: Mapping[str, str]
     params: Mapping[str, Any]
+    experiment: ScenarioConfig | None = None
+    """The scenario whose variants share its traffic, where this request takes part (it does
+    not when it names its own `logic`)."""
+    variant: str | None = None
+    """The variant allocated to serve it (`allocate`)."""
+    return_ab_group: bool = False
 
 
 def parse_request(
@@ -105,6 +112,7 @@ def parse_request(
         validate_id(item_id, "itemId")
     model = scenario.model or DEFAULT_MODEL[endpoint]
     logic = merged.get("logic")
+    experiment = scenario if scenario.experiment is not None and logic is None else None
     if logic is not None:
         name = logic.get("name") if isinstance(logic, Mapping) else logic
         try:
@@ -145,6 +153,10 @@ def parse_request(
         min_relevance=min_relevance,
         exclude_interacted=scenario.exclude_interacted,
         user_impact=0.0 if user_impact is None else user_impact,
+        # The scenario's member weights are for its own model, not one that `logic` picks.
+        ensemble_weights=tuple((scenario.ensemble_weights or {}).items())
+        if model == scenario.model
+        else (),
     )
     return Request(
         query=query,
@@ -156,7 +168,27 @@ def parse_request(
         else scenario.included_properties,
         reql_expressions=dict(expressions),
         params=dict(merged),
+        experiment=experiment,
+        return_ab_group=read_bool(merged, "returnAbGroup", False),
     )
+
+
+def allocate(experiments: Experiments, request: Request) -> Request:
+    """The request as the variant that its scenario's experiment allocates it to serves it
+    (unchanged where it takes part in no experiment, or is allocated already)."""
+    if request.experiment is None or request.variant is not None:
+        return request
+    variant = experiments.assign(request.experiment, request.query.user_id)
+    if variant is None:
+        return request
+    weights = tuple((variant.ensemble_weights or {}).items())
+    query = replace(request.query, model=variant.model, ensemble_weights=weights)
+    return replace(request, query=query, variant=variant.name)
+
+
+def ab_group(request: Request) -> dict[str, str]:
+    """Recombee's `abGroup` field, where the request asked for it and a variant served it."""
+    return {"abGroup": request.variant} if request.return_ab_group and request.variant else {}
 
 
 def ensure_context(ctx: WriteContext, request: Request) -> None:
@@ -217,6 +249,7 @@ def new_log(request: Request, ids: list[str], endpoint: str) -> Recommendation:
         params={k: v for k, v in request.params.items() if k != "count"},
         returned=tuple(ids),
         next_calls=0,
+        variant=request.variant,
     )
 
 
@@ -249,19 +282,26 @@ def recommend_in_transaction(
     request: Request,
     endpoint: str,
     exclude: frozenset[str] = frozenset(),
+    experiments: Experiments | None = None,
 ) -> dict[str, Any]:
     """A whole recommendation inside one write transaction (a batch's sub-request)."""
     if exclude:
         request = replace(request, query=replace(request.query, exclude_ids=exclude))
+    if experiments is not None:
+        request = allocate(experiments, request)
     ensure_context(ctx, request)
     body, result = respond(ctx, pipeline, request)
     record = new_log(request, result.ids, endpoint)
     log_recommendation(ctx, record)
-    return {"recommId": record.recomm_id, **body}
+    if experiments is not None and request.scenario and request.variant:
+        experiments.served(request.scenario, request.variant)
+    return {"recommId": record.recomm_id, **body, **ab_group(request)}
 
 
 async def recommend(served: Served, request: Request, endpoint: str) -> dict[str, Any]:
     database, pipeline = served.database, served.pipeline
+    request = allocate(served.experiments, request)
+    served.experiments.maybe_refresh()
     if request.query.rotation_rate > 0:
         # Rotation reads what was recommended lately: the log of every response sent.
         await served.log.settled()
@@ -279,7 +319,9 @@ async def recommend(served: Served, request: Request, endpoint: str) -> dict[str
     body, result = answer
     record = new_log(request, result.ids, endpoint)
     served.log.add(record)
-    return {"recommId": record.recomm_id, **body}
+    if request.scenario and request.variant:
+        served.experiments.served(request.scenario, request.variant)
+    return {"recommId": record.recomm_id, **body, **ab_group(request)}
 
 
 def _respond_if_known(
@@ -300,6 +342,8 @@ def _respond_if_known(
 async def recommend_for_image(served: Served, request: Request, image: Any) -> dict[str, Any]:
     """Items to Image: embed the picture with the model's embedder (off the event loop: a CNN
     takes tens of milliseconds), then recommend as for any query."""
+    # The variant first: its model embeds the picture.
+    request = allocate(served.experiments, request)
     loaded = await asyncio.to_thread(served.models.get, request.query.model)
     algorithm = loaded.algorithm
     if not algorithm.embeds_images:
@@ -346,19 +390,30 @@ async def next_items(
     request = parse_request(
         record.endpoint, args, Params(body={**record.params, "count": count}), scenarios, models
     )
+    query = _excluding(request.query, record.returned)
+    # The next page comes from the variant that served the first (no new allocation).
+    variant = None
+    if request.experiment is not None and request.experiment.experiment is not None:
+        served_by = request.experiment.experiment.variant(record.variant)
+        if served_by is not None:
+            weights = tuple((served_by.ensemble_weights or {}).items())
+            query = replace(query, model=served_by.model, ensemble_weights=weights)
+            variant = served_by.name
     request = Request(
-        query=_excluding(request.query, record.returned),
+        query=query,
         scenario=request.scenario,
         cascade_create=False,
         return_properties=request.return_properties,
         included_properties=request.included_properties,
         reql_expressions=request.reql_expressions,
         params=request.params,
+        return_ab_group=request.return_ab_group,
+        variant=variant,
     )
     body, result = await database.read(lambda ctx: respond(ctx, pipeline, request))
     await database.write(lambda ctx: extend_recommendation(ctx, recomm_id, result.ids))
     body["numberNextRecommsCalls"] = record.next_calls + 1
-    return {"recommId": recomm_id, **body}
+    return {"recommId": recomm_id, **body, **ab_group(request)}
 
 
 def _excluding(query: Query, ids: tuple[str, ...]) -> Query:
