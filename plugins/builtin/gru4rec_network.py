@@ -63,8 +63,11 @@ class SessionGRU(nn.Module):
             self.register_buffer("vectors", torch.empty(n_items, vector_size, device=meta))
             self.projection = nn.Linear(vector_size, width, device=meta)
             # The scoring side sees the vectors too: an item rarely seen in training still
-            # gets a usable output embedding from what it looks like.
-            self.output_projection = nn.Linear(vector_size, hidden, bias=False, device=meta)
+            # gets a usable output embedding from what it looks like. With the constrained
+            # embedding the input and output sides share the projection as they share the id
+            # table, so that from the start an item scores by how much it looks like the input.
+            if not self.shared:
+                self.output_projection = nn.Linear(vector_size, hidden, bias=False, device=meta)
             size += width
         self.grus = nn.ModuleList(
             nn.GRU(size if i == 0 else hidden, hidden, batch_first=True, device=meta)
@@ -161,22 +164,32 @@ class SessionGRU(nn.Module):
         out[torch.tensor(rows, device=out.device)] = last[0]
         return out
 
+    def _scoring_projection(self) -> torch.Tensor | None:
+        """The weight (hidden, vector size) that projects item vectors on the scoring side."""
+        if self.output_projection is not None:
+            return self.output_projection.weight
+        if self.projection is not None and self.shared:
+            return self.projection.weight
+        return None
+
     def score_all(self, state: torch.Tensor) -> torch.Tensor:
         """Scores of every item for each state: (len(state), n_items)."""
         scores = torch.addmm(self.bias[:, 0], state, self.output.T)
-        if self.output_projection is not None:
+        weight = self._scoring_projection()
+        if weight is not None:
             # state . (P v_j) = (state P) . v_j: one small product instead of projecting every
             # item's vector.
             vectors: torch.Tensor = self.get_buffer("vectors")
-            scores = scores + (state @ self.output_projection.weight) @ vectors.T
+            scores = scores + (state @ weight) @ vectors.T
         return scores
 
     def score_some(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Training scores of some items (the targets, then the negatives) for each state."""
         output = F.embedding(items, self.output, sparse=True)
-        if self.output_projection is not None:
+        weight = self._scoring_projection()
+        if weight is not None:
             vectors: torch.Tensor = self.get_buffer("vectors")
-            output = output + self.output_projection(vectors[items])
+            output = output + vectors[items] @ weight.T
         bias = F.embedding(items, self.bias, sparse=True)
         return state @ output.T + bias.T
 
