@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from plugins.training import TrainingData
 from storage import catalog
 from storage.database import Database, WriteContext
 from storage.interactions import InteractionKind, apply_interaction_writes, parse_interaction
@@ -55,3 +56,18 @@ def build_catalog(
 
     database.write_sync(fill)
     return database
+
+
+def with_item_vectors(database: Database) -> TrainingData:
+    """A snapshot's training data with the host's item-vector provider (over the built-in and
+    installed plugins), as the server trains a model."""
+    from dataclasses import replace
+
+    from plugins.manager import collect, get_plugin_manager
+    from server.item_vectors import provider_for
+    from storage.snapshot import take_snapshot
+
+    data = TrainingData.from_snapshot(database.read_sync(take_snapshot))
+    registry = collect(get_plugin_manager())
+    provider = provider_for(database, registry, data.item_properties, data.n_items)
+    return replace(data, item_vectors=provider)

@@ -15,10 +15,9 @@ from plugins.algorithm import UserHistory
 from plugins.builtin.visual import VisualSimilarity
 from plugins.manager import collect, get_plugin_manager
 from plugins.training import TrainingData
-from server.item_vectors import provider_for
 from storage import fashion_mnist
 from storage.database import Database
-from storage.snapshot import take_snapshot
+from tests.plugins.catalog import with_item_vectors
 
 REGISTRY = collect(get_plugin_manager())
 PIXELS = {"embedder": "pixels"}
@@ -34,9 +33,7 @@ def fashion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
 
 
 def training_data(database: Database) -> TrainingData:
-    data = TrainingData.from_snapshot(database.read_sync(take_snapshot))
-    provider = provider_for(database, REGISTRY, data.item_properties, data.n_items)
-    return replace(data, item_vectors=provider)
+    return with_item_vectors(database)
 
 
 def categories(data: TrainingData) -> np.ndarray:

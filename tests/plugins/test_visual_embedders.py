@@ -17,11 +17,11 @@ from plugins.builtin.visual import VisualSimilarity
 from plugins.images import ImageBytes, LoadedImage, load_image
 from plugins.manager import collect, get_plugin_manager
 from plugins.training import TrainingData
-from server.item_vectors import provider_for
 from storage import catalog, fashion_mnist
 from storage.database import Database, WriteContext
 from storage.schema import Entity
 from storage.snapshot import take_snapshot
+from tests.plugins.catalog import with_item_vectors
 
 REGISTRY = collect(get_plugin_manager())
 SMALL_CNN = {"embedder": "small-cnn", "embedder_settings": {"epochs": 4, "device": "cpu"}}
@@ -37,9 +37,7 @@ def fashion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
 
 
 def training_data(database: Database) -> TrainingData:
-    data = TrainingData.from_snapshot(database.read_sync(take_snapshot))
-    provider = provider_for(database, REGISTRY, data.item_properties, data.n_items)
-    return replace(data, item_vectors=provider)
+    return with_item_vectors(database)
 
 
 def same_category_share(model: VisualSimilarity, data: TrainingData, k: int = 10) -> float:
