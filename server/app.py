@@ -263,7 +263,7 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
             params = await read_params(request)
             check_known(params.merged, ("model",))
             wanted = read_str(params.merged, "model")
-            names = [wanted] if wanted else sorted(served.models.configs)
+            names = [wanted] if wanted else served.models.training_order()
             for name in names:
                 if name not in served.models.configs:
                     raise BadParameter("model", f"unknown model '{name}'")

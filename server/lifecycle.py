@@ -51,7 +51,7 @@ class Live:
             if not self.config.train_every:
                 continue
             for served in self.store.all():
-                for name in sorted(served.models.configs):
+                for name in served.models.training_order():
                     try:
                         await asyncio.to_thread(served.models.train, name)
                     except Exception:

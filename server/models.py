@@ -225,6 +225,11 @@ class LiveModels:
             }
             self.configs = configs
 
+    def training_order(self) -> list[str]:
+        """Every configured model, each ensemble after its members (so that training them all
+        trains a member once)."""
+        return training_order(sorted(self.configs), self.configs, self.registry)
+
     def train(self, name: str) -> LoadedModel:
         """Train a model now and serve the new version."""
         train_model(self.database, self.configs[name], self.registry, self.directory, self.configs)

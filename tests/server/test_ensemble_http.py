@@ -238,3 +238,12 @@ def test_an_overlay_sets_a_scenarios_weights(server: RunningServer) -> None:
     tuned = {u: recommend(server, u, "tuned") for u in users}
     assert tuned == {u: recommend(server, u, "blend-knn") for u in users}
     assert tuned != {u: recommend(server, u, "blend") for u in users}
+
+
+def test_training_every_model_trains_each_member_once(server: RunningServer) -> None:
+    """The fixture's POST /-/train trains every model; "blend" sorts before its members, and
+    is trained after them all the same, so that each member has exactly one version."""
+    models = server.directory / "data" / "models" / "test"
+    for member in ("ease", "knn"):
+        versions = [p for p in (models / member).iterdir() if p.is_dir()]
+        assert len(versions) == 1, versions
