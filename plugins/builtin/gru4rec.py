@@ -38,12 +38,9 @@ import numpy as np
 from plugins.algorithm import Algorithm, Parameter, ParameterError, UserHistory
 from plugins.builtin.image_embedders import DEFAULT_EMBEDDER
 from plugins.builtin.next_item import (
-    EarlyStopping,
     NextItemAlgorithm,
-    epoch_bar,
     torch_device,
     training_parameters,
-    validation_ndcg,
 )
 from plugins.builtin.sessions import (
     NegativeSampler,
@@ -156,12 +153,7 @@ class GRU4Rec(NextItemAlgorithm):
         from plugins.builtin.gru4rec_network import AdagradM, Adam
 
         s = self.settings
-        self.n_items = data.n_items
-        device = torch_device(s["device"])
-        self.device_used = device.type
-        seed = int(s["seed"])
-        generator = torch.Generator(device=device).manual_seed(seed)
-        rng = np.random.default_rng(seed)
+        device, generator, rng = self._start_fit(data)
         vectors = self._item_vectors(data)
         network = self._build(device, 0 if vectors is None else vectors.shape[1])
         network.initialise(generator)
@@ -185,29 +177,15 @@ class GRU4Rec(NextItemAlgorithm):
             else Adam(network, float(s["learning_rate"]))
         )
         batches = _Batches(starts, ends, items, sampler, log_counts, generator)
-        stopping = EarlyStopping(int(s["patience"]))
-        self.validation_ndcg, self.losses = stopping.curve, []
-        epochs = epoch_bar(self.name, int(s["epochs"]))
-        for epoch in epochs:
+
+        def one_epoch() -> float:
             if s["session_order"] == "time":
                 order = np.argsort(data.timestamps[starts], kind="stable")
             else:
                 order = rng.permutation(len(starts))
-            network.train()
-            self.losses.append(self._epoch(network, optimiser, order, batches))
-            self.epochs_trained = epoch
-            network.eval()
-            if data.validation is None:
-                continue
-            ndcg = validation_ndcg(self, data)
-            epochs.set_postfix_str(f"validation NDCG@10 {ndcg:.4f}", refresh=False)
-            if stopping.update(epoch, ndcg, network):
-                break
-        epochs.close()
-        if stopping.best is not None:
-            network.load_state_dict(stopping.best)
-        self.best_epoch = stopping.best_epoch or self.epochs_trained
-        network.eval()
+            return self._epoch(network, optimiser, order, batches)
+
+        self._train_epochs(network, data, one_epoch)
 
     def _epoch(
         self,

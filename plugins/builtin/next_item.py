@@ -6,7 +6,7 @@ torch is imported inside the functions: loading the built-in plugins must not pa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -159,6 +159,47 @@ class NextItemAlgorithm(Algorithm):
     def fit(self, data: TrainingData) -> None:
         with torch_threads(int(self.settings["threads"])):
             self._fit(data)
+
+    def _start_fit(
+        self, data: TrainingData
+    ) -> tuple[torch.device, torch.Generator, np.random.Generator]:
+        """Record the item count and the device of this fit; its seeded torch and numpy
+        generators."""
+        import torch
+
+        self.n_items = data.n_items
+        device = torch_device(self.settings["device"])
+        self.device_used = device.type
+        seed = int(self.settings["seed"])
+        generator = torch.Generator(device=device).manual_seed(seed)
+        return device, generator, np.random.default_rng(seed)
+
+    def _train_epochs(
+        self, network: torch.nn.Module, data: TrainingData, one_epoch: Callable[[], float]
+    ) -> None:
+        """Up to `epochs` epochs of `one_epoch` (which trains one and returns its mean loss),
+        stopping early on the validation NDCG@10 where there is a validation holdout, and
+        keeping the best epoch's weights. `network` must already be the model's, so that the
+        validation scores through `user_scores`."""
+        stopping = EarlyStopping(int(self.settings["patience"]))
+        self.validation_ndcg, self.losses = stopping.curve, []
+        epochs = epoch_bar(self.name, int(self.settings["epochs"]))
+        for epoch in epochs:
+            network.train()
+            self.losses.append(one_epoch())
+            self.epochs_trained = epoch
+            network.eval()
+            if data.validation is None:
+                continue
+            ndcg = validation_ndcg(self, data)
+            epochs.set_postfix_str(f"validation NDCG@10 {ndcg:.4f}", refresh=False)
+            if stopping.update(epoch, ndcg, network):
+                break
+        epochs.close()
+        if stopping.best is not None:
+            network.load_state_dict(stopping.best)
+        self.best_epoch = stopping.best_epoch or self.epochs_trained
+        network.eval()
 
     def _fit(self, data: TrainingData) -> None:
         raise NotImplementedError

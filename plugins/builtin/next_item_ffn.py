@@ -26,12 +26,9 @@ import numpy as np
 
 from plugins.algorithm import Algorithm, Parameter, UserHistory
 from plugins.builtin.next_item import (
-    EarlyStopping,
     NextItemAlgorithm,
-    epoch_bar,
     torch_device,
     training_parameters,
-    validation_ndcg,
 )
 from plugins.hookspecs import hookimpl
 from plugins.training import TrainingData
@@ -96,12 +93,7 @@ class NextItemFFN(NextItemAlgorithm):
         import torch.nn.functional as F
 
         s = self.settings
-        self.n_items = data.n_items
-        device = torch_device(s["device"])
-        self.device_used = device.type
-        seed = int(s["seed"])
-        generator = torch.Generator(device=device).manual_seed(seed)
-        rng = np.random.default_rng(seed)
+        device, generator, rng = self._start_fit(data)
         network = self._build(device, generator)
         self.network = network
         inputs, targets = training_pairs(data, int(s["history_length"]))
@@ -113,11 +105,8 @@ class NextItemFFN(NextItemAlgorithm):
             weight_decay=float(s["weight_decay"]),
         )
         batch_size = int(s["batch_size"])
-        stopping = EarlyStopping(int(s["patience"]))
-        self.validation_ndcg, self.losses = stopping.curve, []
-        epochs = epoch_bar(self.name, int(s["epochs"]))
-        for epoch in epochs:
-            network.train()
+
+        def one_epoch() -> float:
             order = torch.from_numpy(rng.permutation(len(targets))).to(device)
             total = 0.0
             for start in range(0, len(order), batch_size):
@@ -128,20 +117,9 @@ class NextItemFFN(NextItemAlgorithm):
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimiser.step()
                 total += float(loss.detach()) * len(batch)
-            self.losses.append(total / max(len(targets), 1))
-            self.epochs_trained = epoch
-            network.eval()
-            if data.validation is None:
-                continue
-            ndcg = validation_ndcg(self, data)
-            epochs.set_postfix_str(f"validation NDCG@10 {ndcg:.4f}", refresh=False)
-            if stopping.update(epoch, ndcg, network):
-                break
-        epochs.close()
-        if stopping.best is not None:
-            network.load_state_dict(stopping.best)
-        self.best_epoch = stopping.best_epoch or self.epochs_trained
-        network.eval()
+            return total / max(len(targets), 1)
+
+        self._train_epochs(network, data, one_epoch)
 
     def _build(
         self, device: torch.device, generator: torch.Generator | None
