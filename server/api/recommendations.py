@@ -301,7 +301,10 @@ def recommend_in_transaction(
 async def recommend(served: Served, request: Request, endpoint: str) -> dict[str, Any]:
     database, pipeline = served.database, served.pipeline
     request = allocate(served.experiments, request)
-    served.experiments.maybe_refresh()
+    if request.variant is not None:
+        # Only an experiment's requests read its rewards again: other traffic never pays for
+        # the query.
+        served.experiments.maybe_refresh()
     if request.query.rotation_rate > 0:
         # Rotation reads what was recommended lately: the log of every response sent.
         await served.log.settled()
