@@ -53,8 +53,30 @@ def get_plugin_manager(extra: Sequence[str] = ()) -> pluggy.PluginManager:
         module = _import(spec)
         if manager.is_registered(module):
             continue
+        _check_hooks(manager, spec, module)
         manager.register(module, name=spec)
     return manager
+
+
+def _check_hooks(manager: pluggy.PluginManager, spec: str, module: ModuleType) -> None:
+    """A listed module must implement a reqo hook, and only reqo hooks: pluggy would register
+    `plugins: [os]`, or a misspelt hook, without a word, and the plugin would never run."""
+    hooks = [name for name in vars(hookspecs) if manager.parse_hookspec_opts(hookspecs, name)]
+    what = f"plugin file {spec}" if spec.endswith(".py") or "/" in spec else f"module {spec!r}"
+    implemented = []
+    for name in dir(module):
+        options = manager.parse_hookimpl_opts(module, name)
+        if options is None:
+            continue
+        hook = options.get("specname") or name
+        if hook not in hooks and not options.get("optionalhook"):
+            raise PluginError(
+                f"{what}: {name} is marked @hookimpl but {hook} is no reqo hook "
+                f"({', '.join(hooks)})"
+            )
+        implemented.append(hook)
+    if not implemented:
+        raise PluginError(f"{what} implements no reqo hook ({', '.join(hooks)})")
 
 
 def _import(spec: str) -> ModuleType:

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import secrets
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from plugins.manager import PluginError, Registry, collect, get_plugin_manager
+from server.admission import Admission, Traffic
+from server.api.admin import ServerState, admin_routes
 from server.api.batch import PreparedBatch, parse_batch, run_batch
+from server.api.body import read_params
 from server.api.catalog import catalog_operations
 from server.api.image_search import ENDPOINT, read_image_request
 from server.api.image_search import PATH as IMAGE_PATH
@@ -32,7 +36,6 @@ from server.api.operations import (
     OperationTable,
     Params,
     error_body,
-    read_body,
 )
 from server.api.recommendations import (
     PATHS,
@@ -40,23 +43,20 @@ from server.api.recommendations import (
     parse_request,
     recommend,
     recommend_for_image,
-    recommend_in_transaction,
     recommendation_operations,
 )
-from server.auth import AUTH_PARAMETERS, verify_request
+from server.auth import check_digest, verify_request
+from server.boundary import ErrorBoundary, SafeJSONResponse
 from server.config import Config, ConfigError
+from server.expressions import LIMITS
 from server.lifecycle import Live
 from server.models import check_models
 from server.store import Served, Store
-from storage.database import Database, WriteContext
-from storage.errors import BadParameter, InvalidInput, NotFound, StorageError
+from storage.database import Database
+from storage.errors import BadParameter, NotFound, StorageError
 from storage.params import check_known, read_str
 
-OPENAPI = Path(__file__).with_name("openapi.yaml")
-"""reqo's extensions to Recombee's API, as an OpenAPI document."""
 logger = logging.getLogger("reqo")
-MAX_BODY_BYTES = 64 * 2**20
-"""A full batch of 10,000 requests takes a few MB; anything far larger is refused with 413."""
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -71,19 +71,6 @@ def load_registry(config: Config) -> Registry:
     return registry
 
 
-def plugins_json(registry: Registry) -> dict[str, Any]:
-    return {
-        "plugins": [p.to_json() for p in registry.plugins],
-        "algorithms": {
-            name: {
-                "description": cls.description,
-                "parameters": {p.name: p.default for p in cls.parameters},
-            }
-            for name, cls in sorted(registry.algorithms.items())
-        },
-    }
-
-
 def operation_table() -> OperationTable:
     """Every operation of Recombee's API that reqo serves."""
     return OperationTable(
@@ -94,9 +81,14 @@ def operation_table() -> OperationTable:
 def create_app(config: Config, registry: Registry | None = None) -> Starlette:
     """Build the application for a configuration; databases open in the lifespan."""
     registry = registry if registry is not None else load_registry(config)
+    configure_limits(config)
     store = Store(config, registry)
     live = Live(config, registry, store)
     table = operation_table()
+    state = ServerState(store, live, registry, Traffic())
+    # Unknown databases are checked against a token nobody has, so that an unsigned or wrongly
+    # signed request learns nothing from the answer about which databases exist.
+    nobody = secrets.token_hex(32)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -106,9 +98,12 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.create_task(_reload_logged()))
+        state.started = True
         try:
             yield
         finally:
+            state.started = False
+            live.stop()
             trainer.cancel()
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
@@ -123,78 +118,78 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
             logger.error("reload refused: %s", error)
 
     def served_of(request: Request) -> Served:
+        """The request's database, once its signature is verified."""
         name = request.path_params["databaseId"]
         found = store.get(name)
         if found is None:
+            verify_request(request.scope, nobody, allow_unsigned=config.allow_unsigned)
             raise NotFound(f"database '{name}' does not exist on this server")
-        verify_request(request.scope, found.settings.token, allow_unsigned=config.allow_unsigned)
+        settings = found.settings
+        verify_request(
+            request.scope,
+            settings.token,
+            allow_unsigned=config.allow_unsigned,
+            strict=settings.strict_signatures,
+        )
         return found
 
-    def database_of(request: Request) -> Database:
-        return served_of(request).database
+    async def accept(request: Request) -> tuple[Served, Params]:
+        """The request's database and parameters, its signature (and body digest) verified."""
+        served = served_of(request)
+        params = await read_params(request)
+        if served.settings.strict_signatures and not _unsigned(request, config):
+            check_digest(request.scope, await request.body())
+        return served, params
 
     def endpoint(operation: Operation) -> Endpoint:
         async def handle(request: Request) -> Response:
             try:
-                database = database_of(request)
-                params = await read_params(request)
+                served, params = await accept(request)
                 args = {k: v for k, v in request.path_params.items() if k != "databaseId"}
-                result = await execute(database, operation, args, params)
+                result = await execute(served.database, operation, args, params)
             except StorageError as error:
-                return JSONResponse(error_body(error), status_code=error.status)
-            return JSONResponse(result, status_code=operation.status)
+                return SafeJSONResponse(error_body(error), status_code=error.status)
+            return SafeJSONResponse(result, status_code=operation.status)
 
         return handle
 
     async def batch(request: Request) -> Response:
         try:
-            database = database_of(request)
-            params = await read_params(request)
+            served, params = await accept(request)
             prepared = await asyncio.to_thread(parse_batch, table, params)
-            served = served_of(request)
             current = live.config
 
-            def recommend_one(ctx: WriteContext, call: Call, batch: PreparedBatch) -> Any:
+            async def recommend_one(call: Call, batch: PreparedBatch) -> Any:
                 kind = call.operation.recommendation
-                exclude = frozenset(batch.recommended) if batch.distinct_recomms else frozenset()
                 if kind == "next-items":
                     raise BadParameter("requests", "Recommend Next Items cannot be part of a batch")
                 assert kind is not None
                 parsed = parse_request(
                     kind, call.args, call.params, current.scenarios, current.models
                 )
-                body = recommend_in_transaction(
-                    ctx, served.pipeline, parsed, kind, exclude, served.experiments
-                )
+                if batch.distinct_recomms and batch.recommended:
+                    query = replace(parsed.query, exclude_ids=frozenset(batch.recommended))
+                    parsed = replace(parsed, query=query)
+                body = await recommend(served, parsed, kind)
                 batch.recommended.update(r["id"] for r in body["recomms"])
                 return body
 
-            result = await database.write(lambda ctx: run_batch(ctx, prepared, recommend_one))
+            result = await run_batch(served.database, prepared, recommend_one)
         except StorageError as error:
-            return JSONResponse(error_body(error), status_code=error.status)
-        return JSONResponse(result)
-
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "databases": store.names()})
-
-    async def openapi(request: Request) -> Response:
-        return Response(OPENAPI.read_bytes(), media_type="application/yaml")
-
-    async def plugins(request: Request) -> Response:
-        return JSONResponse(plugins_json(registry))
+            return SafeJSONResponse(error_body(error), status_code=error.status)
+        return SafeJSONResponse(result)
 
     def recommendation(endpoint: str) -> Endpoint:
         async def handle(request: Request) -> Response:
             try:
-                served = served_of(request)
-                params = await read_params(request)
+                served, params = await accept(request)
                 args = {k: v for k, v in request.path_params.items() if k != "databaseId"}
                 current = live.config
                 parsed = parse_request(endpoint, args, params, current.scenarios, current.models)
                 result = await recommend(served, parsed, endpoint)
             except StorageError as error:
-                return JSONResponse(error_body(error), status_code=error.status)
-            return JSONResponse(result)
+                return SafeJSONResponse(error_body(error), status_code=error.status)
+            return SafeJSONResponse(result)
 
         return handle
 
@@ -202,17 +197,18 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
         try:
             served = served_of(request)
             image, params = await read_image_request(request)
+            if served.settings.strict_signatures and not _unsigned(request, config):
+                check_digest(request.scope, await request.body())
             current = live.config
             parsed = parse_request(ENDPOINT, {}, params, current.scenarios, current.models)
             result = await recommend_for_image(served, parsed, image)
         except StorageError as error:
-            return JSONResponse(error_body(error), status_code=error.status)
-        return JSONResponse(result)
+            return SafeJSONResponse(error_body(error), status_code=error.status)
+        return SafeJSONResponse(result)
 
     async def next_page(request: Request) -> Response:
         try:
-            served = served_of(request)
-            params = await read_params(request)
+            served, params = await accept(request)
             result = await next_items(
                 served,
                 request.path_params["recommId"],
@@ -221,46 +217,27 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
                 live.config.models,
             )
         except StorageError as error:
-            return JSONResponse(error_body(error), status_code=error.status)
-        return JSONResponse(result)
+            return SafeJSONResponse(error_body(error), status_code=error.status)
+        return SafeJSONResponse(result)
 
     async def kpi(request: Request) -> Response:
         try:
-            served = served_of(request)
-            params = await read_params(request)
+            served, params = await accept(request)
             result = await kpi_report(served, params, live.config.scenarios)
         except StorageError as error:
-            return JSONResponse(error_body(error), status_code=error.status)
-        return JSONResponse(result)
+            return SafeJSONResponse(error_body(error), status_code=error.status)
+        return SafeJSONResponse(result)
 
     async def scenarios(request: Request) -> Response:
         try:
-            served_of(request)
+            await accept(request)
         except StorageError as error:
-            return JSONResponse(error_body(error), status_code=error.status)
-        return JSONResponse([s.to_json() for s in live.config.scenarios.values()])
-
-    async def reload(request: Request) -> Response:
-        # Any database's token signs it (or none, where unsigned requests are allowed).
-        refusals = []
-        for settings in config.databases.values():
-            try:
-                verify_request(request.scope, settings.token, allow_unsigned=config.allow_unsigned)
-                break
-            except StorageError as error:
-                refusals.append(error)
-        else:
-            return JSONResponse(error_body(refusals[0]), status_code=refusals[0].status)
-        try:
-            result = await live.reload()
-        except ConfigError as error:
-            return JSONResponse({"statusCode": 400, "error": str(error)}, status_code=400)
-        return JSONResponse(result)
+            return SafeJSONResponse(error_body(error), status_code=error.status)
+        return SafeJSONResponse([s.to_json() for s in live.config.scenarios.values()])
 
     async def train(request: Request) -> Response:
         try:
-            served = served_of(request)
-            params = await read_params(request)
+            served, params = await accept(request)
             check_known(params.merged, ("model",))
             wanted = read_str(params.merged, "model")
             names = [wanted] if wanted else served.models.training_order()
@@ -272,15 +249,12 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
                 loaded = await asyncio.to_thread(served.models.train, name)
                 versions[name] = loaded.version
         except StorageError as error:
-            return JSONResponse(error_body(error), status_code=error.status)
-        return JSONResponse({"trained": versions})
+            return SafeJSONResponse(error_body(error), status_code=error.status)
+        return SafeJSONResponse({"trained": versions})
 
     routes = [
-        Route("/-/health", health, methods=["GET"]),
+        *admin_routes(state),
         Route("/{databaseId}/-/train", train, methods=["POST"]),
-        Route("/-/plugins", plugins, methods=["GET"]),
-        Route("/-/openapi.yaml", openapi, methods=["GET"]),
-        Route("/-/reload", reload, methods=["POST"]),
         Route("/{databaseId}/scenarios/", scenarios, methods=["GET"]),
         Route("/{databaseId}/-/kpi", kpi, methods=["GET"]),
         Route("/{databaseId}/recomms/next/items/{recommId}", next_page, methods=["POST", "GET"]),
@@ -298,46 +272,48 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
             Route("/{databaseId}" + operation.path, endpoint(operation), methods=[operation.method])
         )
 
+    limits = config.limits
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={HTTPException: http_error, Exception: internal_error},
+        middleware=[
+            Middleware(
+                Admission,
+                databases=config.databases,
+                max_queued=limits.max_queued,
+                retry_after=limits.retry_after,
+                traffic=state.traffic,
+            ),
+            Middleware(ErrorBoundary),
+        ],
+        exception_handlers={HTTPException: http_error},
     )
+
+
+def configure_limits(config: Config) -> None:
+    """Apply the configuration's limits that live outside the application object."""
+    LIMITS.timeout = config.limits.query_timeout
+
+
+def _unsigned(request: Request, config: Config) -> bool:
+    """Whether a development server let the request in without a signature."""
+    return config.allow_unsigned and "hmac_sign" not in request.query_params
 
 
 async def execute(
     database: Database, operation: Operation, args: dict[str, str], params: Params
 ) -> Any:
     """Run an operation where it belongs: a reader thread, or the writer (coalesced if it can)."""
+    steps = operation.read_then_write
+    if steps is not None:
+        selected = await database.read(lambda ctx: steps.select(ctx, args, params))
+        return await database.write(lambda ctx: steps.apply(ctx, selected))
     if operation.coalesce is not None:
         payload = operation.coalesce.prepare(args, params)
         return await database.write_coalesced(operation.coalesce.apply, payload)
     if operation.mode is Mode.READ:
         return await database.read(lambda ctx: operation.handler(ctx, args, params))
     return await database.write(lambda ctx: operation.handler(ctx, args, params))
-
-
-async def read_params(request: Request) -> Params:
-    """The query parameters (without the signature) and the JSON body object."""
-    query = {k: v for k, v in request.query_params.items() if k not in AUTH_PARAMETERS}
-    raw = await _read_body(request)
-    if not raw.strip():
-        return Params(query=query)
-    try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidInput(f"the request body is not valid JSON: {error}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    return Params(query=query, body=body)
-
-
-async def _read_body(request: Request) -> bytes:
-    return await read_body(request, MAX_BODY_BYTES)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -347,10 +323,4 @@ async def http_error(request: Request, exc: Exception) -> Response:
         message = f"no endpoint {request.method} {request.url.path}"
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
-    return JSONResponse({"statusCode": exc.status_code, "error": message}, exc.status_code)
-
-
-async def internal_error(request: Request, exc: Exception) -> Response:
-    logger.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    body = {"statusCode": 500, "error": f"internal error: {type(exc).__name__}"}
-    return JSONResponse(body, status_code=500)
+    return SafeJSONResponse({"statusCode": exc.status_code, "error": message}, exc.status_code)

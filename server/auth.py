@@ -1,14 +1,32 @@
-"""Recombee's HMAC-SHA1 URL signing.
+"""Who may call what: Recombee's HMAC-SHA1 URL signing, reqo's stricter opt-in signing, and the
+admin token.
 
-The client appends `hmac_timestamp` (epoch seconds) to the URL, signs the path and query
-(starting at `/{databaseId}/`) with the database's private token, and appends `hmac_sign`.
-The server recomputes the signature over the same bytes and accepts a timestamp within 30 s.
+**Recombee's scheme.** The client appends `hmac_timestamp` (whole epoch seconds) to the URL,
+signs the path and query (starting at `/{databaseId}/`) with the database's private token, and
+appends `hmac_sign`. The server recomputes the signature over the same bytes and accepts a
+timestamp within 30 s. The scheme signs neither the method nor the body, and identical
+legitimate requests within one second (every Add Detail View to `/detailviews/`, every Batch)
+carry identical signatures, so a repeated signature cannot be refused. What remains exposed:
+whoever captures a signed URL (it travels in the request line) can, within the window, send it
+again, with another method or another body. TLS closes that: nobody on the path sees the URL.
+
+**Strict signing** (`signatures: strict` on a database) is for clients that can send a header:
+the request carries `Content-Digest: sha-256=:<base64 of the body's SHA-256>:` (RFC 9530), and
+`hmac_sign` is the HMAC-SHA1 of `METHOD path?query&hmac_timestamp=T` + newline + the header's
+value. A captured URL is then useless with another method or another body. `sign_strict`
+builds such a request.
+
+**The admin token** guards reqo's own operations (`/-/reload`, `/-/plugins`, the detailed
+health and readiness reports): `Authorization: Bearer <admin_token>`, which probes and
+Prometheus can send.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,10 +36,14 @@ from storage.errors import StorageError
 
 SIGNATURE_WINDOW_SECONDS = 30
 AUTH_PARAMETERS = frozenset({"hmac_timestamp", "hmac_sign"})
+DIGEST_HEADER = "content-digest"
+_TIMESTAMP = re.compile(rb"[0-9]{1,12}")
+"""Whole epoch seconds, as the official clients send them: no sign, fraction, space or NaN."""
+_DIGEST = re.compile(r"sha-256=:([A-Za-z0-9+/]{43}=):")
 
 
 class Unauthorized(StorageError):
-    """A request without a valid signature (401)."""
+    """A request without a valid signature or token (401)."""
 
     status = 401
 
@@ -31,10 +53,37 @@ def sign(url: str, token: str) -> str:
     return hmac.new(token.encode(), url.encode(), hashlib.sha1).hexdigest()
 
 
+def content_digest(body: bytes) -> str:
+    """The `Content-Digest` header value of a body (RFC 9530, SHA-256)."""
+    return f"sha-256=:{base64.b64encode(hashlib.sha256(body).digest()).decode()}:"
+
+
+def sign_strict(
+    method: str, path_and_query: str, body: bytes, token: str, *, now: float | None = None
+) -> tuple[str, dict[str, str]]:
+    """A request signed for a database with `signatures: strict`: the URL path-and-query to
+    send, and the header to send with it."""
+    stamp = int(time.time() if now is None else now)
+    separator = "&" if "?" in path_and_query else "?"
+    url = f"{path_and_query}{separator}hmac_timestamp={stamp}"
+    digest = content_digest(body)
+    signature = hmac.new(
+        token.encode(), _strict_text(method.encode(), url.encode(), digest), hashlib.sha1
+    ).hexdigest()
+    return f"{url}&hmac_sign={signature}", {"Content-Digest": digest}
+
+
 def verify_request(
-    scope: Mapping[str, Any], token: str, *, allow_unsigned: bool, now: float | None = None
+    scope: Mapping[str, Any],
+    token: str,
+    *,
+    allow_unsigned: bool,
+    strict: bool = False,
+    now: float | None = None,
 ) -> None:
-    """Raise Unauthorized unless the request carries a valid, fresh signature."""
+    """Raise Unauthorized unless the request carries a valid, fresh signature. With `strict`,
+    the signature must cover the method and the `Content-Digest` header (whose match with the
+    body `check_digest` checks once the body is read)."""
     raw_path = scope.get("raw_path") or scope["path"].encode()
     query: bytes = scope.get("query_string", b"")
     parts = query.split(b"&") if query else []
@@ -47,10 +96,7 @@ def verify_request(
             "the request must be signed: add hmac_timestamp and hmac_sign (HMAC-SHA1 of the URL "
             "with the database's private token)"
         )
-    try:
-        stamp = float(timestamps[0].partition(b"=")[2])
-    except ValueError:
-        raise Unauthorized("hmac_timestamp is not a number") from None
+    stamp = parse_timestamp(timestamps[0].partition(b"=")[2])
     current = time.time() if now is None else now
     if abs(current - stamp) > SIGNATURE_WINDOW_SECONDS:
         raise Unauthorized(
@@ -63,9 +109,72 @@ def verify_request(
     # Clients sign the URL as they wrote it; their HTTP library may percent-encode the path
     # afterwards (a space becomes %20), so the decoded path is an equally valid signed text.
     candidates = [raw_path + suffix, unquote_to_bytes(raw_path) + suffix]
-    if not any(hmac.compare_digest(_digest(token, url), given) for url in candidates):
+    if strict:
+        digest = _header(scope, DIGEST_HEADER)
+        if digest is None or not _DIGEST.fullmatch(digest):
+            raise Unauthorized(
+                "this database takes strictly signed requests: send Content-Digest "
+                "(sha-256=:<base64>:) and sign the method, the URL and that header"
+            )
+        method = str(scope.get("method", "GET")).encode()
+        candidates = [_strict_text(method, url, digest) for url in candidates]
+    if not any(hmac.compare_digest(_digest(token, text), given) for text in candidates):
         raise Unauthorized("hmac_sign does not match the URL signed with this database's token")
 
 
-def _digest(token: str, url: bytes) -> bytes:
-    return hmac.new(token.encode(), url, hashlib.sha1).hexdigest().encode()
+def check_digest(scope: Mapping[str, Any], body: bytes) -> None:
+    """Raise Unauthorized unless the body is the one the request's `Content-Digest` names (for
+    strictly signed requests, after `verify_request` passed)."""
+    given = _header(scope, DIGEST_HEADER)
+    if given is None or not hmac.compare_digest(given, content_digest(body)):
+        raise Unauthorized("the body does not match the request's Content-Digest")
+
+
+def parse_timestamp(raw: bytes) -> int:
+    """`hmac_timestamp` as whole epoch seconds; Unauthorized for anything else (NaN passed the
+    freshness check once: `abs(now - nan) > 30` is false)."""
+    if not _TIMESTAMP.fullmatch(raw):
+        raise Unauthorized("hmac_timestamp must be whole epoch seconds (digits only)")
+    return int(raw)
+
+
+def verify_admin(
+    scope: Mapping[str, Any], admin_token: str | None, *, allow_unsigned: bool
+) -> None:
+    """Raise Unauthorized unless the request carries `Authorization: Bearer <admin_token>`.
+    Without an admin token in the configuration, only a development server (unsigned requests
+    allowed, on loopback) serves the admin operations, to anyone."""
+    if admin_token is None:
+        if allow_unsigned:
+            return
+        raise Unauthorized("this server has no admin_token configured: admin operations are off")
+    scheme, _, value = (_header(scope, "authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        value.strip().encode(), admin_token.encode()
+    ):
+        raise Unauthorized("send the admin token as 'Authorization: Bearer <admin_token>'")
+
+
+def is_admin(scope: Mapping[str, Any], admin_token: str | None, *, allow_unsigned: bool) -> bool:
+    """Whether the request carries the admin token (for reports that say more to the admin)."""
+    try:
+        verify_admin(scope, admin_token, allow_unsigned=allow_unsigned)
+    except Unauthorized:
+        return False
+    return True
+
+
+def _header(scope: Mapping[str, Any], name: str) -> str | None:
+    wanted = name.encode()
+    for key, value in scope.get("headers", ()):
+        if key.lower() == wanted:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _strict_text(method: bytes, url: bytes, digest: str) -> bytes:
+    return method.upper() + b" " + url + b"\n" + digest.encode()
+
+
+def _digest(token: str, text: bytes) -> bytes:
+    return hmac.new(token.encode(), text, hashlib.sha1).hexdigest().encode()

@@ -144,7 +144,12 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     host = args.host or config.host
     port = config.port if args.port is None else args.port
+    # Everything the machine decides, checked before anything opens: afterwards uvicorn and
+    # DuckDB would report a problem as a traceback, or (TLS) without naming the file.
     config.check_serving(host)
+    config.check_address(host, port)
+    config.check_tls()
+    config.check_data_dir()
     # A batch allocates hundreds of thousands of short-lived objects; with the default
     # thresholds the collector ran often enough to take half of a batch's parsing time.
     gc.set_threshold(100_000, 50, 100)
@@ -348,7 +353,8 @@ def _train_remotely(config: Config, database: str, model: str) -> str:
 def _plugins(args: argparse.Namespace) -> int:
     import json
 
-    from server.app import load_registry, plugins_json
+    from server.api.admin import plugins_json
+    from server.app import load_registry
 
     config = load_config(args.config) if args.config.exists() else None
     if config is not None:

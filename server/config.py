@@ -1,20 +1,37 @@
 """The YAML configuration: where the data lives, the databases and their tokens, how to serve.
 
 ```yaml
-data_dir: data              # relative to this file
+data_dir: data              # relative to this file; `reqo serve` creates it (must be writable)
 allow_unsigned: false       # true accepts requests without HMAC signatures (loopback only)
 server: {host: 127.0.0.1, port: 8000, tls: {certfile: cert.pem, keyfile: key.pem}}
 databases:
   shop: {token: "a long random secret"}       # or {token_env: SHOP_TOKEN}
+  blog: {token_env: BLOG_TOKEN, signatures: strict}
+        # signatures: recombee (the default: Recombee's scheme, as its official clients sign)
+        # or strict (requests must also carry a digest of their body)
+admin_token_env: REQO_ADMIN_TOKEN   # or admin_token: "..."; 16 characters at least, not a
+                                    # database's token
+limits:
+  max_queued: 256           # requests waiting or running per database before answering 503
+  query_timeout: 2          # seconds (or 2s, 1m ...) one ReQL-evaluating query may take, <= 600
+  retry_after: 1            # the Retry-After (whole seconds) of a 503
+train_every: 6h             # retrain the models on this schedule (at least 1 s; default: never)
 overlays: [optimized.yaml]  # YAML files merged over this one, in order (`reqo optimize` writes one)
 ```
+
+`load_config` checks what the file alone decides; `reqo serve` then checks, before it opens
+anything, what depends on the machine: `Config.check_address`, `check_tls` and `check_data_dir`.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
+import socket
+import ssl
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +59,17 @@ _TOP_KEYS = {
     "scenarios",
     "train_every",
     "overlays",
+    "admin_token",
+    "admin_token_env",
+    "limits",
 }
 _SERVER_KEYS = {"host", "port", "tls"}
 _TLS_KEYS = {"certfile", "keyfile"}
-_DATABASE_KEYS = {"token", "token_env"}
+_DATABASE_KEYS = {"token", "token_env", "signatures"}
+_LIMITS_KEYS = {"max_queued", "query_timeout", "retry_after"}
+_SIGNATURES = ("recombee", "strict")
+# An admin token guards every database at once; shorter ones can be guessed.
+ADMIN_TOKEN_MIN_LENGTH = 16
 
 
 class ConfigError(Exception):
@@ -60,8 +84,25 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class DatabaseConfig:
+    """One database: its name, its secret token and how strictly requests must be signed."""
+
     name: str
     token: str
+    strict_signatures: bool = False
+    """`signatures: strict`: a request must also carry a digest of its body (False: Recombee's
+    scheme, which the official clients use)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much work the server takes on before it answers 503 (`limits:`)."""
+
+    max_queued: int = 256
+    """Requests waiting or running per database beyond which the server answers 503."""
+    query_timeout: float = 2.0
+    """Seconds one ReQL-evaluating query may run."""
+    retry_after: int = 1
+    """The Retry-After header (seconds) of a 503."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +113,9 @@ class TlsConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """A validated configuration; the `check_*` methods are the start-up checks of `reqo serve`
+    that depend on the machine rather than on the file."""
+
     data_dir: Path
     databases: Mapping[str, DatabaseConfig]
     allow_unsigned: bool = False
@@ -84,6 +128,8 @@ class Config:
     models: Mapping[str, ModelConfig] = field(default_factory=lambda: parse_models(None))
     scenarios: Mapping[str, ScenarioConfig] = field(default_factory=dict)
     train_every: float | None = None
+    admin_token: str | None = None
+    limits: Limits = field(default_factory=Limits)
 
     def models_dir(self, database: str) -> Path:
         """Where the trained models of a database are kept (one versioned directory each)."""
@@ -102,6 +148,44 @@ class Config:
                 "which is not a loopback address",
             )
 
+    def check_address(self, host: str, port: int) -> None:
+        """The address to listen on (the config's or the command line's) must be a port number
+        and a host name that resolves."""
+        if not 0 <= port <= 65535:
+            raise ConfigError(self.source, "server.port", f"must be a port number, got {port!r}")
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (socket.gaierror, UnicodeError) as error:
+            # UnicodeError: a name that IDNA cannot encode (an empty label, say).
+            reason = error.strerror if isinstance(error, socket.gaierror) else str(error)
+            raise ConfigError(
+                self.source, "server.host", f"{host!r} cannot be resolved: {reason}"
+            ) from None
+
+    def check_tls(self) -> None:
+        """Both TLS files exist and hold a certificate and its unencrypted private key (the
+        errors of the server's own start would not say which file is wrong)."""
+        if self.tls is not None:
+            _check_tls_files(self.source, self.tls)
+
+    def check_data_dir(self) -> None:
+        """Create `data_dir` if it is missing, and check that it is a directory this process can
+        write in (the databases and the trained models go there)."""
+        path = self.data_dir
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # what exist_ok lets through: something else than a directory
+            raise ConfigError(
+                self.source, "data_dir", f"{path} is a file, not a directory"
+            ) from None
+        except OSError as error:
+            raise ConfigError(
+                self.source, "data_dir", f"{path} cannot be created: {error.strerror}"
+            ) from None
+        problem = _write_problem(path)
+        if problem is not None:
+            raise ConfigError(self.source, "data_dir", f"{path} is not writable: {problem}")
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -115,15 +199,25 @@ def is_loopback(host: str) -> bool:
 def load_config(path: Path) -> Config:
     """Read and validate a YAML configuration file."""
     source = str(path)
+    data = _read_yaml(source, "(file)", path, "")
+    return parse_config(data if data is not None else {}, source=source, base_dir=path.parent)
+
+
+def _read_yaml(source: str, key: str, path: Path, subject: str) -> object:
+    """The YAML document of `path`; problems are ConfigErrors of `key`, `subject` (the path, or
+    "" for the configuration file itself) followed by what is wrong."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigError(source, "(file)", f"cannot be read: {error.strerror}") from None
+        raise ConfigError(source, key, f"{subject}cannot be read: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            source, key, f"{subject}is not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(source, "(file)", f"is not valid YAML: {error}") from None
-    return parse_config(data if data is not None else {}, source=source, base_dir=path.parent)
+        raise ConfigError(source, key, f"{subject}is not valid YAML: {error}") from None
 
 
 def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
@@ -136,9 +230,7 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
     allow_unsigned = data.get("allow_unsigned", False)
     if not isinstance(allow_unsigned, bool):
         raise ConfigError(source, "allow_unsigned", "must be true or false")
-    read_threads = data.get("read_threads", 4)
-    if isinstance(read_threads, bool) or not isinstance(read_threads, int) or read_threads < 1:
-        raise ConfigError(source, "read_threads", "must be a positive integer")
+    read_threads = _positive_int(source, "read_threads", data.get("read_threads", 4))
     server = data.get("server", {}) or {}
     if not isinstance(server, Mapping):
         raise ConfigError(source, "server", "must be a mapping")
@@ -149,6 +241,7 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
         raise ConfigError(source, "server.port", f"must be a port number, got {port!r}")
     tls = _tls(source, server.get("tls"), base_dir)
     databases = _databases(source, data.get("databases"))
+    admin_token = _admin_token(source, data, databases)
     try:
         models = parse_models(data.get("models"))
         scenarios = parse_scenarios(data.get("scenarios"), models)
@@ -166,7 +259,10 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
         plugins=_plugins(source, data.get("plugins"), base_dir),
         models=models,
         scenarios=scenarios,
-        train_every=_duration(source, "train_every", data.get("train_every")),
+        # Under a second the schedule would retrain back to back and never let go.
+        train_every=_duration(source, "train_every", data.get("train_every"), at_least=1.0),
+        admin_token=admin_token,
+        limits=_limits(source, data.get("limits")),
     )
 
 
@@ -181,12 +277,7 @@ def _overlaid(source: str, data: Mapping[str, Any], base_dir: Path) -> Mapping[s
     merged: Mapping[str, Any] = {k: v for k, v in data.items() if k != "overlays"}
     for position, name in enumerate(value):
         key, path = f"overlays[{position}]", base_dir / name
-        try:
-            overlay = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise ConfigError(source, key, f"{path} cannot be read: {error.strerror}") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(source, key, f"{path} is not valid YAML: {error}") from None
+        overlay = _read_yaml(source, key, path, f"{path} ")
         if overlay is None:
             continue
         if not isinstance(overlay, Mapping):
@@ -222,16 +313,90 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)?")
 _UNITS = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def _duration(source: str, key: str, value: object) -> float | None:
-    """Seconds from a number or text such as `30m`, `6h`, `1d`."""
+def _duration(
+    source: str, key: str, value: object, *, at_least: float = 0.0, at_most: float = math.inf
+) -> float | None:
+    """Seconds (more than 0, finite, from `at_least` to `at_most`) from a number or text such as
+    `30m`, `6h`, `1d`; None for None."""
     if value is None:
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    found = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
-    if found is None or float(found.group(1)) <= 0:
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):  # YAML's true is an int
+        seconds = float(value)
+    elif isinstance(value, str) and (found := _DURATION.fullmatch(value.strip())):
+        seconds = float(found.group(1)) * _UNITS[found.group(2)]
+    # `not seconds > 0` also catches NaN; a number too long for a float reads as inf.
+    if seconds is None or not seconds > 0 or math.isinf(seconds):
         raise ConfigError(source, key, f"must be a duration such as 30m, 6h or 1d, not {value!r}")
-    return float(found.group(1)) * _UNITS[found.group(2)]
+    if seconds < at_least:
+        raise ConfigError(source, key, f"must be at least {at_least:g} s, not {seconds:g} s")
+    if seconds > at_most:
+        raise ConfigError(source, key, f"must be at most {at_most:g} s, not {seconds:g} s")
+    return seconds
+
+
+def _positive_int(source: str, key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(source, key, f"must be a positive integer, got {value!r}")
+    return value
+
+
+def _limits(source: str, value: object) -> Limits:
+    """`limits:`; a key left out keeps its default."""
+    if value is None:
+        return Limits()
+    if not isinstance(value, Mapping):
+        raise ConfigError(source, "limits", "must be a mapping")
+    _check_keys(source, "limits.", value, _LIMITS_KEYS)
+    default = Limits()
+    timeout = value.get("query_timeout", default.query_timeout)
+    query_timeout = _duration(source, "limits.query_timeout", timeout, at_most=600.0)
+    if query_timeout is None:  # `query_timeout:` with no value
+        raise ConfigError(source, "limits.query_timeout", "must be a duration, not null")
+    return Limits(
+        max_queued=_positive_int(
+            source, "limits.max_queued", value.get("max_queued", default.max_queued)
+        ),
+        query_timeout=query_timeout,
+        retry_after=_positive_int(
+            source, "limits.retry_after", value.get("retry_after", default.retry_after)
+        ),
+    )
+
+
+def _from_env(source: str, key: str, value: object) -> str:
+    """The value of the environment variable that `key` names; unset or empty is an error."""
+    name = _string(source, key, value)
+    secret = os.environ.get(name, "")
+    if not secret:
+        raise ConfigError(source, key, f"environment variable {name} is unset or empty")
+    return secret
+
+
+def _admin_token(
+    source: str, data: Mapping[str, Any], databases: Mapping[str, DatabaseConfig]
+) -> str | None:
+    """`admin_token` or `admin_token_env` (not both): a secret of its own, long enough."""
+    if "admin_token" in data and "admin_token_env" in data:
+        raise ConfigError(source, "admin_token", "give admin_token or admin_token_env, not both")
+    if "admin_token_env" in data:
+        key = "admin_token_env"
+        token = _from_env(source, key, data[key])
+    elif "admin_token" in data:
+        key = "admin_token"
+        token = _string(source, key, data[key])
+    else:
+        return None
+    if len(token) < ADMIN_TOKEN_MIN_LENGTH:
+        problem = "must not be empty" if not token else "is too short to be secret"
+        raise ConfigError(source, key, f"{problem} (at least {ADMIN_TOKEN_MIN_LENGTH} characters)")
+    for database in databases.values():
+        # Whoever holds a database's token would be an administrator too.
+        if token == database.token:
+            raise ConfigError(
+                source, key, f"must differ from the token of database {database.name!r}"
+            )
+    return token
 
 
 def _databases(source: str, value: object) -> dict[str, DatabaseConfig]:
@@ -248,17 +413,20 @@ def _databases(source: str, value: object) -> dict[str, DatabaseConfig]:
             raise ConfigError(source, key, "must be a mapping with a token")
         _check_keys(source, key + ".", settings, _DATABASE_KEYS)
         if "token_env" in settings:
-            env = _string(source, key + ".token_env", settings["token_env"])
-            token = os.environ.get(env, "")
-            if not token:
-                raise ConfigError(
-                    source, key + ".token_env", f"environment variable {env} is unset"
-                )
+            token = _from_env(source, key + ".token_env", settings["token_env"])
         else:
             token = _string(source, key + ".token", settings.get("token"))
         if not token:
             raise ConfigError(source, key + ".token", "must not be empty")
-        databases[name] = DatabaseConfig(name, token)
+        signatures = settings.get("signatures", "recombee")
+        if signatures not in _SIGNATURES:
+            raise ConfigError(
+                source,
+                key + ".signatures",
+                "must be recombee (Recombee's scheme, as its official clients sign) or strict "
+                f"(requests carry a digest of their body too), not {signatures!r}",
+            )
+        databases[name] = DatabaseConfig(name, token, strict_signatures=signatures == "strict")
     return databases
 
 
@@ -271,6 +439,70 @@ def _tls(source: str, value: object, base_dir: Path) -> TlsConfig | None:
     certfile = base_dir / _string(source, "server.tls.certfile", value.get("certfile"))
     keyfile = base_dir / _string(source, "server.tls.keyfile", value.get("keyfile"))
     return TlsConfig(certfile, keyfile)
+
+
+class _Passphrase(Exception):
+    """Raised from load_cert_chain's password callback: the key file is encrypted."""
+
+
+def _no_passphrase() -> str:
+    # Without a callback OpenSSL would prompt on the terminal, and a service would hang.
+    raise _Passphrase
+
+
+def _check_tls_files(source: str, tls: TlsConfig) -> None:
+    """The certificate, then the key, then the pair, so that an error names the file at fault."""
+    for key, path in (("server.tls.certfile", tls.certfile), ("server.tls.keyfile", tls.keyfile)):
+        problem = _file_problem(path)
+        if problem is not None:
+            raise ConfigError(source, key, f"{path} {problem}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # Read as trusted certificates, this fails on a file that holds no certificate.
+        context.load_verify_locations(cafile=tls.certfile)
+    except ssl.SSLError as error:
+        raise ConfigError(
+            source, "server.tls.certfile", f"{tls.certfile} holds no PEM certificate ({error})"
+        ) from None
+    try:
+        context.load_cert_chain(tls.certfile, tls.keyfile, password=_no_passphrase)
+    except _Passphrase:
+        raise ConfigError(
+            source,
+            "server.tls.keyfile",
+            f"{tls.keyfile} is encrypted with a passphrase; reqo needs an unencrypted key",
+        ) from None
+    except (ssl.SSLError, OSError) as error:
+        raise ConfigError(source, "server.tls.keyfile", _key_problem(tls, error)) from None
+
+
+def _key_problem(tls: TlsConfig, error: OSError) -> str:
+    if isinstance(error, ssl.SSLError) and error.reason == "KEY_VALUES_MISMATCH":
+        return f"{tls.keyfile} is not the private key of the certificate in {tls.certfile}"
+    return f"{tls.keyfile} holds no usable PEM private key ({error})"
+
+
+def _file_problem(path: Path) -> str | None:
+    """What keeps `path` from being read as a file, or None."""
+    try:
+        with path.open("rb"):
+            return None
+    except FileNotFoundError:
+        return "does not exist"
+    except IsADirectoryError:
+        return "is a directory, not a file"
+    except OSError as error:
+        return f"cannot be read: {error.strerror}"
+
+
+def _write_problem(directory: Path) -> str | None:
+    """Why a file cannot be created in `directory`, or None. Creating one is the test that
+    holds for root, ACLs and read-only mounts alike, where permission bits mislead."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".reqo-write-check-"):
+            return None
+    except OSError as error:
+        return error.strerror or str(error)
 
 
 def _string(source: str, key: str, value: object) -> str:

@@ -135,13 +135,15 @@ class ExpressionEngine:
         def compute() -> np.ndarray[Any, Any]:
             alias = compiled.candidate_alias
             sql = f"SELECT {alias}.{_IDX} AS i FROM {entity.table} AS {alias} WHERE {compiled.sql}"
-            indices = run_guarded(
+            found = run_guarded(
                 compiled.source,
                 parameter,
                 lambda: ctx.conn.execute(sql, parameters).fetchnumpy()["i"],
+                ctx,
             )
-            mask = np.zeros(self.index_size(ctx, entity), dtype=np.bool_)
-            mask[np.asarray(indices, dtype=np.int64)] = True
+            indices = np.asarray(found, dtype=np.int64)
+            mask = np.zeros(self._covering(ctx, entity, indices), dtype=np.bool_)
+            mask[indices] = True
             return mask
 
         return self._remembered(key, compute)
@@ -165,13 +167,15 @@ class ExpressionEngine:
                 f"FROM {entity.table} AS {alias}"
             )
             columns = run_guarded(
-                compiled.source, parameter, lambda: ctx.conn.execute(sql, parameters).fetchnumpy()
+                compiled.source,
+                parameter,
+                lambda: ctx.conn.execute(sql, parameters).fetchnumpy(),
+                ctx,
             )
             values = np.ma.filled(np.ma.asarray(columns["v"], dtype=np.float64), np.nan)
-            boosts = np.ones(self.index_size(ctx, entity), dtype=np.float64)
-            boosts[np.asarray(columns["i"], dtype=np.int64)] = np.where(
-                np.isnan(values), 1.0, values
-            )
+            indices = np.asarray(columns["i"], dtype=np.int64)
+            boosts = np.ones(self._covering(ctx, entity, indices), dtype=np.float64)
+            boosts[indices] = np.where(np.isnan(values), 1.0, values)
             return boosts
 
         return self._remembered(key, compute)
@@ -198,7 +202,7 @@ class ExpressionEngine:
             f"WHERE {alias}.{_ID} IN (SELECT unnest(CAST($ids AS VARCHAR[])))"
         )
         rows = run_guarded(
-            compiled.source, parameter, lambda: ctx.conn.execute(sql, parameters).fetchall()
+            compiled.source, parameter, lambda: ctx.conn.execute(sql, parameters).fetchall(), ctx
         )
         found = {row[0]: _json_value(row[1]) for row in rows}
         return [found.get(entity_id) for entity_id in ids]
@@ -219,6 +223,14 @@ class ExpressionEngine:
         return size
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _covering(self, ctx: ReadContext, entity: Entity, indices: np.ndarray[Any, Any]) -> int:
+        """The length of an array over the dense index that holds `indices`. The cached index
+        size belongs to the catalog version read before the query, and a commit in between may
+        have added entities the query saw: the array then grows to hold them (callers fit every
+        array to their own size, `fitted`)."""
+        size = self.index_size(ctx, entity)
+        return max(size, int(indices.max()) + 1) if len(indices) else size
 
     def _remembered(
         self, key: Hashable | None, compute: Callable[[], np.ndarray[Any, Any]]
@@ -290,6 +302,17 @@ class ExpressionEngine:
         if not ctx.catalog_changed:
             self._contexts.put(key, values, 1)
         return values
+
+
+def fitted(array: np.ndarray[Any, Any], size: int, fill: Any) -> np.ndarray[Any, Any]:
+    """A vector over the dense index with exactly `size` entries: cut (a view), or padded with
+    `fill` (a copy). Vectors computed while a commit added entities can be longer or shorter
+    than the size a request works with (see `ExpressionEngine._covering`)."""
+    if len(array) >= size:
+        return array[:size]
+    out = np.full(size, fill, dtype=array.dtype)
+    out[: len(array)] = array
+    return out
 
 
 def _json_value(value: Any) -> Any:

@@ -16,6 +16,7 @@ import duckdb
 
 import reql
 from reql import types as rt
+from server.deadline import WATCHDOG, TimeLimitExceeded
 from storage.catalog import Condition
 from storage.database import ReadContext
 from storage.errors import InvalidInput
@@ -116,13 +117,37 @@ def compile_for(
         raise BadExpression(error, parameter) from None
 
 
-def run_guarded(source: str, parameter: str, run: Callable[[], T]) -> T:
-    """Run the SQL of an expression; errors that its values cause become BadExpression."""
+@dataclass
+class QueryLimits:
+    """Limits on evaluating expressions, set once by the host from its configuration."""
+
+    timeout: float = 2.0
+    """Seconds one expression-evaluating query may run before it is interrupted."""
+
+
+LIMITS = QueryLimits()
+"""The process's limits (one server configuration per process)."""
+
+
+def run_guarded(source: str, parameter: str, run: Callable[[], T], ctx: ReadContext) -> T:
+    """Run the SQL of an expression on `ctx`'s connection under the time limit; errors that its
+    values cause, and running out of time, become BadExpression."""
+    limit = LIMITS.timeout
     try:
-        return run()
+        if ctx.memory_only:
+            return run()  # no SQL runs: the context raises NeedsDatabase first
+        with WATCHDOG.limited(ctx.conn, limit):
+            return run()
     except _RUNTIME_ERRORS as error:
         message = str(error).split("\n")[0]
         failure = reql.ReqlEvaluationError(f"cannot evaluate: {message}", source)
+        raise BadExpression(failure, parameter) from None
+    except TimeLimitExceeded:
+        failure = reql.ReqlEvaluationError(
+            f"evaluating the expression took longer than the limit of {limit:g} s "
+            "(limits.query_timeout); simplify it or narrow it with a cheaper condition first",
+            source,
+        )
         raise BadExpression(failure, parameter) from None
 
 

@@ -24,6 +24,12 @@ class Live:
         self.config = config
         self.registry = registry
         self.store = store
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Train no further model (at shutdown): a training thread cannot be cancelled, so the
+        schedule stops between models rather than starting one the shutdown would wait for."""
+        self._stopping = True
 
     async def reload(self) -> dict[str, Any]:
         """Read the configuration file again and apply its scenarios and models."""
@@ -52,6 +58,8 @@ class Live:
                 continue
             for served in self.store.all():
                 for name in served.models.training_order():
+                    if self._stopping:
+                        return
                     try:
                         await asyncio.to_thread(served.models.train, name)
                     except Exception:

@@ -26,7 +26,7 @@ from plugins.algorithm import Algorithm, UserHistory, pad_scores, restrict
 from plugins.builtin.ensemble import Ensemble
 from plugins.training import validate_weights
 from server import ranking
-from server.evaluation import ExpressionEngine
+from server.evaluation import ExpressionEngine, fitted
 from server.expressions import Context
 from server.histories import HistoryIndex, IdMap
 from server.models import LiveModels, LoadedModel
@@ -124,9 +124,9 @@ class Pipeline:
         entity = query.candidates
         context = Context(item_id=query.item_id, user_id=query.user_id)
         size = self.engine.index_size(ctx, entity)
-        mask = np.array(self.engine.mask(ctx, "true", entity=entity))
+        mask = np.array(fitted(self.engine.mask(ctx, "true", entity=entity), size, False))
         for text in query.filters:
-            mask &= self.engine.mask(ctx, text, context, entity=entity)[:size]
+            mask &= fitted(self.engine.mask(ctx, text, context, entity=entity), size, False)
         lap("filter")
 
         model = self._model(ctx, query.model).algorithm
@@ -243,7 +243,7 @@ class Pipeline:
         for text in query.boosters:
             whole = self.engine.boosts(ctx, text, context, entity=query.candidates)
             # The bounds are kept per cached vector: over the slice they would be recomputed.
-            boosts.append((whole[:size], *self._bounds(whole)))
+            boosts.append((fitted(whole, size, 1.0), *self._bounds(whole)))
         return boosts
 
     def _relevance(

@@ -171,34 +171,47 @@ def matching_items(ctx: ReadContext, condition: Condition) -> list[str]:
     return [row[0] for row in rows]
 
 
-def delete_matching_items(ctx: WriteContext, condition: Condition) -> dict[str, Any]:
-    """Delete every item that passes the condition, with its interactions (Delete More Items)."""
-    ids = matching_items(ctx, condition)
-    if ids:
+def delete_items(ctx: WriteContext, ids: Sequence[str]) -> dict[str, Any]:
+    """Delete the items of `ids` that still exist, with their interactions (Delete More Items,
+    whose filter a reader evaluated: the writer never evaluates an expression)."""
+    deleted = _existing_items(ctx, ids)
+    if deleted:
         for table, column in (("items", _ID), ("interactions", "item_id")):
             ctx.conn.execute(
                 f"DELETE FROM {table} WHERE {column} IN (SELECT unnest($ids::VARCHAR[]))",
-                {"ids": ids},
+                {"ids": deleted},
             )
         ctx.touched_catalog()
         ctx.touched_interactions()
-    return {"itemIds": ids, "count": len(ids)}
+    return {"itemIds": deleted, "count": len(deleted)}
 
 
-def update_matching_items(
-    ctx: WriteContext, condition: Condition, changes: Mapping[str, Any]
+def update_items(
+    ctx: WriteContext, ids: Sequence[str], changes: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Set property values of every item that passes the condition (Update More Items)."""
+    """Set property values of the items of `ids` that still exist (Update More Items, whose
+    filter a reader evaluated)."""
     coerced = coerce_values(ctx.schema.items, changes)
-    ids = matching_items(ctx, condition)
-    if ids and coerced:
+    updated = _existing_items(ctx, ids)
+    if updated and coerced:
         assignments = ", ".join(f"{quote_identifier(name)} = ?" for name in coerced)
         ctx.conn.execute(
             f"UPDATE items SET {assignments} WHERE {_ID} IN (SELECT unnest(?::VARCHAR[]))",
-            [*coerced.values(), ids],
+            [*coerced.values(), updated],
         )
         ctx.touched_catalog()
-    return {"itemIds": ids, "count": len(ids)}
+    return {"itemIds": updated, "count": len(updated)}
+
+
+def _existing_items(ctx: ReadContext, ids: Sequence[str]) -> list[str]:
+    """The ids of `ids` that are items now, in id order."""
+    if not ids:
+        return []
+    rows = ctx.conn.execute(
+        f"SELECT {_ID} FROM items WHERE {_ID} IN (SELECT unnest(?::VARCHAR[])) ORDER BY {_ID}",
+        [list(ids)],
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 def merge_users(ctx: WriteContext, target_id: str, source_id: str, *, cascade_create: bool) -> str:

@@ -2,9 +2,10 @@
 responses.
 
 A response does not wait for its record's commit: the records of a short interval gather and go
-to the writer as one statement. What reads the table (Recommend Next Items, rotation) first
-waits for `settled()`, so it never misses a record of a response already sent. A crash loses
-the records of the last interval; a failed write is logged, not retried.
+to the writer as one statement, and one by one if that statement fails. What reads the table
+(Recommend Next Items, rotation) first waits for `settled()`, so it never misses a record of a
+response already sent. A crash loses the records of the last interval; a record that fails
+alone is logged, not retried.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class RecommendationLog:
         self.database = database
         self.delay = delay
         self.failures = 0
-        """Batches whose write failed (their records are lost)."""
+        """Records whose write failed, alone (they are lost)."""
         self._buffer: list[Recommendation] = []
         self._timer: asyncio.TimerHandle | None = None
         self._in_flight: set[asyncio.Future[Any]] = set()
@@ -53,23 +54,34 @@ class RecommendationLog:
         if not self._buffer:
             return
         records, self._buffer = self._buffer, []
+        self._write(records)
 
+    def _write(self, records: list[Recommendation]) -> None:
         def write(ctx: WriteContext) -> None:
             log_recommendations(ctx, records)
 
         future = asyncio.wrap_future(self.database.submit(WriteJob(write)))
         self._in_flight.add(future)
-        future.add_done_callback(lambda done: self._written(done, len(records)))
+        future.add_done_callback(lambda done: self._written(done, records))
 
     async def settled(self) -> None:
         """Wait until every record queued so far is committed (or has failed)."""
         self.flush()
-        if self._in_flight:
+        # A failed batch's records are written again one by one, as new writes: wait for those.
+        while self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+            await asyncio.sleep(0)
 
-    def _written(self, future: asyncio.Future[Any], count: int) -> None:
+    def _written(self, future: asyncio.Future[Any], records: list[Recommendation]) -> None:
         self._in_flight.discard(future)
         error = None if future.cancelled() else future.exception()
-        if future.cancelled() or error is not None:
-            self.failures += 1
-            logger.error("%d recommendations were not logged: %r", count, error)
+        if not future.cancelled() and error is None:
+            return
+        if len(records) > 1:
+            # One record the database refuses must not cost the others theirs (their recommIds
+            # would answer 404 and their rewards go unattributed): each goes again alone.
+            for record in records:
+                self._write([record])
+            return
+        self.failures += 1
+        logger.error("recommendation %s was not logged: %r", records[0].recomm_id, error)

@@ -11,12 +11,15 @@ from storage.database import Database
 from tests.serving import RunningServer, free_port
 
 TOKENS = {"test": "test-token-0123456789", "other": "other-token-9876543210"}
+ADMIN_TOKEN = "admin-token-abcdef0123456789"
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One signed-requests-only server for the session; tests reset their database."""
-    running = RunningServer(tmp_path_factory.mktemp("server"), free_port(), TOKENS)
+    running = RunningServer(
+        tmp_path_factory.mktemp("server"), free_port(), TOKENS, admin_token=ADMIN_TOKEN
+    )
     running.start()
     yield running
     running.stop()

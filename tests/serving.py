@@ -41,6 +41,8 @@ class RunningServer:
     tls: Mapping[str, str] | None = None
     ca_file: str | None = None
     process: subprocess.Popen[bytes] | None = None
+    admin_token: str | None = None
+    """The server's admin token (`Authorization: Bearer`), if it has one."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """More configuration keys (plugins, models, scenarios, train_every)."""
     log: Path = field(init=False)
@@ -97,6 +99,21 @@ class RunningServer:
             verify=self.ca_file or True,
         )
 
+    def admin(
+        self, method: str, path: str, *, token: str | None = None, json: Any = None
+    ) -> requests.Response:
+        """A request to reqo's own `/-/` operations with the admin token (or `token`)."""
+        bearer = token if token is not None else self.admin_token
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer is not None else {}
+        return requests.request(
+            method,
+            f"{self.url}/-/{path}",
+            json=json,
+            headers=headers,
+            timeout=60,
+            verify=self.ca_file or True,
+        )
+
     def write_config(self) -> None:
         server: dict[str, Any] = {"host": "127.0.0.1", "port": self.port}
         if self.tls is not None:
@@ -108,6 +125,8 @@ class RunningServer:
             "databases": {name: {"token": token} for name, token in self.tokens.items()},
             **self.extra,
         }
+        if self.admin_token is not None:
+            config["admin_token"] = self.admin_token
         self.config_path.write_text(yaml.safe_dump(config))
 
     def start(self, timeout: float = 30.0) -> None:

@@ -1,19 +1,23 @@
 """Recombee's Batch: up to 10,000 sub-requests in one HTTP request, each with its own outcome.
 
-Sub-requests run in order, as if sent one by one, in one transaction on the writer thread.
-Consecutive interaction writes are stored together by one vectorised call, which is what lets a
-batch of 10,000 interactions cost a handful of queries.
+Sub-requests run in order, as if sent one by one. Consecutive writes run in one transaction on
+the writer thread, and consecutive interaction writes are stored together by one vectorised call,
+which is what lets a batch of 10,000 interactions cost a handful of queries. Reads,
+recommendations and the filters of Delete/Update More Items run on readers, after the writes
+before them have committed: the writer, which every write of the database waits for, never
+evaluates an expression.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
-from server.api.operations import Call, OperationTable, Params, error_body
-from storage.database import WriteContext
+from server.api.operations import Call, Mode, Operation, OperationTable, Params, error_body
+from storage.database import Database, ReadContext, WriteContext
 from storage.errors import BadParameter, NotFound, StorageError, TooLarge
 from storage.params import check_known, read_bool
 
@@ -38,7 +42,7 @@ class PreparedBatch:
     recommended: set[str] = field(default_factory=set)
 
 
-Recommend = Callable[[WriteContext, Call, "PreparedBatch"], Any]
+Recommend = Callable[[Call, "PreparedBatch"], Awaitable[Any]]
 """Runs a recommendation sub-request; with distinct_recomms it excludes, and adds to,
 `recommended`."""
 
@@ -98,22 +102,79 @@ def _parse_request(table: OperationTable, index: int, request: object) -> Call:
     return Call(operation, args, Params(query=query, body=dict(sub_params)))
 
 
-def run_batch(
-    ctx: WriteContext, batch: PreparedBatch, recommend: Recommend | None = None
+async def run_batch(
+    database: Database, batch: PreparedBatch, recommend: Recommend
 ) -> list[dict[str, Any]]:
     """Execute matched sub-requests in order; returns Recombee's `[{code, json}]`."""
-    prepared: Sequence[PreparedCall] = batch.calls
+    calls = batch.calls
+    responses: list[dict[str, Any]] = []
+    index = 0
+    while index < len(calls):
+        call = calls[index].call
+        operation = call.operation
+        if operation.recommendation is not None:
+            responses.append(await _recommendation(recommend, call, batch))
+            index += 1
+            continue
+        if operation.read_then_write is not None:
+            responses.append(await _read_then_write(database, call))
+            index += 1
+            continue
+        end = index + 1
+        reading = operation.mode is Mode.READ and operation.coalesce is None
+        while end < len(calls) and _segment(calls[end].call.operation) == _segment(operation):
+            end += 1
+        segment = calls[index:end]
+        try:
+            if reading:
+                outcomes = await database.read(partial(_run_reads, calls=segment))
+            else:
+                outcomes = await database.write(partial(_run_writes, prepared=segment))
+        except StorageError as error:
+            # The whole segment was refused (a full disk): its sub-requests say so, and what
+            # ran before it stands, as its outcomes say.
+            outcomes = [{"code": error.status, "json": error_body(error)}] * len(segment)
+        responses.extend(outcomes)
+        index = end
+    return responses
+
+
+def _segment(operation: Operation) -> str:
+    """Which consecutive sub-requests run together: reads on a reader, writes on the writer;
+    recommendations and read-then-write operations one by one."""
+    if operation.recommendation is not None or operation.read_then_write is not None:
+        return "alone"
+    return "read" if operation.mode is Mode.READ and operation.coalesce is None else "write"
+
+
+async def _recommendation(recommend: Recommend, call: Call, batch: PreparedBatch) -> dict[str, Any]:
+    try:
+        return {"code": 200, "json": await recommend(call, batch)}
+    except StorageError as error:
+        return {"code": error.status, "json": error_body(error)}
+
+
+async def _read_then_write(database: Database, call: Call) -> dict[str, Any]:
+    steps = call.operation.read_then_write
+    assert steps is not None
+    try:
+        selected = await database.read(lambda ctx: steps.select(ctx, call.args, call.params))
+        result = await database.write(lambda ctx: steps.apply(ctx, selected))
+    except StorageError as error:
+        return {"code": error.status, "json": error_body(error)}
+    return {"code": call.operation.status, "json": result}
+
+
+def _run_reads(ctx: ReadContext, calls: Sequence[PreparedCall]) -> list[dict[str, Any]]:
+    return [_run_one(ctx, item.call) for item in calls]
+
+
+def _run_writes(ctx: WriteContext, prepared: Sequence[PreparedCall]) -> list[dict[str, Any]]:
+    """Consecutive writes in one transaction, coalescable ones applied together."""
     responses: list[dict[str, Any]] = []
     index = 0
     while index < len(prepared):
         call = prepared[index].call
-        if call.operation.recommendation is not None and recommend is not None:
-            try:
-                responses.append({"code": 200, "json": recommend(ctx, call, batch)})
-            except StorageError as error:
-                responses.append({"code": error.status, "json": error_body(error)})
-            index += 1
-            continue
         coalesce = call.operation.coalesce
         if coalesce is None:
             responses.append(_run_one(ctx, call))
@@ -138,7 +199,7 @@ def run_batch(
     return responses
 
 
-def _run_one(ctx: WriteContext, call: Call) -> dict[str, Any]:
+def _run_one(ctx: ReadContext, call: Call) -> dict[str, Any]:
     try:
         result = call.operation.handler(ctx, call.args, call.params)
     except StorageError as error:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from server.api.operations import Mode, Operation, Params
+from server.api.operations import Mode, Operation, Params, ReadThenWrite
 from server.expressions import condition, run_guarded
 from storage import catalog
-from storage.database import WriteContext
+from storage.database import ReadContext, WriteContext
 from storage.errors import BadParameter
 from storage.params import check_known, read_bool, read_int, read_str_list
-from storage.schema import Entity
+from storage.schema import Entity, coerce_values
 
 _LIST_PARAMS = ("filter", "count", "offset", "returnProperties", "includedProperties")
 
@@ -65,6 +66,7 @@ def entity_operations(entity: Entity) -> list[Operation]:
                 included_properties=included,
                 condition=where,
             ),
+            ctx,
         )
 
     def add_property(ctx: WriteContext, args: Mapping[str, str], params: Params) -> str:
@@ -118,23 +120,42 @@ def _reset(ctx: WriteContext, args: Mapping[str, str], params: Params) -> str:
     return catalog.reset(ctx)
 
 
-def _delete_more_items(ctx: WriteContext, args: Mapping[str, str], params: Params) -> object:
+def _select_deleted(ctx: ReadContext, args: Mapping[str, str], params: Params) -> list[str]:
     merged = params.merged
     check_known(merged, ("filter",))
-    text = _required_filter(merged)
-    where = condition(ctx, text)
-    return run_guarded(text, "filter", lambda: catalog.delete_matching_items(ctx, where))
+    return _matching(ctx, _required_filter(merged))
 
 
-def _update_more_items(ctx: WriteContext, args: Mapping[str, str], params: Params) -> object:
+def _select_updated(
+    ctx: ReadContext, args: Mapping[str, str], params: Params
+) -> tuple[list[str], dict[str, Any]]:
     merged = params.merged
     check_known(merged, ("filter", "changes"))
     text = _required_filter(merged)
     changes = merged.get("changes")
     if not isinstance(changes, dict):
         raise BadParameter("changes", "must be an object of property values")
+    # Bad changes are refused before the filter costs anything.
+    coerce_values(ctx.schema.items, changes)
+    return _matching(ctx, text), changes
+
+
+def _matching(ctx: ReadContext, text: str) -> list[str]:
     where = condition(ctx, text)
-    return run_guarded(text, "filter", lambda: catalog.update_matching_items(ctx, where, changes))
+    return run_guarded(text, "filter", lambda: catalog.matching_items(ctx, where), ctx)
+
+
+def _delete_selected(ctx: WriteContext, ids: list[str]) -> object:
+    return catalog.delete_items(ctx, ids)
+
+
+def _update_selected(ctx: WriteContext, selected: tuple[list[str], dict[str, Any]]) -> object:
+    ids, changes = selected
+    return catalog.update_items(ctx, ids, changes)
+
+
+def _read_then_write(ctx: WriteContext, args: Mapping[str, str], params: Params) -> object:
+    raise RuntimeError("read-then-write operations are run in two steps by the host")
 
 
 def _required_filter(merged: Mapping[str, object]) -> str:
@@ -158,7 +179,21 @@ def catalog_operations() -> list[Operation]:
             Mode.WRITE,
             status=201,
         ),
-        Operation("delete more items", "DELETE", "/more-items/", _delete_more_items, Mode.WRITE),
-        Operation("update more items", "POST", "/more-items/", _update_more_items, Mode.WRITE),
+        Operation(
+            "delete more items",
+            "DELETE",
+            "/more-items/",
+            _read_then_write,
+            Mode.WRITE,
+            read_then_write=ReadThenWrite(_select_deleted, _delete_selected),
+        ),
+        Operation(
+            "update more items",
+            "POST",
+            "/more-items/",
+            _read_then_write,
+            Mode.WRITE,
+            read_then_write=ReadThenWrite(_select_updated, _update_selected),
+        ),
         Operation("reset database", "DELETE", "/", _reset, Mode.WRITE),
     ]

@@ -11,16 +11,16 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request as HttpRequest
 
+from server.api.body import parse_json, parse_object
 from server.api.operations import Params, read_body
 from server.auth import AUTH_PARAMETERS
-from storage.errors import BadParameter, TooLarge
+from storage.errors import BadParameter, InvalidInput, TooLarge
 
 PATH = "/recomms/image/items/"
 ENDPOINT = "items-to-image"
@@ -55,12 +55,7 @@ async def read_image_request(request: HttpRequest) -> tuple[Image.Image, Params]
             fields[name] = _form_value(name, value)
         return decode_image(data), Params(query=query, body=fields)
     body = await read_body(request, MAX_REQUEST_BYTES)
-    try:
-        parsed = json.loads(body) if body.strip() else {}
-    except (ValueError, UnicodeDecodeError) as error:
-        raise BadParameter("body", f"is not valid JSON: {error}") from None
-    if not isinstance(parsed, dict):
-        raise BadParameter("body", "must be a JSON object")
+    parsed = parse_object(body) if body.strip() else {}
     encoded = parsed.pop("image", None)
     if not isinstance(encoded, str) or not encoded:
         raise BadParameter(
@@ -109,8 +104,7 @@ def _form_value(name: str, value: str) -> Any:
     parameter readers (which accept "true", "5", "0.2")."""
     if name in _FORM_JSON_FIELDS and value[:1] in ("{", "["):
         try:
-            parsed: Any = json.loads(value)
-        except ValueError:
-            raise BadParameter(name, "is not valid JSON") from None
-        return parsed
+            return parse_json(value.encode())
+        except InvalidInput as error:
+            raise BadParameter(name, error.message) from None
     return value

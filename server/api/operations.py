@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request as HttpRequest
 from starlette.routing import compile_path
 
-from storage.database import WriteContext
+from storage.database import ReadContext, WriteContext
 from storage.errors import StorageError, TooLarge
 
 
@@ -55,6 +55,17 @@ class Coalesce:
 
 
 @dataclass(frozen=True)
+class ReadThenWrite:
+    """A write whose costly part runs on a reader first, so that the writer, which every write
+    of the database waits for, never evaluates an expression: `select` validates the request
+    and evaluates its filter (a reader, under the query time limit); `apply` writes what it
+    selected (the writer)."""
+
+    select: Callable[[ReadContext, Mapping[str, str], Params], Any]
+    apply: Callable[[WriteContext, Any], Any]
+
+
+@dataclass(frozen=True)
 class Operation:
     """One endpoint: method, path under `/{databaseId}`, handler, and what success returns."""
 
@@ -65,6 +76,7 @@ class Operation:
     mode: Mode
     status: int = 200
     coalesce: Coalesce | None = None
+    read_then_write: ReadThenWrite | None = None
     recommendation: str | None = None
     """For recommendation endpoints (which the host runs with its pipeline): the endpoint kind."""
 

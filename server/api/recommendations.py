@@ -24,7 +24,6 @@ from storage.recommendations import (
     Recommendation,
     extend_recommendation,
     get_recommendation,
-    log_recommendation,
 )
 from storage.schema import Entity, validate_id
 
@@ -274,28 +273,6 @@ def recommendation_operations() -> list[Operation]:
 
 def _host_only(ctx: WriteContext, args: Mapping[str, str], params: Params) -> Any:
     raise RuntimeError("recommendation operations are run by the host's pipeline")
-
-
-def recommend_in_transaction(
-    ctx: WriteContext,
-    pipeline: Pipeline,
-    request: Request,
-    endpoint: str,
-    exclude: frozenset[str] = frozenset(),
-    experiments: Experiments | None = None,
-) -> dict[str, Any]:
-    """A whole recommendation inside one write transaction (a batch's sub-request)."""
-    if exclude:
-        request = replace(request, query=replace(request.query, exclude_ids=exclude))
-    if experiments is not None:
-        request = allocate(experiments, request)
-    ensure_context(ctx, request)
-    body, result = respond(ctx, pipeline, request)
-    record = new_log(request, result.ids, endpoint)
-    log_recommendation(ctx, record)
-    if experiments is not None and request.scenario and request.variant:
-        experiments.served(request.scenario, request.variant)
-    return {"recommId": record.recomm_id, **body, **ab_group(request)}
 
 
 async def recommend(served: Served, request: Request, endpoint: str) -> dict[str, Any]:

@@ -134,9 +134,21 @@ def test_unknown_included_property_is_reported(shop: RunningServer) -> None:
 
 
 def test_unknown_database_and_path(shop: RunningServer) -> None:
-    response = shop.request("GET", "/items/list/", database="nowhere", signed=False)
-    assert response.status_code == 404
-    assert "nowhere" in response.json()["error"]
+    # Without a valid signature, an unknown database answers as a known one does: the answer
+    # must not tell which databases exist.
+    for signed_with in (None, "some-guessed-token"):
+        unknown_database = shop.request(
+            "GET",
+            "/items/list/",
+            database="nowhere",
+            signed=signed_with is not None,
+            token=signed_with,
+        )
+        known_database = shop.request(
+            "GET", "/items/list/", signed=signed_with is not None, token=signed_with
+        )
+        assert unknown_database.status_code == known_database.status_code == 401
+        assert unknown_database.json() == known_database.json()
     unknown = shop.request("GET", "/nothing-here/")
     assert unknown.status_code == 404
     assert unknown.json()["statusCode"] == 404

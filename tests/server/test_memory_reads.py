@@ -120,14 +120,18 @@ def test_a_failed_log_write_is_counted_not_raised(tmp_path: Path) -> None:
 
     async def scenario() -> int:
         log = RecommendationLog(database, delay=30.0)
+        log.add(_record("other"))
         log.add(_record("same"))
         log.add(_record("same"))  # a duplicate recommId: the batch's INSERT fails
         await log.settled()
         return log.failures
 
     try:
+        # The batch fails, then each record is written alone: only the duplicate is lost,
+        # not its neighbours (whose recommIds would otherwise answer 404).
         assert asyncio.run(scenario()) == 1
-        assert database.read_sync(lambda ctx: get_recommendation(ctx, "same")) is None
+        assert database.read_sync(lambda ctx: get_recommendation(ctx, "same")) is not None
+        assert database.read_sync(lambda ctx: get_recommendation(ctx, "other")) is not None
     finally:
         database.close()
 

@@ -49,7 +49,13 @@ CONFIG: dict[str, Any] = {
 
 @pytest.fixture
 def configured(tmp_path: Path) -> Iterator[RunningServer]:
-    server = RunningServer(tmp_path, free_port(), {"test": "scenario-token"}, extra=CONFIG)
+    server = RunningServer(
+        tmp_path,
+        free_port(),
+        {"test": "scenario-token"},
+        admin_token="scenario-admin-token-0123",
+        extra=CONFIG,
+    )
     server.start()
     client = server.client()
     client.send(AddItemProperty("genre", "string"))
@@ -107,12 +113,15 @@ def test_reload_applies_a_changed_scenario(configured: RunningServer) -> None:
     changed["scenarios"]["related"]["filter"] = "'genre' == \"drama\""
     configured.config_path.write_text(yaml.safe_dump(changed))
     response = configured.request("POST", "/reload", database="-", json={}, signed=False)
-    # /-/reload is signed with a database's token, like every other request.
+    # /-/reload reloads every database: it takes the admin token, not a database's signature.
     assert response.status_code == 401
     token = configured.tokens["test"]
     signed = configured.request("POST", "/reload", database="-", json={}, token=token)
-    assert signed.status_code == 200, signed.text
-    assert "related" in signed.json()["scenarios"]
+    assert signed.status_code == 401
+    assert configured.admin("POST", "reload", token=token).status_code == 401
+    reloaded = configured.admin("POST", "reload", json={})
+    assert reloaded.status_code == 200, reloaded.text
+    assert "related" in reloaded.json()["scenarios"]
     recommended = ids(
         configured.client().send(RecommendItemsToItem("f00", "u0", 4, scenario="related"))
     )
@@ -124,8 +133,7 @@ def test_sighup_reloads_and_a_bad_file_is_refused(configured: RunningServer) -> 
     bad = yaml.safe_load(configured.config_path.read_text())
     bad["scenarios"]["related"]["model"] = "no-such-model"
     configured.config_path.write_text(yaml.safe_dump(bad))
-    token = configured.tokens["test"]
-    refused = configured.request("POST", "/reload", database="-", json={}, token=token)
+    refused = configured.admin("POST", "reload", json={})
     assert refused.status_code == 400
     assert "scenarios.related.model" in refused.json()["error"]
     good = yaml.safe_load(configured.config_path.read_text())

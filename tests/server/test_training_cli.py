@@ -67,7 +67,9 @@ def test_plugins_listing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_plugins_over_http(server: RunningServer) -> None:
     import requests
 
-    listing = requests.get(f"{server.url}/-/plugins", timeout=10).json()
+    # The plugin inventory is for the admin only.
+    assert requests.get(f"{server.url}/-/plugins", timeout=10).status_code == 401
+    listing = server.admin("GET", "plugins").json()
     names = [p["name"] for p in listing["plugins"]]
     assert "plugins.builtin.popularity" in names
     assert (

@@ -1,0 +1,131 @@
+"""reqo's own operations outside any database: health, readiness, plugins, reload, the OpenAPI
+document of reqo's extensions.
+
+`/-/health` and `/-/ready` answer anyone with their status alone, at once, without touching a
+database (a probe must never wait behind request work); with the admin token they also report
+each database and the traffic counters. Everything else here needs the admin token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from plugins.manager import Registry
+from server.admission import Traffic
+from server.auth import is_admin, verify_admin
+from server.boundary import SafeJSONResponse
+from server.config import ConfigError
+from server.lifecycle import Live
+from server.store import Store
+from storage.errors import StorageError
+
+OPENAPI = Path(__file__).resolve().parent.parent / "openapi.yaml"
+"""reqo's extensions to Recombee's API, as an OpenAPI document."""
+logger = logging.getLogger("reqo")
+
+
+@dataclass
+class ServerState:
+    """What the admin operations look at."""
+
+    store: Store
+    live: Live
+    registry: Registry
+    traffic: Traffic
+    started: bool = False
+    """True once every database is open; false again while the server shuts down."""
+
+
+def plugins_json(registry: Registry) -> dict[str, Any]:
+    return {
+        "plugins": [p.to_json() for p in registry.plugins],
+        "algorithms": {
+            name: {
+                "description": cls.description,
+                "parameters": {p.name: p.default for p in cls.parameters},
+            }
+            for name, cls in sorted(registry.algorithms.items())
+        },
+    }
+
+
+def admin_routes(state: ServerState) -> list[Route]:
+    """The routes under `/-/`."""
+
+    def admin(request: Request) -> bool:
+        config = state.live.config
+        return is_admin(request.scope, config.admin_token, allow_unsigned=config.allow_unsigned)
+
+    def guarded(
+        handler: Callable[[Request], Any],
+    ) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            config = state.live.config
+            try:
+                verify_admin(
+                    request.scope, config.admin_token, allow_unsigned=config.allow_unsigned
+                )
+            except StorageError as error:
+                body = {"statusCode": error.status, "error": error.message}
+                return SafeJSONResponse(body, error.status)
+            response: Response = await handler(request)
+            return response
+
+        return endpoint
+
+    async def health(request: Request) -> Response:
+        body: dict[str, Any] = {"status": "ok"}
+        if admin(request):
+            body["databases"] = _databases(state)
+            body["traffic"] = state.traffic.to_json()
+        return SafeJSONResponse(body)
+
+    async def ready(request: Request) -> Response:
+        body: dict[str, Any] = {"status": "ready" if state.started else "not ready"}
+        if admin(request):
+            body["databases"] = _databases(state)
+        return SafeJSONResponse(body, 200 if state.started else 503)
+
+    async def plugins(request: Request) -> Response:
+        return SafeJSONResponse(plugins_json(state.registry))
+
+    async def reload(request: Request) -> Response:
+        try:
+            result = await state.live.reload()
+        except ConfigError as error:
+            return SafeJSONResponse({"statusCode": 400, "error": str(error)}, 400)
+        return SafeJSONResponse(result)
+
+    async def openapi(request: Request) -> Response:
+        return Response(OPENAPI.read_bytes(), media_type="application/yaml")
+
+    return [
+        Route("/-/health", health, methods=["GET"]),
+        Route("/-/ready", ready, methods=["GET"]),
+        Route("/-/plugins", guarded(plugins), methods=["GET"]),
+        Route("/-/reload", guarded(reload), methods=["POST"]),
+        Route("/-/openapi.yaml", openapi, methods=["GET"]),
+    ]
+
+
+def _databases(state: ServerState) -> dict[str, Any]:
+    """Each open database's state, from memory only."""
+    report = {}
+    for served in state.store.all():
+        database = served.database
+        report[database.name] = {
+            "diskFull": bool(getattr(database, "disk_full", False)),
+            "inFlight": state.traffic.in_flight.get(database.name, 0),
+            "shed": state.traffic.shed.get(database.name, 0),
+            "historyIndexReady": served.pipeline.histories.ready,
+            "recommendationLogFailures": served.log.failures,
+        }
+    return report
