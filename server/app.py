@@ -26,6 +26,7 @@ from server.api.batch import PreparedBatch, parse_batch, run_batch
 from server.api.body import read_params
 from server.api.catalog import catalog_operations
 from server.api.image_search import ENDPOINT, read_image_request
+from server.api.image_search import MAX_REQUEST_BYTES as IMAGE_REQUEST_BYTES
 from server.api.image_search import PATH as IMAGE_PATH
 from server.api.interactions import interaction_operations
 from server.api.kpi import kpi as kpi_report
@@ -36,6 +37,7 @@ from server.api.operations import (
     OperationTable,
     Params,
     error_body,
+    read_body,
 )
 from server.api.recommendations import (
     PATHS,
@@ -136,9 +138,9 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
     async def accept(request: Request) -> tuple[Served, Params]:
         """The request's database and parameters, its signature (and body digest) verified."""
         served = served_of(request)
-        params = await read_params(request)
+        params, raw = await read_params(request)
         if served.settings.strict_signatures and not _unsigned(request, config):
-            check_digest(request.scope, await request.body())
+            check_digest(request.scope, raw)
         return served, params
 
     def endpoint(operation: Operation) -> Endpoint:
@@ -196,9 +198,12 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
     async def image_items(request: Request) -> Response:
         try:
             served = served_of(request)
-            image, params = await read_image_request(request)
             if served.settings.strict_signatures and not _unsigned(request, config):
-                check_digest(request.scope, await request.body())
+                raw = await read_body(request, IMAGE_REQUEST_BYTES)
+                check_digest(request.scope, raw)
+                # Starlette reads a body it holds already from here (the form parser too).
+                request._body = raw
+            image, params = await read_image_request(request)
             current = live.config
             parsed = parse_request(ENDPOINT, {}, params, current.scenarios, current.models)
             result = await recommend_for_image(served, parsed, image)

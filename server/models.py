@@ -8,6 +8,7 @@ the swap is one assignment, so a request sees either the old model or the new on
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import threading
@@ -24,6 +25,7 @@ from server.config import Config, ConfigError
 from server.item_vectors import provider_for
 from server.scenarios import ModelConfig
 from storage.database import Database
+from storage.errors import DiskFull
 from storage.snapshot import take_snapshot
 
 
@@ -242,7 +244,14 @@ class LiveModels:
         config = self.configs[name]
         version = current_version(self.directory, name)
         if version is None:
-            train_model(self.database, config, self.registry, self.directory, self.configs)
+            try:
+                train_model(self.database, config, self.registry, self.directory, self.configs)
+            except OSError as error:
+                if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    raise DiskFull(
+                        self.database.name, f"model '{name}' could not be saved"
+                    ) from None
+                raise
             version = current_version(self.directory, name)
             assert version is not None
         cls = self.registry.algorithm(config.algorithm)

@@ -5,16 +5,29 @@ serialised without lock conflicts; the writer commits the jobs that are waiting 
 commit), so a stream of small writes costs one commit per group rather than one per write, and
 no job is acknowledged before its commit. Reads run on a thread pool, each thread with its own
 cursor, and see every acknowledged write.
+
+A full disk must not take the database down. DuckDB's automatic checkpoint is off, because when
+it fails for lack of space it invalidates the database (every later statement fails until the
+file is reopened) and turns a durable commit into an error: the writer checkpoints itself, after
+a commit has been acknowledged, and only where the filesystem has room for it. A commit that
+fails for lack of space (its WAL write) stores nothing and leaves the connection usable: its jobs
+are refused with `DiskFull` (507), reads go on, and writes succeed again once space is freed.
+Should the database be invalidated all the same, the writer reopens the file (DuckDB replays the
+WAL) and the readers move to fresh cursors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
+import logging
 import queue
+import shutil
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +35,38 @@ from typing import Any, Generic, TypeVar, cast
 
 import duckdb
 
-from storage.errors import StorageError
+from storage.errors import DiskFull, StorageError
 from storage.schema import Entity, EntitySchema, PropertyInfo, PropertyType, Schema
 
 T = TypeVar("T")
 
+logger = logging.getLogger("reqo")
+
 SCHEMA_VERSION = "1"
 MAX_GROUP_SIZE = 512
+
+CHECKPOINT_WAL_BYTES = 16 * 2**20
+"""The writer checkpoints after a commit that leaves the WAL larger than this (DuckDB's own
+automatic checkpoint, at the same size by default, is off)."""
+
+CHECKPOINT_FREE_MARGIN = 64 * 2**20
+"""Free bytes, beyond twice the WAL's size, that a checkpoint waits for. A checkpoint writes the
+changed data to new blocks before it releases the old ones, and may rewrite more than the WAL
+holds (the rest of a row group that an update touched); one that runs out of space invalidates
+the database."""
+
+REOPEN_INTERVAL = 1.0
+"""Seconds between the writer's tries to reopen read-write a database it could not reopen."""
+
+RECOVERY_WAIT = 10.0
+"""Seconds that a read which met an invalidated connection waits for the writer to reopen it."""
+
+_CONNECT_CONFIG = {"checkpoint_threshold": "1000TB"}
+"""DuckDB's settings for every connection: no automatic checkpoint (see the module's doc)."""
+
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+_DISK_FULL_SIGNS = ("no space left on device", "file too large", "disk quota exceeded")
+"""How DuckDB words the OS errors above in its messages (it keeps no errno)."""
 
 _BOOTSTRAP = [
     "SET TimeZone = 'UTC'",
@@ -186,6 +224,59 @@ class CoalescedJob:
 
 Job = WriteJob[Any] | CoalescedJob
 _STOP = object()
+_CHECK = object()
+"""Queued by a read that met an invalidated database: the writer checks its connection."""
+
+
+class _Gate:
+    """Lets any number of reads use the connection at once, and the writer replace it (close the
+    old one, open a new one) while none does: closing a connection under a running query is not
+    safe. Reentrant for reads, since a read may read again within itself."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._readers = 0
+        self._replacing = False
+        self._local = threading.local()
+
+    def held(self) -> bool:
+        """Whether the calling thread is inside a read."""
+        depth: int = getattr(self._local, "depth", 0)
+        return depth > 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        """Held by a read for as long as it uses its cursor."""
+        depth: int = getattr(self._local, "depth", 0)
+        if depth == 0:
+            with self._condition:
+                self._condition.wait_for(lambda: not self._replacing)
+                self._readers += 1
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                with self._condition:
+                    self._readers -= 1
+                    self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Held while the connection is replaced; waits for the reads under way to finish."""
+        with self._condition:
+            self._condition.wait_for(lambda: not self._replacing)
+            # Reads that start from here on wait, so that a stream of them cannot hold off the
+            # writer for ever.
+            self._replacing = True
+            self._condition.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._replacing = False
+                self._condition.notify_all()
 
 
 class Database:
@@ -199,18 +290,35 @@ class Database:
         self.path = path
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = duckdb.connect(str(path) if path is not None else ":memory:")
+        conn = self._connect()
         for statement in _BOOTSTRAP:
-            self._conn.execute(statement)
-        self._conn.execute(
+            conn.execute(statement)
+        conn.execute(
             "INSERT OR IGNORE INTO reqo_meta VALUES ('schema_version', ?)", [SCHEMA_VERSION]
         )
-        self._schema = load_schema(self._conn)
+        self._conn: duckdb.DuckDBPyConnection | None = conn
+        """The connection that the writer and the readers' cursors use; replaced by the writer
+        when DuckDB invalidates it (None while the file cannot be opened at all)."""
+        self._schema = load_schema(conn)
         self._version = itertools.count(1)
         self.catalog_version = 0
         """Moves on every commit that changed items, users or properties."""
         self.interactions_version = 0
         """Moves on every commit that changed interactions."""
+        self.disk_full = False
+        """True from a write refused for lack of space until the next commit that succeeds."""
+        self._writable = True
+        """False while `_conn` is read-only (or absent): the file could not be reopened
+        read-write after DuckDB invalidated it."""
+        self._generation = 0
+        """Moves each time `_conn` is replaced; a reader's cursor of an older one is stale."""
+        self._gate = _Gate()
+        self._reopened = threading.Condition()
+        """Notified after `_conn` is replaced, for the reads that wait for it."""
+        self._open_error: duckdb.Error | None = None
+        self._open_failures = 0
+        self._last_reopen = 0.0
+        self._checkpoint_postponed = False
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix=f"reqo-read-{name}")
@@ -249,13 +357,22 @@ class Database:
         return await asyncio.wrap_future(self.submit(CoalescedJob(apply, payload)))
 
     def read_sync(self, run: Callable[[ReadContext], T]) -> T:
-        """Run a read on the calling thread with its own cursor."""
-        cursor = getattr(self._local, "cursor", None)
-        if cursor is None:
-            cursor = self._conn.cursor()
-            cursor.execute("SET TimeZone = 'UTC'")
-            self._local.cursor = cursor
-        return run(ReadContext(cursor, self._schema))
+        """Run a read on the calling thread with its own cursor.
+
+        A read that meets an invalidated database runs once more, on a cursor of the connection
+        that the writer opens in its place."""
+        # A read within a read cannot wait for the writer: the outer one holds the gate.
+        nested = self._gate.held()
+        for attempt in range(2):
+            with self._gate.shared():
+                cursor, generation = self._cursor()
+                try:
+                    return run(ReadContext(cursor, self._schema))
+                except duckdb.Error as error:
+                    if attempt or nested or not _invalidated(error):
+                        raise
+            self._await_reopen(generation)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def read_in_memory(self, run: Callable[[ReadContext], T]) -> T:
         """Run a read on the calling thread (the event loop) without a connection, for reads that
@@ -270,41 +387,190 @@ class Database:
         return await loop.run_in_executor(self._readers, self.read_sync, run)
 
     def close(self) -> None:
-        """Finish queued writes, stop the threads and close the file (checkpointing it)."""
+        """Finish queued writes, stop the threads and close the file.
+
+        DuckDB checkpoints the file as it closes it; where the disk has no room for that, the
+        checkpoint fails without harm (the WAL stays, and the next open replays it)."""
         if self._closed:
             return
         self._closed = True
         self._queue.put(_STOP)
         self._writer.join()
         self._readers.shutdown(wait=True)
-        self._conn.close()
+        with self._reopened:
+            self._reopened.notify_all()  # reads waiting for a reopen that will not come
+        with self._gate.exclusive():
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except duckdb.Error:
+                    logger.exception("database %r: closing the file failed", self.name)
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        conn = duckdb.connect(
+            str(self.path) if self.path is not None else ":memory:",
+            read_only=read_only,
+            config=dict(_CONNECT_CONFIG),
+        )
+        conn.execute("SET TimeZone = 'UTC'")
+        return conn
+
+    def _cursor(self) -> tuple[duckdb.DuckDBPyConnection, int]:
+        """The calling thread's cursor on the current connection, and that connection's
+        generation (call with the gate held)."""
+        generation = self._generation
+        held: tuple[duckdb.DuckDBPyConnection, int] | None = getattr(self._local, "cursor", None)
+        if held is not None and held[1] == generation:
+            return held
+        conn = self._conn
+        if conn is None:
+            if self.disk_full:
+                raise DiskFull(self.name, "the database cannot be read until it is reopened")
+            raise RuntimeError(f"database {self.name!r} cannot be opened: {self._open_error}")
+        # A cursor of a replaced connection was closed with it.
+        cursor = conn.cursor()
+        cursor.execute("SET TimeZone = 'UTC'")
+        self._local.cursor = (cursor, generation)
+        return cursor, generation
+
+    def _await_reopen(self, generation: int) -> None:
+        """Have the writer check the connection, and wait (a while) until it has replaced it."""
+        with self._reopened:
+            if self._generation != generation or self._closed:
+                return
+            self._queue.put(_CHECK)
+            self._reopened.wait_for(
+                lambda: self._generation != generation or self._closed, timeout=RECOVERY_WAIT
+            )
+
+    def _reopen(self) -> bool:
+        """Close the connection and open the file again (on the writer thread): read-write where
+        possible (DuckDB replays the WAL, so every committed write is there), else read-only, so
+        that reads go on meanwhile. Returns whether writes can go on."""
+        if self.path is None:
+            return self._writable  # in memory: a new connection would start empty
+        self._last_reopen = time.monotonic()
+        with self._gate.exclusive():
+            if self._conn is not None:
+                # DuckDB caches one instance per file: only once this one is closed does a
+                # connect open the file anew (rather than hand back the invalidated instance).
+                with contextlib.suppress(duckdb.Error):
+                    self._conn.close()
+                self._conn = None
+            conn: duckdb.DuckDBPyConnection | None = None
+            writable = False
+            for read_only in (False, True):
+                try:
+                    conn = self._connect(read_only=read_only)
+                    self._schema = load_schema(conn)
+                except duckdb.Error as error:
+                    if conn is not None:
+                        with contextlib.suppress(duckdb.Error):
+                            conn.close()
+                        conn = None
+                    if not read_only:
+                        self._open_failed(error)
+                    continue
+                writable = not read_only
+                break
+            self._conn = conn
+            self._writable = writable
+            self._generation += 1
+        with self._reopened:
+            self._reopened.notify_all()
+        if writable:
+            if self._open_failures:
+                logger.warning("database %r: reopened read-write", self.name)
+            else:
+                logger.warning("database %r: reopened after DuckDB invalidated it", self.name)
+            self._open_failures = 0
+            self._open_error = None
+        return writable
+
+    def _open_failed(self, error: duckdb.Error) -> None:
+        self._open_error = error
+        if _is_disk_full(error):
+            self.disk_full = True
+        if self._open_failures % 60 == 0:  # once a minute or so, while it goes on
+            logger.error(
+                "database %r cannot be reopened read-write (writes are refused): %s",
+                self.name,
+                error,
+            )
+        self._open_failures += 1
+
+    def _wal_bytes(self) -> int:
+        try:
+            return Path(f"{self.path}.wal").stat().st_size
+        except OSError:
+            return 0
+
+    def _room_for_checkpoint(self, wal_bytes: int) -> bool:
+        assert self.path is not None
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return False
+        needed = 2 * wal_bytes + CHECKPOINT_FREE_MARGIN
+        if free >= needed:
+            self._checkpoint_postponed = False
+            return True
+        if not self._checkpoint_postponed:
+            logger.warning(
+                "database %r: checkpoint postponed until the disk has %d MiB free (it has %d)",
+                self.name,
+                needed >> 20,
+                free >> 20,
+            )
+            self._checkpoint_postponed = True
+        return False
 
     # -- the writer thread ------------------------------------------------------------------
 
     def _write_loop(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            jobs: list[Job] = [first]
-            stop_after = False
-            while len(jobs) < MAX_GROUP_SIZE:
+            try:
+                # A database that could not be reopened read-write is tried again now and then,
+                # so that the reads move off the read-only connection once space is back.
+                first = self._queue.get(timeout=None if self._writable else REOPEN_INTERVAL)
+            except queue.Empty:
+                self._reopen()
+                continue
+            jobs: list[Job] = []
+            check = stop = False
+            item = first
+            while True:
+                if item is _STOP:
+                    stop = True
+                    break
+                if item is _CHECK:
+                    check = True
+                else:
+                    jobs.append(item)
+                if len(jobs) >= MAX_GROUP_SIZE:
+                    break
                 try:
-                    nxt = self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is _STOP:
-                    stop_after = True
-                    break
-                jobs.append(nxt)
-            self._run_group(jobs)
-            if stop_after:
+            if jobs:
+                self._run_group(jobs)
+            if check and (self._conn is None or _is_dead(self._conn)):
+                self._reopen()
+            if stop:
                 return
 
-    def _run_group(self, jobs: list[Job]) -> None:
+    def _run_group(self, jobs: list[Job], *, retried: bool = False) -> None:
+        if not self._writable and not self._reopen_if_due():
+            self._refuse(jobs, self._refusal())
+            return
         conn = self._conn
+        assert conn is not None
         ctx = WriteContext(conn, self._schema)
         outcomes: list[tuple[bool, Any]] = []
+        committing = False
         try:
             conn.execute("BEGIN TRANSACTION")
             index = 0
@@ -329,11 +595,27 @@ class Database:
                     outcomes.append((False, error))
                     _ensure_alive(conn, error)
                 index += 1
+            committing = True
             conn.execute("COMMIT")
         except BaseException as error:
+            if committing and _durable(error):
+                # DuckDB stored the group, then failed a checkpoint of its own (it is told to run
+                # none) and invalidated the database: the jobs are answered as committed.
+                self._reopen()
+                self._acknowledge(jobs, outcomes, ctx, reload_schema=False)
+                return
+            _rollback(conn)
+            if _is_dead(conn):
+                self._recover(jobs, error, committing=committing, retried=retried)
+                return
+            if _is_disk_full(error):
+                # The commit's WAL write (or a block of a large insert) found no room: nothing
+                # of the group is stored and the connection goes on. Each job would fail alone
+                # as well, so none is tried again; the client may resend once space is freed.
+                self._refuse_for_space(jobs, ctx)
+                return
             # Something unexpected (not a refusal of one job): undo the group, then give each job
             # its own transaction, so that one broken job cannot fail its neighbours.
-            _rollback(conn)
             if ctx.schema_was_changed:
                 self._schema = load_schema(conn)
             if len(jobs) == 1:
@@ -344,8 +626,23 @@ class Database:
             for job in jobs:
                 self._run_group([job])
             return
-        if ctx.schema_was_changed:
-            self._schema = load_schema(conn)
+        self._acknowledge(jobs, outcomes, ctx, reload_schema=True)
+        # Only now, with every job answered: a checkpoint must never hold up (or fail) a write
+        # that has committed.
+        self._maybe_checkpoint()
+
+    def _acknowledge(
+        self,
+        jobs: list[Job],
+        outcomes: list[tuple[bool, Any]],
+        ctx: WriteContext,
+        *,
+        reload_schema: bool,
+    ) -> None:
+        """Publish a committed group's changes and answer its jobs."""
+        self.disk_full = False
+        if ctx.schema_was_changed and reload_schema:
+            self._schema = load_schema(ctx.conn)
         if ctx.catalog_changed:
             self.catalog_version = next(self._version)
         if ctx.interactions_changed:
@@ -355,6 +652,72 @@ class Database:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(value)
+
+    def _refuse_for_space(self, jobs: list[Job], ctx: WriteContext) -> None:
+        if not self.disk_full:
+            logger.error("database %r: the disk is full; writes are refused", self.name)
+        self.disk_full = True
+        if ctx.schema_was_changed:
+            self._schema = load_schema(ctx.conn)
+        self._refuse(jobs, lambda: DiskFull(self.name))
+
+    def _recover(
+        self, jobs: list[Job], error: BaseException, *, committing: bool, retried: bool
+    ) -> None:
+        """Reopen a database that DuckDB invalidated during the group, and answer the group."""
+        logger.error("database %r was invalidated: %s", self.name, error)
+        # Nothing of the group is stored where the database failed before COMMIT, or refused
+        # COMMIT because it had been invalidated already. Any other fatal error at COMMIT leaves
+        # it unknown whether the group was stored: it must not run again, and its jobs get the
+        # error itself (never DiskFull, which says that nothing was stored).
+        unknown = committing and not _refused_as_invalid(error)
+        writable = self._reopen()
+        if unknown:
+            self._refuse(jobs, lambda: error)
+        elif writable and not retried:
+            self._run_group(jobs, retried=True)
+        else:
+            self._refuse(jobs, self._refusal(error))
+
+    def _reopen_if_due(self) -> bool:
+        """Try to reopen read-write, at most every `REOPEN_INTERVAL` (a try costs the reads a
+        pause); returns whether writes can go on."""
+        if time.monotonic() - self._last_reopen < REOPEN_INTERVAL:
+            return False
+        return self._reopen()
+
+    def _refusal(self, cause: BaseException | None = None) -> Callable[[], BaseException]:
+        """What refuses a write while the database cannot take one."""
+        if self.disk_full:
+            return lambda: DiskFull(self.name)
+        if cause is not None:
+            return lambda: cause
+        return lambda: RuntimeError(
+            f"database {self.name!r} cannot be written: it could not be reopened "
+            f"read-write ({self._open_error})"
+        )
+
+    @staticmethod
+    def _refuse(jobs: list[Job], error: Callable[[], BaseException]) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(error())
+
+    def _maybe_checkpoint(self) -> None:
+        """Checkpoint once the WAL is past `CHECKPOINT_WAL_BYTES`, where the disk has room."""
+        if self.path is None:
+            return
+        wal = self._wal_bytes()
+        if wal <= CHECKPOINT_WAL_BYTES or not self._room_for_checkpoint(wal):
+            return  # tried again after a later commit
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute("CHECKPOINT")
+        except duckdb.Error as error:
+            logger.error("database %r: checkpoint failed: %s", self.name, error)
+            if _is_dead(conn):
+                self._reopen()
 
 
 class _Aborted(Exception):
@@ -378,3 +741,39 @@ def _rollback(conn: duckdb.DuckDBPyConnection) -> None:
     # The transaction may never have opened, or DuckDB may have aborted it already.
     with contextlib.suppress(duckdb.Error):
         conn.execute("ROLLBACK")
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """Whether a DuckDB (or OS) error says that the filesystem had no room."""
+    if isinstance(error, OSError):
+        return error.errno in _DISK_FULL_ERRNOS
+    if not isinstance(error, duckdb.Error):
+        return False  # e.g. a job's own exception that happens to quote such a message
+    text = str(error).lower()
+    return any(sign in text for sign in _DISK_FULL_SIGNS)
+
+
+def _invalidated(error: BaseException) -> bool:
+    """Whether an error comes from a database that DuckDB has invalidated (after a fatal error,
+    every statement on every connection of the instance fails until the file is reopened)."""
+    return isinstance(error, duckdb.FatalException) or "has been invalidated" in str(error)
+
+
+def _refused_as_invalid(error: BaseException) -> bool:
+    """Whether DuckDB refused a statement because of an earlier fatal error (so did nothing)."""
+    return "has been invalidated" in str(error)
+
+
+def _durable(error: BaseException) -> bool:
+    """Whether a failed COMMIT says that the transaction was stored all the same (DuckDB: "...
+    COMMIT succeeded and is durable, but the autocheckpoint failed")."""
+    return isinstance(error, duckdb.Error) and "is durable" in str(error)
+
+
+def _is_dead(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the connection's database has been invalidated."""
+    try:
+        conn.execute("SELECT 1").fetchall()
+    except duckdb.Error as error:
+        return _invalidated(error)
+    return False

@@ -41,6 +41,21 @@ class TooLarge(StorageError):
     status = 413
 
 
+class DiskFull(StorageError):
+    """The filesystem that holds the database has no room for the write (507 Insufficient
+    Storage). Nothing of the refused write is stored, so the client may send it again once an
+    operator has freed space; the database takes writes again by itself then."""
+
+    status = 507
+
+    def __init__(self, database: str, consequence: str = "the write was not stored") -> None:
+        super().__init__(
+            f"the disk holding database '{database}' is full: {consequence}; "
+            "retry when space is freed"
+        )
+        self.database = database
+
+
 class BadParameter(InvalidInput):
     """A named parameter has a bad value."""
 

@@ -122,7 +122,7 @@ def _databases(state: ServerState) -> dict[str, Any]:
     for served in state.store.all():
         database = served.database
         report[database.name] = {
-            "diskFull": bool(getattr(database, "disk_full", False)),
+            "diskFull": database.disk_full,
             "inFlight": state.traffic.in_flight.get(database.name, 0),
             "shed": state.traffic.shed.get(database.name, 0),
             "historyIndexReady": served.pipeline.histories.ready,

@@ -38,13 +38,14 @@ class BadBody(InvalidInput):
         super().__init__(f"the request body {problem}")
 
 
-async def read_params(request: Request) -> Params:
-    """The query parameters (without the signature) and the JSON body object."""
+async def read_params(request: Request) -> tuple[Params, bytes]:
+    """The query parameters (without the signature) and the JSON body object; and the body's
+    bytes (a strictly signed request's digest covers them)."""
     query = {k: v for k, v in request.query_params.items() if k not in AUTH_PARAMETERS}
     raw = await read_body(request, MAX_BODY_BYTES)
     if not raw.strip():
-        return Params(query=query)
-    return Params(query=query, body=parse_object(raw))
+        return Params(query=query), raw
+    return Params(query=query, body=parse_object(raw)), raw
 
 
 def parse_object(raw: bytes) -> dict[str, Any]:

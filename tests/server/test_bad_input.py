@@ -100,9 +100,45 @@ CASES = [
     ("GET", "/items/list/?returnProperties=yes", None, ["returnProperties"]),
     ("DELETE", "/detailviews/?userId=someone&itemId=known&timestamp=soon", None, ["timestamp"]),
 ]
+VIEW = b'"userId": "someone", "itemId": "known"'
+HOSTILE = [
+    # JSON that Python's parser accepts but that broke the server further on (500s before):
+    # nesting deep enough to exhaust the stack, lone surrogates (no UTF-8 encoder takes them),
+    # integers that overflow float(), numbers that parse as infinity.
+    ("POST", "/detailviews/", b'{"userId": ' + b"[" * 970 + b"]" * 970 + b"}", ["nested"]),
+    ("POST", "/detailviews/", b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}", ["nested"]),
+    ("POST", "/batch/", b'{"requests": ' + b"[" * 100 + b"]" * 100 + b"}", ["nested"]),
+    ("POST", "/detailviews/", b'{"userId": "some\\ud800", "itemId": "known"}', ["surrogate"]),
+    ("POST", "/detailviews/", b"{" + VIEW + b', "recommId": "\\udfff"}', ["surrogate"]),
+    ("POST", "/detailviews/", b"{" + VIEW + b', "\\ud800": 1}', ["surrogate"]),
+    ("POST", "/items/known", b'{"tags": ["fine", "\\ud800"]}', ["surrogate", "tags[1]"]),
+    ("POST", "/items/known", b'{"stock": 1, "\\udbff": 2}', ["surrogate"]),
+    ("GET", "/items/list/", b'{"filter": "\\"\\ud800\\" in ' + b"'tags'" + b'"}', ["surrogate"]),
+    ("POST", "/purchases/", b"{" + VIEW + b', "amount": 1' + b"0" * 400 + b"}", ["64 bits"]),
+    ("POST", "/purchases/", b"{" + VIEW + b', "price": 1e400}', ["out of range"]),
+    ("POST", "/ratings/", b"{" + VIEW + b', "rating": -1' + b"0" * 310 + b"}", ["64 bits"]),
+    ("POST", "/detailviews/", b"{" + VIEW + b', "timestamp": 9' + b"9" * 320 + b"}", ["64"]),
+    ("POST", "/viewportions/", b"{" + VIEW + b', "portion": 1' + b"0" * 309 + b"}", ["64"]),
+    ("POST", "/items/known", b'{"stock": 9' + b"9" * 5000 + b"}", ["64 bits"]),
+    ("POST", "/items/known", b'{"stock": 9223372036854775808}', ["64 bits"]),
+    (
+        "POST",
+        "/recomms/users/someone/items/",
+        b'{"count": 5, "diversity": 1' + b"0" * 400 + b"}",
+        ["64 bits"],
+    ),
+    ("POST", "/recomms/users/someone/items/", b'{"count": 5, "rotationTime": 1e999}', ["range"]),
+    (
+        "POST",
+        "/recomms/items/known/items/",
+        b'{"count": 5, "targetUserId": "someone", "userImpact": 1' + b"0" * 400 + b"}",
+        ["64 bits"],
+    ),
+    ("GET", "/items/list/?filter=" + "1" * 5000 + "%3E0", None, ["out of range"]),
+]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "words"), CASES)
+@pytest.mark.parametrize(("method", "path", "body", "words"), CASES + HOSTILE)
 def test_bad_input_is_400_and_stores_nothing(
     shop: RunningServer, method: str, path: str, body: Any, words: list[str]
 ) -> None:

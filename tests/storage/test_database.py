@@ -1,9 +1,12 @@
-"""The writer thread: group commit, refusals, isolation of a broken job, durability on reopen."""
+"""The writer thread: group commit, refusals, isolation of a broken job, durability on reopen,
+and a full disk (refused writes, checkpoints that wait for room, reopening an invalidated file)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -12,10 +15,12 @@ import duckdb
 import pytest
 
 from storage import catalog
+from storage import database as database_module
 from storage.database import CoalescedJob, Database, WriteContext, WriteJob
-from storage.errors import Conflict, EntityNotFound, InvalidInput
+from storage.errors import Conflict, DiskFull, EntityNotFound, InvalidInput
 from storage.interactions import InteractionKind, apply_interaction_writes, parse_interaction
 from storage.schema import Entity
+from tests.server.test_disk_full import MiB, fill, small_disk
 
 
 class Gate:
@@ -215,3 +220,163 @@ def test_a_refusal_after_a_failed_statement_does_not_lose_its_neighbours(
         )
     )
     assert ids == ["a", "b", "c"]
+
+
+# -- a full disk ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def on_small_disk(tmp_path: Path) -> Iterator[tuple[Database, Path]]:
+    """A database in a real DuckDB file on a 16 MiB tmpfs (root only: skips elsewhere)."""
+    with small_disk(tmp_path / "disk", 16 * MiB) as disk:
+        db = Database("small", disk / "small.duckdb")
+        try:
+            yield db, disk
+        finally:
+            db.close()
+
+
+def add_items(db: Database, prefix: str, count: int, *, title_bytes: int = 0) -> None:
+    """`count` items (one write job each), with a title of `title_bytes` characters if any."""
+    title = "x" * title_bytes
+
+    def add(ctx: WriteContext, item: str) -> None:
+        catalog.add_entity(ctx, Entity.ITEM, item)
+        if title_bytes:
+            catalog.set_values(ctx, Entity.ITEM, item, {"title": title}, cascade_create=False)
+
+    for n in range(count):
+        db.write_sync(lambda ctx, n=n: add(ctx, f"{prefix}-{n}"))  # type: ignore[misc]
+
+
+def test_a_commit_without_room_refuses_its_whole_group_and_stores_nothing(
+    on_small_disk: tuple[Database, Path],
+) -> None:
+    db, disk = on_small_disk
+    db.write_sync(lambda ctx: catalog.add_property(ctx, Entity.ITEM, "title", "string"))
+    add_items(db, "kept", 3)
+    filler = fill(disk)
+    title = "x" * 64 * 1024  # more than the WAL's last page can still take
+    jobs: list[Any] = [
+        WriteJob(lambda ctx: catalog.add_entity(ctx, Entity.ITEM, "refused-a")),
+        WriteJob(
+            lambda ctx: catalog.set_values(
+                ctx, Entity.ITEM, "refused-b", {"title": title}, cascade_create=True
+            )
+        ),
+        CoalescedJob(
+            apply_interaction_writes,
+            parse_interaction(
+                InteractionKind.DETAIL_VIEW,
+                {"userId": "u", "itemId": "kept-0", "cascadeCreate": True},
+            ),
+        ),
+    ]
+    db._run_group(list(jobs))  # as the writer thread would, with all three in one group
+    futures: list[Future[Any]] = [job.future for job in jobs]
+    for future in futures:
+        with pytest.raises(DiskFull, match="disk holding database 'small' is full"):
+            future.result()
+    assert db.disk_full
+    assert count(db, "items") == 3  # reads go on
+    assert count(db, "interactions") == 0
+
+    filler.unlink()
+    add_items(db, "after", 1, title_bytes=64 * 1024)
+    assert not db.disk_full
+    assert count(db, "items") == 4
+
+
+def test_an_invalidated_database_reopens_and_the_read_that_met_it_runs_again(
+    on_small_disk: tuple[Database, Path],
+) -> None:
+    db, disk = on_small_disk
+    db.write_sync(lambda ctx: catalog.add_property(ctx, Entity.ITEM, "title", "string"))
+    add_items(db, "kept", 50)
+    filler = fill(disk)
+    attempts: list[int] = []
+
+    def checkpoint_then_count(ctx: WriteContext) -> int:
+        attempts.append(len(attempts))
+        if len(attempts) == 1:
+            # A checkpoint that finds no room invalidates the database (what DuckDB's automatic
+            # one did, and what the writer's own must never meet).
+            with pytest.raises(duckdb.FatalException):
+                ctx.conn.execute("CHECKPOINT")
+            ctx.conn.execute("SELECT 1")  # raises: every statement fails now
+        row = ctx.conn.execute("SELECT count(*) FROM items").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    assert db.read_sync(checkpoint_then_count) == 50
+    assert attempts == [0, 1]
+    with pytest.raises(DiskFull):
+        add_items(db, "refused", 1, title_bytes=64 * 1024)
+    filler.unlink()
+    add_items(db, "after", 2)
+    assert count(db, "items") == 52
+
+
+def test_writes_wait_for_a_read_write_reopen_and_reads_go_on_meanwhile(
+    on_small_disk: tuple[Database, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, disk = on_small_disk
+    monkeypatch.setattr(database_module, "REOPEN_INTERVAL", 0.05)
+    add_items(db, "kept", 5)
+    no_room = threading.Event()
+    no_room.set()
+    connect = Database._connect
+
+    def connect_unless_full(self: Database, *, read_only: bool = False) -> Any:
+        if no_room.is_set() and not read_only:
+            raise duckdb.IOException(f'Could not write file "{self.path}": No space left on device')
+        return connect(self, read_only=read_only)
+
+    monkeypatch.setattr(Database, "_connect", connect_unless_full)
+    filler = fill(disk)
+    invalidated: list[bool] = []
+
+    def checkpoint_once(ctx: WriteContext) -> None:
+        if not invalidated:
+            invalidated.append(True)
+            ctx.conn.execute("CHECKPOINT")  # no room: DuckDB invalidates the database
+
+    db.read_sync(checkpoint_once)  # runs again, on the read-only connection
+    filler.unlink()  # the file still cannot be reopened read-write (connect_unless_full)
+    assert count(db, "items") == 5
+    with pytest.raises(DiskFull):
+        add_items(db, "refused", 1)
+    assert db.disk_full
+    no_room.clear()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            add_items(db, "after", 1)
+            break
+        except DiskFull:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    assert not db.disk_full
+    assert count(db, "items") == 6
+
+
+@pytest.mark.parametrize("room", [True, False])
+def test_the_writer_checkpoints_past_the_wal_threshold_only_with_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, room: bool
+) -> None:
+    monkeypatch.setattr(database_module, "CHECKPOINT_WAL_BYTES", 64 * 1024)
+    monkeypatch.setattr(database_module, "CHECKPOINT_FREE_MARGIN", 0 if room else 2**60)
+    db = Database("wal", tmp_path / "wal.duckdb")
+    wal = tmp_path / "wal.duckdb.wal"
+    try:
+        db.write_sync(lambda ctx: catalog.add_property(ctx, Entity.ITEM, "title", "string"))
+        add_items(db, "item", 4, title_bytes=32 * 1024)
+        # The write that passes the threshold is answered before the checkpoint runs.
+        deadline = time.monotonic() + 5
+        while room and wal.exists() and wal.stat().st_size > 64 * 1024:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        size = wal.stat().st_size if wal.exists() else 0
+        assert (size < 64 * 1024) if room else (size > 64 * 1024)
+    finally:
+        db.close()
