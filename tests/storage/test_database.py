@@ -227,7 +227,7 @@ def test_a_refusal_after_a_failed_statement_does_not_lose_its_neighbours(
 
 @pytest.fixture
 def on_small_disk(tmp_path: Path) -> Iterator[tuple[Database, Path]]:
-    """A database in a real DuckDB file on a 16 MiB tmpfs (root only: skips elsewhere)."""
+    """A database in a real DuckDB file on a 16 MiB tmpfs (root only, as the tests run)."""
     with small_disk(tmp_path / "disk", 16 * MiB) as disk:
         db = Database("small", disk / "small.duckdb")
         try:
