@@ -12,10 +12,10 @@ from enum import StrEnum
 from reql import ast
 from reql import types as t
 from reql.catalog import Catalog, Column, EntityTable
-from reql.errors import ReqlError, ReqlNameError, ReqlTypeError
+from reql.errors import ReqlError, ReqlLimitError, ReqlNameError, ReqlTypeError
 from reql.functions import Argument, Function, FunctionRegistry, SignatureError
 from reql.operators import binary_result, comparison_problem
-from reql.parser import start_of
+from reql.parser import integer_out_of_range, number_out_of_range, start_of
 from reql.types import Kind, Type
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -108,12 +108,14 @@ class _Checker:
         if isinstance(value, bool):
             return Info(t.BOOLEAN, False)
         if isinstance(value, int):
+            # The parser refuses longer literals; this catches 2**63, which is in range only
+            # as the magnitude of a negative literal.
             if not INT64_MIN <= value <= INT64_MAX:
-                raise self.fail(ReqlTypeError, "integer out of the 64-bit range", node)
+                raise self.fail(ReqlLimitError, integer_out_of_range(str(value)), node)
             return Info(t.INT, False)
         if isinstance(value, float):
             if not math.isfinite(value):
-                raise self.fail(ReqlTypeError, "number out of range", node)
+                raise self.fail(ReqlLimitError, number_out_of_range(repr(value)), node)
             return Info(t.DOUBLE, False)
         return Info(t.STRING, False)
 

@@ -54,7 +54,8 @@ class ReqlTypeError(ReqlError):
 
 
 class ReqlLimitError(ReqlError):
-    """An expression longer or more deeply nested than the server accepts."""
+    """An expression beyond what the server accepts: longer, more deeply nested or more costly
+    to evaluate than the limits allow, or a number literal out of range."""
 
     kind = "limit"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from functools import cache
 from pathlib import Path
@@ -17,6 +18,9 @@ MAX_LENGTH = 10_000
 MAX_DEPTH = 100
 PROPERTY_NAME = re.compile(r"[a-zA-Z0-9_\-:]+")
 MAX_PROPERTY_NAME_LENGTH = 63
+# The magnitude of the smallest 64-bit integer: the largest integer literal that can be in range
+# (once negated).
+INT64_LIMIT = 2**63
 
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
@@ -91,9 +95,7 @@ class _Builder(Transformer[Token, ast.Node]):
 
     def number(self, children: list[Token]) -> ast.Node:
         (token,) = children
-        text = str(token)
-        value: int | float = float(text) if any(c in text for c in ".eE") else int(text)
-        return self._node(ast.Literal, token, value)
+        return self._node(ast.Literal, token, _number(token))
 
     def string(self, children: list[Token]) -> ast.Node:
         (token,) = children
@@ -181,6 +183,49 @@ class _Builder(Transformer[Token, ast.Node]):
         token, *parameters, body = children
         names = tuple(_property_name(p) for p in parameters)
         return self._node(ast.Lambda, token, names, body)
+
+
+def _number(token: Token) -> int | float:
+    """The value of a number literal, refusing what no 64-bit integer or finite double holds.
+
+    An integer up to 2**63 is let through: only once a leading minus has been folded in (see
+    `unary`) does the checker know whether it fits. Longer integers are refused here, before
+    `int()` sees them: beyond 4,300 digits it raises ValueError, and no 20-digit value fits anyway.
+    """
+    text = str(token)
+    if any(c in text for c in ".eE"):
+        # float() takes any number of digits (after the point too) and gives inf where the value
+        # overflows; that is no ReQL value.
+        value = float(text)
+        if not math.isfinite(value):
+            raise _Failure(
+                ReqlLimitError(number_out_of_range(text), "", token.line or 1, token.column or 1)
+            )
+        return value
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(INT64_LIMIT)):
+        raise _Failure(
+            ReqlLimitError(integer_out_of_range(text), "", token.line or 1, token.column or 1)
+        )
+    return int(digits)
+
+
+def integer_out_of_range(text: str) -> str:
+    """The message for an integer literal that no 64-bit integer holds (`text` as written)."""
+    return f"integer {_abbreviated(text, 'digits')} is out of range (64-bit integers)"
+
+
+def number_out_of_range(text: str) -> str:
+    """The message for a number literal too large for a double (it would be infinite)."""
+    number = _abbreviated(text, "characters")
+    return f"number {number} is out of range (doubles reach about 1.8e308)"
+
+
+def _abbreviated(text: str, unit: str) -> str:
+    # The message is one line, and a number of thousands of digits helps no one.
+    if len(text) <= 24:
+        return text
+    return f"{text[:20]}…({len(text):,} {unit})"
 
 
 def _unescape(token: Token) -> str:

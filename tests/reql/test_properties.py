@@ -776,7 +776,7 @@ def test_deep_nesting_is_a_limit_error_not_a_recursion_error(
     elif shape == "minus":
         # Minus signs fold into the number: no nesting at all.
         assert isinstance(result, reql.CompiledExpression), (shape, depth, result)
-    elif depth > 100:
+    elif depth > 100 or (shape == "lambdas" and depth > reql.MAX_LAMBDA_DEPTH):
         assert isinstance(result, reql.ReqlLimitError), (shape, depth, result)
     elif depth <= 40 and shape != "indexes":
         # Well within the limit even where one level of text is two of the tree (a call and its

@@ -37,7 +37,7 @@ def snapshot(server: RunningServer) -> dict[str, Any]:
 
 
 LONG_ID = "x" * 257
-CASES = [
+CASES: list[tuple[str, str, Any, list[str]]] = [
     # (method, path, body, expected words in the error)
     ("POST", "/detailviews/", b'{"userId": "someone", "itemId": ', ["JSON"]),
     ("POST", "/detailviews/", b"[1, 2]", ["JSON object"]),
@@ -101,7 +101,7 @@ CASES = [
     ("DELETE", "/detailviews/?userId=someone&itemId=known&timestamp=soon", None, ["timestamp"]),
 ]
 VIEW = b'"userId": "someone", "itemId": "known"'
-HOSTILE = [
+HOSTILE: list[tuple[str, str, Any, list[str]]] = [
     # JSON that Python's parser accepts but that broke the server further on (500s before):
     # nesting deep enough to exhaust the stack, lone surrogates (no UTF-8 encoder takes them),
     # integers that overflow float(), numbers that parse as infinity.
