@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_REQUEST_HEAD_BYTES = 256 * 2**10
+"""The longest request line and headers the server reads."""
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -162,6 +166,9 @@ def _serve(args: argparse.Namespace) -> int:
         port=port,
         log_level=args.log_level,
         timeout_graceful_shutdown=10,
+        # A 10,000-character filter percent-encodes to about 30 KB of request line; h11's
+        # default of 16 KiB refused such heads when they arrived in several pieces.
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
         **tls,  # type: ignore[arg-type]
     )
     return 0

@@ -86,7 +86,8 @@ def recently_recommended(ctx: ReadContext, user_id: str, since: float) -> dict[s
     rows = ctx.conn.execute(
         "SELECT item, count(*) FROM (SELECT unnest(returned) AS item FROM recommendations "
         "WHERE user_id = ? AND ts >= make_timestamp(CAST(? * 1000000 AS BIGINT))) GROUP BY item",
-        [user_id, since],
+        # A rotation time longer than the epoch's age means every record.
+        [user_id, max(since, 0.0)],
     ).fetchall()
     return {item: int(count) for item, count in rows}
 

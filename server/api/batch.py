@@ -10,6 +10,7 @@ evaluates an expression.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,6 +23,7 @@ from storage.errors import BadParameter, NotFound, StorageError, TooLarge
 from storage.params import check_known, read_bool
 
 MAX_BATCH_SIZE = 10_000
+logger = logging.getLogger("reqo")
 
 
 @dataclass
@@ -130,10 +132,10 @@ async def run_batch(
                 outcomes = await database.read(partial(_run_reads, calls=segment))
             else:
                 outcomes = await database.write(partial(_run_writes, prepared=segment))
-        except StorageError as error:
-            # The whole segment was refused (a full disk): its sub-requests say so, and what
-            # ran before it stands, as its outcomes say.
-            outcomes = [{"code": error.status, "json": error_body(error)}] * len(segment)
+        except Exception as error:
+            # The whole segment was refused (a full disk), or failed (a bug): its sub-requests
+            # say so, and what ran before it stands, as its outcomes say.
+            outcomes = [_failure(error)] * len(segment)
         responses.extend(outcomes)
         index = end
     return responses
@@ -150,8 +152,8 @@ def _segment(operation: Operation) -> str:
 async def _recommendation(recommend: Recommend, call: Call, batch: PreparedBatch) -> dict[str, Any]:
     try:
         return {"code": 200, "json": await recommend(call, batch)}
-    except StorageError as error:
-        return {"code": error.status, "json": error_body(error)}
+    except Exception as error:
+        return _failure(error)
 
 
 async def _read_then_write(database: Database, call: Call) -> dict[str, Any]:
@@ -160,9 +162,19 @@ async def _read_then_write(database: Database, call: Call) -> dict[str, Any]:
     try:
         selected = await database.read(lambda ctx: steps.select(ctx, call.args, call.params))
         result = await database.write(lambda ctx: steps.apply(ctx, selected))
-    except StorageError as error:
-        return {"code": error.status, "json": error_body(error)}
+    except Exception as error:
+        return _failure(error)
     return {"code": call.operation.status, "json": result}
+
+
+def _failure(error: Exception) -> dict[str, Any]:
+    """A sub-request's outcome for an exception: its refusal, or a logged 500 (a bug) that
+    leaves the outcomes of the sub-requests before it standing (they may have committed)."""
+    if isinstance(error, StorageError):
+        return {"code": error.status, "json": error_body(error)}
+    logger.error("a batch sub-request failed", exc_info=error)
+    body = {"statusCode": 500, "error": f"internal error: {type(error).__name__}"}
+    return {"code": 500, "json": body}
 
 
 def _run_reads(ctx: ReadContext, calls: Sequence[PreparedCall]) -> list[dict[str, Any]]:

@@ -119,7 +119,9 @@ def parse_request(
         except ScenarioError as error:
             raise BadParameter("logic", error.problem) from None
         settings = logic.get("settings") if isinstance(logic, Mapping) else None
-        if settings not in (None, {}) and dict(settings) != dict(models[model].params):
+        if settings is not None and not isinstance(settings, Mapping):
+            raise BadParameter("logic", "settings must be an object of parameter values")
+        if settings and dict(settings) != dict(models[model].params):
             raise BadParameter(
                 "logic", "settings differ from the trained model's: configure a model with them"
             )
