@@ -4,14 +4,14 @@
                                    [--directory DIR] [--show N] [--no-write]
 
 A reqo server is started (unsigned, on a free 127.0.0.1 port, its data in a temporary directory)
-with the small catalog of tests/fuzzing.py. The hostile inputs named in tests/fuzzing.py go first,
-then `--count` inputs drawn by Hypothesis from a separate process: a third raw bytes, a third
-hostile JSON in every field of writes, recommendations and batches, a third ReQL filters and
-boosters, in chunks of `--chunk` inputs, each family's share of a chunk under its own seed derived
-from `--seed`, so a run draws the same inputs again. `--clients` threads send each chunk, each
-over its own keep-alive connection; the catalog is rebuilt between chunks (no request is in
-flight then), so that ids keep hitting data. Exit status 1 when any input got a 5xx (load
-shedding apart), a dropped connection or no answer.
+with the small catalog of tests/fuzzing/catalog.py. The hostile inputs named in
+tests/fuzzing/hostile.py go first, then `--count` inputs drawn by Hypothesis from a separate
+process: a third raw bytes, a third hostile JSON in every field of writes, recommendations and
+batches, a third ReQL filters and boosters, in chunks of `--chunk` inputs, each family's share of a
+chunk under its own seed derived from `--seed`, so a run draws the same inputs again. `--clients`
+threads send each chunk, each over its own keep-alive connection; the catalog is rebuilt between
+chunks (no request is in flight then), so that ids keep hitting data. Exit status 1 when any input
+got a 5xx (load shedding apart), a dropped connection or no answer.
 
 Reported: answers by status code and by input family, every 5xx grouped by family and error
 with its first reproducers (curl lines), the server log's exceptions grouped by where they were

@@ -4,8 +4,8 @@ Two documents: reqo's own (server/openapi.yaml, the file `GET /-/openapi.yaml` s
 test checks) and Recombee's API v4 (`shared/reference/recombee-openapi-4.1.0.yaml`, read where it
 lies, beside the repository, and never copied; the tests of it are skipped where it is not
 there). The server is unsigned on 127.0.0.1 and its `test` database holds a small catalog (every
-property type, a few items, users and interactions; see tests/fuzzing.py), rebuilt before any
-operation that follows one that may have destroyed it, so that paths with ids hit real data:
+property type, a few items, users and interactions; see tests/fuzzing/catalog.py), rebuilt before
+any operation that follows one that may have destroyed it, so that paths with ids hit real data:
 ids, property names and the recommId are drawn from what exists half of the time.
 
 The only check is `not_a_server_error`, and a failure lists the request (a curl line) and the
