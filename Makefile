@@ -58,6 +58,8 @@ bench: install
 	$(BIN)/python -m bench.sequence
 	$(BIN)/python -m bench.ensemble
 	$(BIN)/python -m bench.bandit_replay
+	$(BIN)/python -m bench.soak
+	$(BIN)/python -m bench.fuzz
 
 # RecBole's own GRU4Rec on the same protocol as bench.sequence (about 45 minutes a seed on two
 # CPU cores); bench.sequence reads its JSON.

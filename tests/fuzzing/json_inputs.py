@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from hypothesis import strategies as st
 
+from server.api.recommendations import ALLOWED
 from tests.fuzzing.catalog import (
     INTERACTION_KINDS,
     ITEM_PROPERTIES,
@@ -74,25 +75,8 @@ INTERACTION_FIELDS = {
         "timeSpent",
     ),
 }
-RECOMMEND_FIELDS = (
-    "count",
-    "scenario",
-    "cascadeCreate",
-    "returnProperties",
-    "includedProperties",
-    "filter",
-    "booster",
-    "logic",
-    "reqlExpressions",
-    "diversity",
-    "minRelevance",
-    "rotationRate",
-    "rotationTime",
-    "expertSettings",
-    "returnAbGroup",
-    "targetUserId",
-    "userImpact",
-)
+RECOMMEND_FIELDS = ALLOWED["items-to-item"]
+"""Every parameter a recommendation takes (Items to Item's are the most)."""
 GOOD_RECOMMEND = {
     "count": "3",
     "scenario": jstr(SCENARIO),
