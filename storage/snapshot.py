@@ -41,8 +41,17 @@ class Snapshot:
 
 
 def take_snapshot(ctx: ReadContext) -> Snapshot:
-    """Read a snapshot (each statement sees committed data; interactions are ordered by user, then
-    time)."""
+    """Read a snapshot: one read transaction, so that every statement sees the same commits (a
+    write between two of them would otherwise give interactions of items beyond the id map);
+    interactions are ordered by user, then time."""
+    ctx.conn.execute("BEGIN TRANSACTION")
+    try:
+        return _read_snapshot(ctx)
+    finally:
+        ctx.conn.execute("ROLLBACK")  # it wrote nothing
+
+
+def _read_snapshot(ctx: ReadContext) -> Snapshot:
     conn = ctx.conn
     item_ids = _id_map(ctx, "items")
     user_ids = _id_map(ctx, "users")
