@@ -122,13 +122,12 @@ async def run_batch(
             responses.append(await _read_then_write(database, call))
             index += 1
             continue
-        end = index + 1
-        reading = operation.mode is Mode.READ and operation.coalesce is None
-        while end < len(calls) and _segment(calls[end].call.operation) == _segment(operation):
+        end, kind = index + 1, _segment(operation)
+        while end < len(calls) and _segment(calls[end].call.operation) == kind:
             end += 1
         segment = calls[index:end]
         try:
-            if reading:
+            if kind == "read":
                 outcomes = await database.read(partial(_run_reads, calls=segment))
             else:
                 outcomes = await database.write(partial(_run_writes, prepared=segment))
