@@ -14,29 +14,68 @@ fails for lack of space (its WAL write) stores nothing and leaves the connection
 are refused with `DiskFull` (507), reads go on, and writes succeed again once space is freed.
 Should the database be invalidated all the same, the writer reopens the file (DuckDB replays the
 WAL) and the readers move to fresh cursors.
+
+The jobs and their contexts live in `storage.contexts`, the handling of DuckDB's failures in
+`storage.failures`; this module re-exports what its callers import from it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import itertools
 import logging
 import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, TypeVar
 
 import duckdb
 
+from storage.contexts import (
+    UNCONNECTED,
+    CoalescedJob,
+    Job,
+    NeedsDatabase,
+    ReadContext,
+    WriteContext,
+    WriteJob,
+    load_schema,
+)
 from storage.errors import DiskFull, StorageError
-from storage.schema import Entity, EntitySchema, PropertyInfo, PropertyType, Schema
+from storage.failures import (
+    Aborted,
+    Gate,
+    durable,
+    ensure_alive,
+    invalidated,
+    is_dead,
+    is_disk_full,
+    refused_as_invalid,
+    rollback,
+)
+from storage.schema import Schema
+
+__all__ = [
+    "CHECKPOINT_FREE_MARGIN",
+    "CHECKPOINT_WAL_BYTES",
+    "MAX_GROUP_SIZE",
+    "RECOVERY_WAIT",
+    "REOPEN_INTERVAL",
+    "SCHEMA_VERSION",
+    "CoalescedJob",
+    "Database",
+    "Job",
+    "NeedsDatabase",
+    "ReadContext",
+    "WriteContext",
+    "WriteJob",
+    "load_schema",
+]
 
 T = TypeVar("T")
 
@@ -63,10 +102,6 @@ RECOVERY_WAIT = 10.0
 
 _CONNECT_CONFIG = {"checkpoint_threshold": "1000TB"}
 """DuckDB's settings for every connection: no automatic checkpoint (see the module's doc)."""
-
-_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
-_DISK_FULL_SIGNS = ("no space left on device", "file too large", "disk quota exceeded")
-"""How DuckDB words the OS errors above in its messages (it keeps no errno)."""
 
 _BOOTSTRAP = [
     "SET TimeZone = 'UTC'",
@@ -129,154 +164,9 @@ _BOOTSTRAP = [
 ]
 
 
-def load_schema(conn: duckdb.DuckDBPyConnection) -> Schema:
-    """Read the property catalogue as the connection's transaction sees it."""
-
-    def entity_schema(entity: Entity) -> EntitySchema:
-        rows = conn.execute(
-            f"SELECT name, type FROM {entity.properties_table} ORDER BY position"
-        ).fetchall()
-        return EntitySchema(entity, tuple(PropertyInfo(n, PropertyType(t)) for n, t in rows))
-
-    return Schema(entity_schema(Entity.ITEM), entity_schema(Entity.USER))
-
-
-class WriteContext:
-    """What a write job gets: the writer's connection, inside an open transaction."""
-
-    def __init__(
-        self, conn: duckdb.DuckDBPyConnection, schema: Schema, *, memory_only: bool = False
-    ) -> None:
-        self.conn = conn
-        self.memory_only = memory_only
-        """True for `Database.read_in_memory`: the context has no connection, and whatever
-        would load data (from the file or from disk) raises `NeedsDatabase` instead."""
-        self._schema = schema
-        self._schema_dirty = False
-        self.schema_was_changed = False
-        self.catalog_changed = False
-        self.interactions_changed = False
-
-    @property
-    def schema(self) -> Schema:
-        """The property catalogue including this transaction's own changes."""
-        if self._schema_dirty:
-            self._schema = load_schema(self.conn)
-            self._schema_dirty = False
-        return self._schema
-
-    def schema_changed(self) -> None:
-        """Call after DDL, so that later jobs of the transaction see the new catalogue."""
-        self._schema_dirty = True
-        self.schema_was_changed = True
-        self.catalog_changed = True
-
-    def touched_catalog(self) -> None:
-        """Call after changing items or users (bumps the catalog version)."""
-        self.catalog_changed = True
-
-    def touched_interactions(self) -> None:
-        """Call after adding or deleting interactions (bumps the interactions version)."""
-        self.interactions_changed = True
-
-
-ReadContext = WriteContext
-"""Reads get the same shape of context, over a reader cursor and the published schema."""
-
-
-class NeedsDatabase(Exception):
-    """A memory-only read (`Database.read_in_memory`) reached for the database."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"a memory-only read needs the database for {what}")
-
-
-class _Unconnected:
-    """The connection of a memory-only context: any use of it raises `NeedsDatabase`."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise NeedsDatabase(f"conn.{name}")
-
-
-_UNCONNECTED = cast(duckdb.DuckDBPyConnection, _Unconnected())
-
-
-@dataclass
-class WriteJob(Generic[T]):
-    """A function of the write context; it must raise StorageError before writing anything."""
-
-    run: Callable[[WriteContext], T]
-    future: Future[T] = field(default_factory=Future)
-
-
-@dataclass
-class CoalescedJob:
-    """One of many small writes of the same shape that the writer applies together.
-
-    Consecutive coalesced jobs with the same `apply` are handed to it in one call, which returns
-    one outcome per payload: a result, or the StorageError of that payload alone.
-    """
-
-    apply: Callable[[WriteContext, Sequence[Any]], list[Any]]
-    payload: Any
-    future: Future[Any] = field(default_factory=Future)
-
-
-Job = WriteJob[Any] | CoalescedJob
 _STOP = object()
 _CHECK = object()
 """Queued by a read that met an invalidated database: the writer checks its connection."""
-
-
-class _Gate:
-    """Lets any number of reads use the connection at once, and the writer replace it (close the
-    old one, open a new one) while none does: closing a connection under a running query is not
-    safe. Reentrant for reads, since a read may read again within itself."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._readers = 0
-        self._replacing = False
-        self._local = threading.local()
-
-    def held(self) -> bool:
-        """Whether the calling thread is inside a read."""
-        depth: int = getattr(self._local, "depth", 0)
-        return depth > 0
-
-    @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
-        """Held by a read for as long as it uses its cursor."""
-        depth: int = getattr(self._local, "depth", 0)
-        if depth == 0:
-            with self._condition:
-                self._condition.wait_for(lambda: not self._replacing)
-                self._readers += 1
-        self._local.depth = depth + 1
-        try:
-            yield
-        finally:
-            self._local.depth = depth
-            if depth == 0:
-                with self._condition:
-                    self._readers -= 1
-                    self._condition.notify_all()
-
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Held while the connection is replaced; waits for the reads under way to finish."""
-        with self._condition:
-            self._condition.wait_for(lambda: not self._replacing)
-            # Reads that start from here on wait, so that a stream of them cannot hold off the
-            # writer for ever.
-            self._replacing = True
-            self._condition.wait_for(lambda: self._readers == 0)
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._replacing = False
-                self._condition.notify_all()
 
 
 class Database:
@@ -312,7 +202,7 @@ class Database:
         read-write after DuckDB invalidated it."""
         self._generation = 0
         """Moves each time `_conn` is replaced; a reader's cursor of an older one is stale."""
-        self._gate = _Gate()
+        self._gate = Gate()
         self._reopened = threading.Condition()
         """Notified after `_conn` is replaced, for the reads that wait for it."""
         self._open_error: duckdb.Error | None = None
@@ -369,7 +259,7 @@ class Database:
                 try:
                     return run(ReadContext(cursor, self._schema))
                 except duckdb.Error as error:
-                    if attempt or nested or not _invalidated(error):
+                    if attempt or nested or not invalidated(error):
                         raise
             self._await_reopen(generation)
         raise AssertionError("unreachable: the second attempt returns or raises")
@@ -379,7 +269,7 @@ class Database:
         in-memory indexes and caches usually answer: it spares them the hop to a reader thread.
         Raises `NeedsDatabase` where `run` reaches for the connection; `run` must leave no
         partial state behind when it does, and the caller then repeats it with `read`."""
-        return run(ReadContext(_UNCONNECTED, self._schema, memory_only=True))
+        return run(ReadContext(UNCONNECTED, self._schema, memory_only=True))
 
     async def read(self, run: Callable[[ReadContext], T]) -> T:
         """Run a read on the reader pool."""
@@ -491,7 +381,7 @@ class Database:
 
     def _open_failed(self, error: duckdb.Error) -> None:
         self._open_error = error
-        if _is_disk_full(error):
+        if is_disk_full(error):
             self.disk_full = True
         if self._open_failures % 60 == 0:  # once a minute or so, while it goes on
             logger.error(
@@ -557,7 +447,7 @@ class Database:
                     break
             if jobs:
                 self._run_group(jobs)
-            if check and (self._conn is None or _is_dead(self._conn)):
+            if check and (self._conn is None or is_dead(self._conn)):
                 self._reopen()
             if stop:
                 return
@@ -593,22 +483,22 @@ class Database:
                     outcomes.append((True, job.run(ctx)))
                 except StorageError as error:
                     outcomes.append((False, error))
-                    _ensure_alive(conn, error)
+                    ensure_alive(conn, error)
                 index += 1
             committing = True
             conn.execute("COMMIT")
         except BaseException as error:
-            if committing and _durable(error):
+            if committing and durable(error):
                 # DuckDB stored the group, then failed a checkpoint of its own (it is told to run
                 # none) and invalidated the database: the jobs are answered as committed.
                 self._reopen()
                 self._acknowledge(jobs, outcomes, ctx, reload_schema=False)
                 return
-            _rollback(conn)
-            if _is_dead(conn):
+            rollback(conn)
+            if is_dead(conn):
                 self._recover(jobs, error, committing=committing, retried=retried)
                 return
-            if _is_disk_full(error):
+            if is_disk_full(error):
                 # The commit's WAL write (or a block of a large insert) found no room: nothing
                 # of the group is stored and the connection goes on. Each job would fail alone
                 # as well, so none is tried again; the client may resend once space is freed.
@@ -620,7 +510,7 @@ class Database:
                 self._schema = load_schema(conn)
             if len(jobs) == 1:
                 if not jobs[0].future.done():
-                    cause = error.refusal if isinstance(error, _Aborted) else error
+                    cause = error.refusal if isinstance(error, Aborted) else error
                     jobs[0].future.set_exception(cause)
                 return
             for job in jobs:
@@ -670,7 +560,7 @@ class Database:
         # COMMIT because it had been invalidated already. Any other fatal error at COMMIT leaves
         # it unknown whether the group was stored: it must not run again, and its jobs get the
         # error itself (never DiskFull, which says that nothing was stored).
-        unknown = committing and not _refused_as_invalid(error)
+        unknown = committing and not refused_as_invalid(error)
         writable = self._reopen()
         if unknown:
             self._refuse(jobs, lambda: error)
@@ -716,64 +606,5 @@ class Database:
             conn.execute("CHECKPOINT")
         except duckdb.Error as error:
             logger.error("database %r: checkpoint failed: %s", self.name, error)
-            if _is_dead(conn):
+            if is_dead(conn):
                 self._reopen()
-
-
-class _Aborted(Exception):
-    """A job refused after a failed statement, which aborted the group's transaction."""
-
-    def __init__(self, refusal: StorageError) -> None:
-        super().__init__(refusal.message)
-        self.refusal = refusal
-
-
-def _ensure_alive(conn: duckdb.DuckDBPyConnection, refusal: StorageError) -> None:
-    # A statement that failed inside the transaction (e.g. a filter that overflowed) aborts it,
-    # and DuckDB would then turn COMMIT into a silent rollback of the whole group.
-    try:
-        conn.execute("SELECT 1")
-    except duckdb.Error:
-        raise _Aborted(refusal) from None
-
-
-def _rollback(conn: duckdb.DuckDBPyConnection) -> None:
-    # The transaction may never have opened, or DuckDB may have aborted it already.
-    with contextlib.suppress(duckdb.Error):
-        conn.execute("ROLLBACK")
-
-
-def _is_disk_full(error: BaseException) -> bool:
-    """Whether a DuckDB (or OS) error says that the filesystem had no room."""
-    if isinstance(error, OSError):
-        return error.errno in _DISK_FULL_ERRNOS
-    if not isinstance(error, duckdb.Error):
-        return False  # e.g. a job's own exception that happens to quote such a message
-    text = str(error).lower()
-    return any(sign in text for sign in _DISK_FULL_SIGNS)
-
-
-def _invalidated(error: BaseException) -> bool:
-    """Whether an error comes from a database that DuckDB has invalidated (after a fatal error,
-    every statement on every connection of the instance fails until the file is reopened)."""
-    return isinstance(error, duckdb.FatalException) or "has been invalidated" in str(error)
-
-
-def _refused_as_invalid(error: BaseException) -> bool:
-    """Whether DuckDB refused a statement because of an earlier fatal error (so did nothing)."""
-    return "has been invalidated" in str(error)
-
-
-def _durable(error: BaseException) -> bool:
-    """Whether a failed COMMIT says that the transaction was stored all the same (DuckDB: "...
-    COMMIT succeeded and is durable, but the autocheckpoint failed")."""
-    return isinstance(error, duckdb.Error) and "is durable" in str(error)
-
-
-def _is_dead(conn: duckdb.DuckDBPyConnection) -> bool:
-    """Whether the connection's database has been invalidated."""
-    try:
-        conn.execute("SELECT 1").fetchall()
-    except duckdb.Error as error:
-        return _invalidated(error)
-    return False
