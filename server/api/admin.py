@@ -8,7 +8,6 @@ each database and the traffic counters. Everything else here needs the admin tok
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from starlette.routing import Route
 
 from plugins.manager import Registry
 from server.admission import Traffic
+from server.api.operations import error_body
 from server.auth import is_admin, verify_admin
 from server.boundary import SafeJSONResponse
 from server.config import ConfigError
@@ -29,7 +29,6 @@ from storage.errors import StorageError
 
 OPENAPI = Path(__file__).resolve().parent.parent / "openapi.yaml"
 """reqo's extensions to Recombee's API, as an OpenAPI document."""
-logger = logging.getLogger("reqo")
 
 
 @dataclass
@@ -74,8 +73,7 @@ def admin_routes(state: ServerState) -> list[Route]:
                     request.scope, config.admin_token, allow_unsigned=config.allow_unsigned
                 )
             except StorageError as error:
-                body = {"statusCode": error.status, "error": error.message}
-                return SafeJSONResponse(body, error.status)
+                return SafeJSONResponse(error_body(error), error.status)
             response: Response = await handler(request)
             return response
 
