@@ -7,10 +7,10 @@ uniform split and each variant alone.
 Each user's last 20 % of ratings (by time) are held out; three variants of clearly different
 quality (EASE, item-kNN, popularity; default parameters) are fitted once on the rest. The
 held-out ratings are then replayed in time order: for each, the policy picks a variant
-(`server.bandits.Bandit`, the class the server allocates with), that variant recommends the
-user's top 10 from their train history (train items left out), and the event is a click when
-the held-out item is in the list; the outcome updates the posterior at once. Seeded: the fit
-(`--seed`) and each policy run (`--seed` .. `--seed + runs - 1`).
+(`server.experiments.bandits.Bandit`, the class the server allocates with), that variant
+recommends the user's top 10 from their train history (train items left out), and the event
+is a click when the held-out item is in the list; the outcome updates the posterior at once.
+Seeded: the fit (`--seed`) and each policy run (`--seed` .. `--seed + runs - 1`).
 
 Targets: Thompson's cumulative CTR above the uniform split's, and at least 90 % of the best
 fixed variant's. Figures: cumulative CTR over the replay; the best variant's share of traffic
@@ -42,8 +42,8 @@ from plugins.evaluation.harness import (
 )
 from plugins.evaluation.splits import TEST, TRAIN
 from plugins.manager import collect, get_plugin_manager
-from server.bandits import Bandit
-from server.variants import Experiment, Variant
+from server.experiments.bandits import Bandit
+from server.experiments.variants import Experiment, Variant
 from storage.snapshot import Snapshot
 
 VARIANTS = ("ease", "item-knn", "popularity")
@@ -257,8 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.seed} in {', '.join(f'{fit_seconds[n]:.1f} s' for n in VARIANTS)}); each event "
         f"asks the chosen variant for the user's top {TOP}, a click when the held-out item is in "
         "it; the posterior is updated at once",
-        f"- policies through `server.bandits.Bandit`: Thompson sampling (Beta posterior on CTR, "
-        f"min_share {args.min_share}), a uniform split; {args.runs} seeded runs each (seeds "
+        f"- policies through `server.experiments.bandits.Bandit`: Thompson sampling "
+        f"(Beta posterior on CTR, min_share {args.min_share}), a uniform split; "
+        f"{args.runs} seeded runs each (seeds "
         f"{seeds.start}..{seeds.stop - 1}), mean ± sample std; {replay_seconds:.1f} s in all",
         "",
         "| policy | cumulative CTR | vs best fixed | traffic to best: all / last 20 % |",

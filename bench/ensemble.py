@@ -35,10 +35,10 @@ from plugins.evaluation.search import Objective, SearchResult, search
 from plugins.manager import Registry, collect, get_plugin_manager
 from server.api.operations import Params
 from server.api.recommendations import parse_request, respond
-from server.evaluation import ExpressionEngine
-from server.models import LiveModels
-from server.pipeline import Pipeline
-from server.scenarios import ScenarioConfig, parse_models
+from server.serving.live_models import LiveModels
+from server.serving.pipeline import Pipeline
+from server.serving.reql_engine import ExpressionEngine
+from server.serving.scenarios import ScenarioConfig, parse_models
 from storage.database import Database, NeedsDatabase
 from storage.snapshot import Snapshot
 

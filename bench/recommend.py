@@ -46,10 +46,10 @@ from bench._report import publish
 from plugins.manager import Registry, collect, get_plugin_manager
 from server.api.operations import Params
 from server.api.recommendations import parse_request, respond
-from server.evaluation import ExpressionEngine
-from server.models import LiveModels, train_model
-from server.pipeline import Pipeline
-from server.scenarios import ScenarioConfig, parse_models
+from server.serving.live_models import LiveModels, train_model
+from server.serving.pipeline import Pipeline
+from server.serving.reql_engine import ExpressionEngine
+from server.serving.scenarios import ScenarioConfig, parse_models
 from storage.catalog import add_property
 from storage.database import Database, NeedsDatabase, ReadContext, WriteContext
 from storage.schema import Entity, PropertyType

@@ -30,8 +30,8 @@ import numpy as np
 
 import reql
 from bench._report import publish
-from server.evaluation import ExpressionEngine
-from server.expressions import compile_for, current_time
+from server.serving.expressions import compile_for, current_time
+from server.serving.reql_engine import ExpressionEngine
 from storage.catalog import add_property
 from storage.database import Database, ReadContext, WriteContext
 from storage.schema import Entity, PropertyType

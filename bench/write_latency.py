@@ -20,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from bench._report import publish
-from server.auth import sign
+from server.api.auth import sign
 from tests.serving import RunningServer, free_port
 
 

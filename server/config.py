@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from server.scenarios import (
+from server.serving.scenarios import (
     ModelConfig,
     ScenarioConfig,
     ScenarioError,

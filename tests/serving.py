@@ -17,7 +17,7 @@ import requests
 import yaml
 from recombee_api_client.api_client import RecombeeClient
 
-from server.auth import sign
+from server.api.auth import sign
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,13 +18,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from plugins.manager import Registry
-from server.admission import Traffic
+from server.api.admission import Traffic
+from server.api.auth import is_admin, verify_admin
+from server.api.boundary import SafeJSONResponse
 from server.api.operations import error_body
-from server.auth import is_admin, verify_admin
-from server.boundary import SafeJSONResponse
 from server.config import ConfigError
-from server.lifecycle import Live
-from server.store import Store
+from server.serving.lifecycle import Live
+from server.serving.store import Store
 from storage.errors import StorageError
 
 OPENAPI = Path(__file__).resolve().parent.parent / "openapi.yaml"

@@ -17,8 +17,8 @@ from typing import Any
 
 from starlette.requests import Request
 
+from server.api.auth import AUTH_PARAMETERS
 from server.api.operations import Params, read_body
-from server.auth import AUTH_PARAMETERS
 from storage.errors import InvalidInput
 
 MAX_BODY_BYTES = 64 * 2**20

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from server.api.operations import Mode, Operation, Params, ReadThenWrite
-from server.expressions import condition, run_guarded
+from server.serving.expressions import condition, run_guarded
 from storage import catalog
 from storage.database import ReadContext, WriteContext
 from storage.errors import BadParameter

@@ -17,9 +17,9 @@ from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request as HttpRequest
 
+from server.api.auth import AUTH_PARAMETERS
 from server.api.body import parse_json, parse_object
 from server.api.operations import Params, read_body
-from server.auth import AUTH_PARAMETERS
 from storage.errors import BadParameter, InvalidInput, TooLarge
 
 PATH = "/recomms/image/items/"

@@ -8,14 +8,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from server.api.operations import Params
-from server.scenarios import ScenarioConfig
+from server.serving.scenarios import ScenarioConfig
 from storage.errors import NotFound
 from storage.kpi import Key, Outcomes, outcomes
 from storage.params import check_known, read_str
 from storage.timestamps import parse_timestamp
 
 if TYPE_CHECKING:
-    from server.store import Served
+    from server.serving.store import Served
 
 PARAMETERS = ("scenario", "since")
 

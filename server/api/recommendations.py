@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from server.api.image_search import ENDPOINT as ENDPOINT_IMAGE
 from server.api.operations import Mode, Operation, Params
-from server.expressions import Context
-from server.pipeline import Pipeline, Query
-from server.scenarios import ScenarioConfig, ScenarioError, resolve_model
+from server.serving.expressions import Context
+from server.serving.pipeline import Pipeline, Query
+from server.serving.scenarios import ScenarioConfig, ScenarioError, resolve_model
 from storage import catalog
 from storage.database import NeedsDatabase, ReadContext, WriteContext
 from storage.entities import create_entities, entity_exists
@@ -28,8 +28,8 @@ from storage.recommendations import (
 from storage.schema import Entity, validate_id
 
 if TYPE_CHECKING:
-    from server.bandits import Experiments
-    from server.store import Served
+    from server.experiments.bandits import Experiments
+    from server.serving.store import Served
 
 NEXT_ITEMS_LIFETIME = 30 * 60
 MAX_COUNT = 10_000

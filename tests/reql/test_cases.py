@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 import reql
-from server.evaluation import ExpressionEngine
-from server.expressions import BadExpression, Context, condition
+from server.serving.expressions import BadExpression, Context, condition
+from server.serving.reql_engine import ExpressionEngine
 from storage import catalog
 from storage.database import Database
 from storage.schema import Entity

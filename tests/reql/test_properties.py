@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 import reql
 from reql import types as rt
-from server.evaluation import ExpressionEngine
-from server.expressions import BadExpression, Context, catalog_for
+from server.serving.expressions import BadExpression, Context, catalog_for
+from server.serving.reql_engine import ExpressionEngine
 from storage.database import Database
 from storage.schema import Schema
 from tests.reql.shop import build_shop

@@ -12,7 +12,7 @@ import requests
 from recombee_api_client.api_client import RecombeeClient
 from recombee_api_client.api_requests import AddItem, ListItems
 
-from server.auth import Unauthorized, sign, sign_strict, verify_request
+from server.api.auth import Unauthorized, sign, sign_strict, verify_request
 from server.config import ConfigError, parse_config
 from tests.serving import RunningServer, free_port
 

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.bandits import Bandit, Experiments
-from server.scenarios import ScenarioConfig, ScenarioError, parse_models, parse_scenarios
-from server.variants import Experiment, Variant
+from server.experiments.bandits import Bandit, Experiments
+from server.experiments.variants import Experiment, Variant
+from server.serving.scenarios import ScenarioConfig, ScenarioError, parse_models, parse_scenarios
 from storage.database import Database
 from storage.interactions import InteractionKind, apply_interaction_writes, parse_interaction
 from storage.recommendations import Recommendation, log_recommendations

@@ -13,7 +13,7 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 
 from plugins.manager import PluginError, get_plugin_manager
-from server.cli import main
+from server.cli.main import main
 from server.config import (
     Config,
     ConfigError,
@@ -165,7 +165,7 @@ def test_the_demo_configuration_is_valid() -> None:
     """The repository's reqo.yaml, which `make serve` uses, passes start-up validation against
     the built-in algorithms."""
     from plugins.manager import collect, get_plugin_manager
-    from server.scenarios import parse_models
+    from server.serving.scenarios import parse_models
 
     config = load_config(Path(__file__).resolve().parents[2] / "reqo.yaml")
     assert "demo" in config.databases
@@ -181,7 +181,7 @@ def test_the_fashion_demo_configuration_is_valid() -> None:
     """examples/fashion.yaml, which `make serve-fashion` uses, passes start-up validation, and its
     visual model's embedder is one the registry has, with valid settings."""
     from plugins.manager import collect, get_plugin_manager
-    from server.models import check_models
+    from server.serving.live_models import check_models
 
     config = load_config(Path(__file__).resolve().parents[2] / "examples" / "fashion.yaml")
     registry = collect(get_plugin_manager())

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.cli import main
+from server.cli.main import main
 from storage.database import Database
 from storage.movielens import interaction_count
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.cli import main
+from server.cli.main import main
 from storage.database import Database
 from storage.fashion_mnist import item_count
 from tests.storage.test_fashion_mnist import write_dataset

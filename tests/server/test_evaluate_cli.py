@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from plugins.evaluation.splits import ratio_counts
-from server.cli import main
+from server.cli.main import main
 from storage.database import Database
 from tests.plugins.catalog import build_catalog
 

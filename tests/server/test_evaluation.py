@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.evaluation import ExpressionEngine
-from server.expressions import BadExpression, Context
+from server.serving.expressions import BadExpression, Context
+from server.serving.reql_engine import ExpressionEngine
 from storage import catalog
 from storage.database import Database, ReadContext
 from storage.interactions import InteractionKind, apply_interaction_writes, parse_interaction

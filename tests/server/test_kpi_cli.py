@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from server.cli import main
+from server.cli.main import main
 from storage.database import Database
 from storage.interactions import InteractionKind, apply_interaction_writes, parse_interaction
 from storage.recommendations import Recommendation, log_recommendations

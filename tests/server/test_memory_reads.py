@@ -13,10 +13,10 @@ import pytest
 from recombee_api_client.api_requests import AddDetailView, RecommendItemsToUser
 
 from plugins.manager import collect, get_plugin_manager
-from server.evaluation import ExpressionEngine
-from server.models import LiveModels
-from server.pipeline import Pipeline, Query
-from server.scenarios import parse_models
+from server.serving.live_models import LiveModels
+from server.serving.pipeline import Pipeline, Query
+from server.serving.reql_engine import ExpressionEngine
+from server.serving.scenarios import parse_models
 from storage.database import Database, NeedsDatabase, ReadContext
 from storage.recommendation_log import RecommendationLog
 from storage.recommendations import Recommendation, get_recommendation

@@ -19,9 +19,9 @@ from plugins.evaluation.search import (
     search,
 )
 from plugins.manager import collect, get_plugin_manager
-from server.cli import main
+from server.cli.main import main
 from server.config import ConfigError, load_config, parse_config
-from server.evaluate import read_snapshot
+from server.offline.evaluate import read_snapshot
 from storage.snapshot import Snapshot
 from tests.plugins.catalog import build_catalog
 

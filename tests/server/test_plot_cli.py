@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from server.cli import main
+from server.cli.main import main
 from storage.catalog import add_property, set_values
 from storage.database import Database, WriteContext
 from storage.fashion_mnist import DEBIAN_DIRECTORY, load

@@ -1,4 +1,4 @@
-"""`server.ranking` against a plain reference: rank every candidate by its key."""
+"""`server.serving.ranking` against a plain reference: rank every candidate by its key."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from server import ranking
+from server.serving import ranking
 
 
 def reference_keys(

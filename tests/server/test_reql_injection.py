@@ -36,8 +36,8 @@ from recombee_api_client.api_requests import (
 from recombee_api_client.api_requests.request import Request
 from recombee_api_client.exceptions import ResponseException
 
-from server.evaluation import ExpressionEngine
-from server.expressions import BadExpression, Context
+from server.serving.expressions import BadExpression, Context
+from server.serving.reql_engine import ExpressionEngine
 from storage import catalog
 from storage.database import Database, WriteContext
 from storage.schema import Entity

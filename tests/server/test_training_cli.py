@@ -22,7 +22,7 @@ def config_file(tmp_path: Path) -> Path:
 def test_train_offline_then_serve_the_trained_version(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from server.cli import main
+    from server.cli.main import main
 
     path = config_file(tmp_path)
     build_catalog(tmp_path / "data" / "shop.duckdb").close()
@@ -51,7 +51,7 @@ def test_train_offline_then_serve_the_trained_version(
 
 
 def test_plugins_listing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from server.cli import main
+    from server.cli.main import main
 
     path = config_file(tmp_path)
     assert main(["plugins", "--config", str(path)]) == 0
@@ -83,7 +83,7 @@ def test_plugins_over_http(server: RunningServer) -> None:
 def test_train_missing_only_skips_trained_models(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from server.cli import main
+    from server.cli.main import main
 
     path = config_file(tmp_path)
     build_catalog(tmp_path / "data" / "shop.duckdb").close()

@@ -85,7 +85,7 @@ def test_a_scenario_filter_holds(server: RunningServer) -> None:
 def _signed_url(server: RunningServer, path: str) -> str:
     import time
 
-    from server.auth import sign
+    from server.api.auth import sign
 
     path = f"/test{path}?hmac_timestamp={int(time.time())}"
     return server.url + path + f"&hmac_sign={sign(path, server.tokens['test'])}"

@@ -17,7 +17,7 @@ import pytest
 import requests
 from PIL import Image
 
-from server.auth import sign
+from server.api.auth import sign
 from storage import fashion_mnist
 from storage.database import Database
 from tests.serving import RunningServer, free_port

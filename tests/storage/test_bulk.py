@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from server.cli import main
+from server.cli.main import main
 from storage import catalog
 from storage.bulk import BulkImportError, import_file
 from storage.database import Database

@@ -10,8 +10,8 @@ from typing import Any
 
 from plugins.manager import Registry
 from server.config import Config, ConfigError, load_config
-from server.models import check_models
-from server.store import Store
+from server.serving.live_models import check_models
+from server.serving.store import Store
 
 logger = logging.getLogger("reqo")
 

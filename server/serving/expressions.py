@@ -1,7 +1,7 @@
 """ReQL in the server: the catalog that reql compiles against, ReQL errors as HTTP 400s, and
 filters as storage conditions (list endpoints, Delete/Update More Items).
 
-The evaluation over the dense item index, for recommendations, is in server/evaluation.py.
+The evaluation over the dense item index, for recommendations, is in server/serving/reql_engine.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import duckdb
 
 import reql
 from reql import types as rt
-from server.deadline import WATCHDOG, TimeLimitExceeded
+from server.serving.deadline import WATCHDOG, TimeLimitExceeded
 from storage.catalog import Condition
 from storage.database import ReadContext
 from storage.errors import InvalidInput

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 import reql
-from server.expressions import NO_CONTEXT, Context, compile_for, current_time, run_guarded
+from server.serving.expressions import NO_CONTEXT, Context, compile_for, current_time, run_guarded
 from storage.database import Database, ReadContext
 from storage.schema import (
     ID_COLUMN,

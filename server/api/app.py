@@ -20,10 +20,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from plugins.manager import PluginError, Registry, collect, get_plugin_manager
-from server.admission import Admission, Traffic
 from server.api.admin import ServerState, admin_routes
+from server.api.admission import Admission, Traffic
+from server.api.auth import check_digest, verify_request
 from server.api.batch import PreparedBatch, parse_batch, run_batch
 from server.api.body import read_params
+from server.api.boundary import ErrorBoundary, SafeJSONResponse
 from server.api.catalog import catalog_operations
 from server.api.image_search import ENDPOINT, read_image_request
 from server.api.image_search import MAX_REQUEST_BYTES as IMAGE_REQUEST_BYTES
@@ -47,13 +49,11 @@ from server.api.recommendations import (
     recommend_for_image,
     recommendation_operations,
 )
-from server.auth import check_digest, verify_request
-from server.boundary import ErrorBoundary, SafeJSONResponse
 from server.config import Config, ConfigError
-from server.expressions import LIMITS
-from server.lifecycle import Live
-from server.models import check_models
-from server.store import Served, Store
+from server.serving.expressions import LIMITS
+from server.serving.lifecycle import Live
+from server.serving.live_models import check_models
+from server.serving.store import Served, Store
 from storage.database import Database
 from storage.errors import BadParameter, NotFound, StorageError
 from storage.params import check_known, read_str

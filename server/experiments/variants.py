@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from server.scenarios import ModelConfig, ScenarioError, _ensemble_weights, resolve_model
+from server.serving.scenarios import ModelConfig, ScenarioError, _ensemble_weights, resolve_model
 
 METHODS = ("thompson", "split")
 REWARDS = ("ctr", "revenue", "profit")

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from plugins.evaluation.harness import ModelSpec, Protocol, evaluate
     from plugins.evaluation.report import describe, markdown_table, write_outputs
     from plugins.evaluation.splits import SplitError
-    from server.app import load_registry
+    from server.api.app import load_registry
 
     if args.protocol != "temporal" and (args.at is not None or args.quantile is not None):
         return _fail("--at and --quantile belong to --protocol temporal", 2)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from server.config import ConfigError, load_config
-from server.evaluate import DatabaseBusy, NotADatabase, _seeds, _split, read_snapshot
+from server.offline.evaluate import DatabaseBusy, NotADatabase, _seeds, _split, read_snapshot
 
 if TYPE_CHECKING:
     from plugins.evaluation.search import Evaluated, SearchResult
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         search,
     )
     from plugins.evaluation.splits import SplitError
-    from server.app import load_registry
+    from server.api.app import load_registry
 
     config = load_config(args.config)
     if args.db not in config.databases:

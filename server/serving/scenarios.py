@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from server.variants import Experiment
+    from server.experiments.variants import Experiment
 
 ENDPOINTS = ("items-to-user", "items-to-item", "users-to-item", "users-to-user")
 MIN_RELEVANCE = ("low", "medium", "high")
@@ -181,8 +181,9 @@ def parse_scenarios(value: object, models: Mapping[str, ModelConfig]) -> dict[st
             raise ScenarioError(f"{key}.endpoint", f"must be one of {', '.join(ENDPOINTS)}")
         if "model" in settings and "logic" in settings:
             raise ScenarioError(key, "give either model or logic, not both")
-        # Imported here: server.variants builds on this module's ScenarioError and models.
-        from server.variants import parse_experiment
+        # Imported here: server.experiments.variants builds on this module's ScenarioError and
+        # models.
+        from server.experiments.variants import parse_experiment
 
         experiment = parse_experiment(key, settings, models)
         model = settings.get("model", settings.get("logic"))

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from server.variants import Experiment, Variant
+from server.experiments.variants import Experiment, Variant
 from storage.database import Database, WriteContext, WriteJob
 from storage.kpi import Assignment, Outcomes, load_assignments, outcomes, save_assignments
 
 if TYPE_CHECKING:
-    from server.scenarios import ScenarioConfig
+    from server.serving.scenarios import ScenarioConfig
     from storage.recommendation_log import RecommendationLog
 
 logger = logging.getLogger("reqo")

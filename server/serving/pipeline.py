@@ -25,12 +25,12 @@ import numpy as np
 from plugins.algorithm import Algorithm, UserHistory, pad_scores, restrict
 from plugins.builtin.ensemble import Ensemble
 from plugins.training import validate_weights
-from server import ranking
-from server.evaluation import ExpressionEngine, fitted
-from server.expressions import Context
-from server.histories import HistoryIndex, IdMap
-from server.models import LiveModels, LoadedModel
-from server.scenarios import FALLBACK_MODEL
+from server.serving import ranking
+from server.serving.expressions import Context
+from server.serving.histories import HistoryIndex, IdMap
+from server.serving.live_models import LiveModels, LoadedModel
+from server.serving.reql_engine import ExpressionEngine, fitted
+from server.serving.scenarios import FALLBACK_MODEL
 from storage.database import NeedsDatabase, ReadContext
 from storage.errors import EntityNotFound
 from storage.recommendations import recently_recommended

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from server.config import Config, ConfigError, load_config
-from server.evaluate import add_parser as add_evaluate_parser
-from server.kpi_cli import add_parser as add_kpi_parser
-from server.optimize import add_parser as add_optimize_parser
+from server.offline.evaluate import add_parser as add_evaluate_parser
+from server.offline.kpi import add_parser as add_kpi_parser
+from server.offline.optimize import add_parser as add_optimize_parser
 
 if TYPE_CHECKING:
     from storage.database import Database
@@ -143,7 +143,7 @@ MAX_REQUEST_HEAD_BYTES = 256 * 2**10
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server.app import create_app
+    from server.api.app import create_app
 
     config = load_config(args.config)
     host = args.host or config.host
@@ -261,7 +261,7 @@ def _dataset_load(args: argparse.Namespace) -> int:
 
 
 def _plot_embeddings(args: argparse.Namespace) -> int:
-    from server.plot import PlotError, plot_embeddings
+    from server.offline.plot import PlotError, plot_embeddings
 
     config = load_config(args.config)
     if args.db not in config.databases:
@@ -290,8 +290,8 @@ def _train(args: argparse.Namespace) -> int:
     import duckdb
     from tqdm import tqdm
 
-    from server.app import load_registry
-    from server.models import current_version, train_model, training_order
+    from server.api.app import load_registry
+    from server.serving.live_models import current_version, train_model, training_order
     from storage.database import Database
 
     config = load_config(args.config)
@@ -342,7 +342,7 @@ def _train_remotely(config: Config, database: str, model: str) -> str:
     import json
     import urllib.request
 
-    from server.auth import sign
+    from server.api.auth import sign
 
     path = f"/{database}/-/train?model={model}&hmac_timestamp={int(time.time())}"
     path += f"&hmac_sign={sign(path, config.databases[database].token)}"
@@ -361,7 +361,7 @@ def _plugins(args: argparse.Namespace) -> int:
     import json
 
     from server.api.admin import plugins_json
-    from server.app import load_registry
+    from server.api.app import load_registry
 
     config = load_config(args.config) if args.config.exists() else None
     if config is not None:

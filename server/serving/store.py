@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from plugins.manager import Registry
-from server.bandits import Experiments
 from server.config import Config, DatabaseConfig
-from server.evaluation import ExpressionEngine
-from server.models import LiveModels
-from server.pipeline import Pipeline
+from server.experiments.bandits import Experiments
+from server.serving.live_models import LiveModels
+from server.serving.pipeline import Pipeline
+from server.serving.reql_engine import ExpressionEngine
 from storage.database import Database
 from storage.recommendation_log import RecommendationLog
 

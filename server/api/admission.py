@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.boundary import SafeJSONResponse
+from server.api.boundary import SafeJSONResponse
 
 
 @dataclass

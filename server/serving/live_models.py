@@ -22,8 +22,8 @@ from plugins.builtin.ensemble import Ensemble
 from plugins.manager import Registry
 from plugins.training import TrainingData, WeightError, validate_weights
 from server.config import Config, ConfigError
-from server.item_vectors import provider_for
-from server.scenarios import ModelConfig
+from server.serving.item_vectors import provider_for
+from server.serving.scenarios import ModelConfig
 from storage.database import Database
 from storage.errors import DiskFull
 from storage.snapshot import take_snapshot

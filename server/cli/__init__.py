@@ -1,0 +1,1 @@
+"""The `reqo` command line."""

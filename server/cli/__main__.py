@@ -1,0 +1,5 @@
+"""`python -m server.cli`: the `reqo` command line."""
+
+from server.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Experiments: scenario variants, bandit allocation and their counters."""

@@ -1,0 +1,1 @@
+"""Offline tools that read a snapshot: evaluate, optimize, plot, kpi."""

@@ -1,0 +1,1 @@
+"""The HTTP serving role: the ranking pipeline, the ReQL engine, histories and live models."""
