@@ -46,10 +46,11 @@ from bench._report import publish
 from plugins.manager import Registry, collect, get_plugin_manager
 from server.api.operations import Params
 from server.api.recommendations import parse_request, respond
-from server.serving.live_models import LiveModels, train_model
+from server.serving.live_models import LiveModels
 from server.serving.pipeline import Pipeline
 from server.serving.reql_engine import ExpressionEngine
 from server.serving.scenarios import ScenarioConfig, parse_models
+from server.training.artifacts import train_model
 from storage.catalog import add_property
 from storage.database import Database, NeedsDatabase, ReadContext, WriteContext
 from storage.schema import Entity, PropertyType
@@ -192,8 +193,11 @@ def _build(database: Database, sizes: Sizes) -> None:
         ctx.conn.execute(_users_sql(sizes.users))
         ctx.conn.execute(_interactions_sql(sizes.interactions, sizes.items, sizes.users))
         # Give out the indexes used, so that an entity added later gets the next one.
-        ctx.conn.execute(f"SELECT max(nextval('item_index_seq')) FROM range({sizes.items})")
-        ctx.conn.execute(f"SELECT max(nextval('user_index_seq')) FROM range({sizes.users})")
+        ctx.conn.execute(
+            "INSERT OR REPLACE INTO reqo_counters VALUES ('next_item_index', ?), "
+            "('next_user_index', ?)",
+            [sizes.items, sizes.users],
+        )
         ctx.conn.execute("INSERT OR REPLACE INTO reqo_meta VALUES (?, ?)", [MARKER, sizes.marker])
         ctx.touched_catalog()
         ctx.touched_interactions()

@@ -176,7 +176,9 @@ def _build(database: Database, count: int) -> None:
             add_property(ctx, Entity.ITEM, name, ptype.value)
         ctx.conn.execute(_fill_sql(count))
         # Give out the indexes used, so that an item added later gets the next one.
-        ctx.conn.execute(f"SELECT max(nextval('item_index_seq')) FROM range({count})")
+        ctx.conn.execute(
+            "INSERT OR REPLACE INTO reqo_counters VALUES ('next_item_index', ?)", [count]
+        )
         ctx.conn.execute(
             "INSERT OR REPLACE INTO reqo_meta VALUES (?, ?)",
             [MARKER, f"{GENERATOR}:{SEED}:{count}"],

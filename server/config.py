@@ -3,7 +3,8 @@
 ```yaml
 data_dir: data              # relative to this file; `reqo serve` creates it (must be writable)
 allow_unsigned: false       # true accepts requests without HMAC signatures (loopback only)
-server: {host: 127.0.0.1, port: 8000, tls: {certfile: cert.pem, keyfile: key.pem}}
+server: {host: 127.0.0.1, port: 8000, workers: 1,  # server processes sharing the port
+         tls: {certfile: cert.pem, keyfile: key.pem}}
 databases:
   shop: {token: "a long random secret"}       # or {token_env: SHOP_TOKEN}
   blog: {token_env: BLOG_TOKEN, signatures: strict}
@@ -63,7 +64,7 @@ _TOP_KEYS = {
     "admin_token_env",
     "limits",
 }
-_SERVER_KEYS = {"host", "port", "tls"}
+_SERVER_KEYS = {"host", "port", "workers", "tls"}
 _TLS_KEYS = {"certfile", "keyfile"}
 _DATABASE_KEYS = {"token", "token_env", "signatures"}
 _LIMITS_KEYS = {"max_queued", "query_timeout", "retry_after"}
@@ -121,6 +122,8 @@ class Config:
     allow_unsigned: bool = False
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = 1
+    """Server processes that `reqo serve` runs (besides the writer and the trainer)."""
     tls: TlsConfig | None = None
     read_threads: int = 4
     source: str = "<config>"
@@ -240,6 +243,7 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(source, "server.port", f"must be a port number, got {port!r}")
     tls = _tls(source, server.get("tls"), base_dir)
+    workers = _positive_int(source, "server.workers", server.get("workers", 1))
     databases = _databases(source, data.get("databases"))
     admin_token = _admin_token(source, data, databases)
     try:
@@ -253,6 +257,7 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
         allow_unsigned=allow_unsigned,
         host=host,
         port=port,
+        workers=workers,
         tls=tls,
         read_threads=read_threads,
         source=source,

@@ -23,6 +23,7 @@ from storage.catalog import ensure_properties
 from storage.database import Database, WriteContext
 from storage.entities import ID, create_entities
 from storage.errors import InvalidInput, StorageError
+from storage.feed import RELOAD_ENTRY
 from storage.interactions import InteractionKind
 from storage.schema import (
     Entity,
@@ -170,8 +171,12 @@ def _parse_schema(entity: Entity, schema: str) -> dict[str, PropertyType]:
 def _run(ctx: WriteContext, job: _Job) -> str:
     try:
         if job.entity is None:
-            return _import_interactions(ctx, job)
-        return _import_entities(ctx, job, job.entity)
+            summary = _import_interactions(ctx, job)
+        else:
+            summary = _import_entities(ctx, job, job.entity)
+        # Servers replay the feed's writes; a bulk import they load from a snapshot instead.
+        ctx.record(RELOAD_ENTRY)
+        return summary
     except BulkImportError as error:
         raise _Abort(error) from None
     except StorageError as error:

@@ -44,6 +44,41 @@ class WriteContext:
         self.schema_was_changed = False
         self.catalog_changed = False
         self.interactions_changed = False
+        self.feed_entries: list[str] = []
+        """The change feed's entries of this transaction's writes (see `record`)."""
+        self.recording = False
+        """True on the writer role's database, whose writes go into the change feed."""
+        self.counters: dict[str, int] = {}
+        """Dense index counters this transaction moved (see `take_indexes`)."""
+
+    def take_indexes(self, counter: str, count: int) -> int:
+        """The first of `count` consecutive dense indexes from a counter (`reqo_counters`); the
+        counters are stored back before the transaction commits (`store_counters`).
+
+        A counter in a table, not a DuckDB sequence: a sequence does not roll back with its
+        transaction, so a writer whose group was retried would number items differently from
+        the servers that replay the change feed (and models trained on one numbering would
+        score the wrong items on the other)."""
+        start = self.counters.get(counter)
+        if start is None:
+            row = self.conn.execute(
+                "SELECT value FROM reqo_counters WHERE name = ?", [counter]
+            ).fetchone()
+            start = 0 if row is None else int(row[0])
+        self.counters[counter] = start + count
+        return start
+
+    def store_counters(self) -> None:
+        """Write the counters that `take_indexes` moved (before the commit)."""
+        for name, value in self.counters.items():
+            self.conn.execute("INSERT OR REPLACE INTO reqo_counters VALUES (?, ?)", [name, value])
+        self.counters.clear()
+
+    def record(self, entry: str) -> None:
+        """Add a write that succeeded to the change feed (where the database keeps one): the
+        entry commits, or rolls back, with the transaction."""
+        if self.recording:
+            self.feed_entries.append(entry)
 
     @property
     def schema(self) -> Schema:

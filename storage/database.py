@@ -58,6 +58,7 @@ from storage.failures import (
     refused_as_invalid,
     rollback,
 )
+from storage.feed import ChangeFeed
 from storage.schema import Schema
 
 __all__ = [
@@ -153,6 +154,15 @@ _BOOTSTRAP = [
         assigned TIMESTAMP NOT NULL,
         PRIMARY KEY (scenario, user_id)
     )""",
+    # storage/entities.py: the next dense index of items and users (transactional, unlike a
+    # sequence); files from before it start after their largest index
+    "CREATE TABLE IF NOT EXISTS reqo_counters (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL)",
+    """INSERT OR IGNORE INTO reqo_counters
+       SELECT 'next_item_index', coalesce(max("$idx") + 1, 0) FROM items""",
+    """INSERT OR IGNORE INTO reqo_counters
+       SELECT 'next_user_index', coalesce(max("$idx") + 1, 0) FROM users""",
+    # storage/feed.py: the change feed, each committed write by its sequence number
+    "CREATE TABLE IF NOT EXISTS reqo_feed (seq BIGINT NOT NULL, entry VARCHAR NOT NULL)",
     # storage/embeddings.py: image vectors by embedder, its settings and the image's content hash
     """CREATE TABLE IF NOT EXISTS image_embeddings (
         embedder VARCHAR NOT NULL,
@@ -175,7 +185,9 @@ class Database:
     `path=None` keeps it in memory, for tests.
     """
 
-    def __init__(self, name: str, path: Path | None, *, read_threads: int = 4) -> None:
+    def __init__(
+        self, name: str, path: Path | None, *, read_threads: int = 4, feed: bool = False
+    ) -> None:
         self.name = name
         self.path = path
         if path is not None:
@@ -190,6 +202,8 @@ class Database:
         """The connection that the writer and the readers' cursors use; replaced by the writer
         when DuckDB invalidates it (None while the file cannot be opened at all)."""
         self._schema = load_schema(conn)
+        self.feed: ChangeFeed | None = ChangeFeed(conn) if feed else None
+        """The change feed of the writer role's database (None elsewhere)."""
         self._version = itertools.count(1)
         self.catalog_version = 0
         """Moves on every commit that changed items, users or properties."""
@@ -459,6 +473,7 @@ class Database:
         conn = self._conn
         assert conn is not None
         ctx = WriteContext(conn, self._schema)
+        ctx.recording = self.feed is not None
         outcomes: list[tuple[bool, Any]] = []
         committing = False
         try:
@@ -485,6 +500,9 @@ class Database:
                     outcomes.append((False, error))
                     ensure_alive(conn, error)
                 index += 1
+            ctx.store_counters()
+            if self.feed is not None and ctx.feed_entries:
+                self.feed.stage(conn, ctx.feed_entries)
             committing = True
             conn.execute("COMMIT")
         except BaseException as error:
@@ -495,6 +513,8 @@ class Database:
                 self._acknowledge(jobs, outcomes, ctx, reload_schema=False)
                 return
             rollback(conn)
+            if self.feed is not None:
+                self.feed.discard()
             if is_dead(conn):
                 self._recover(jobs, error, committing=committing, retried=retried)
                 return
@@ -531,6 +551,8 @@ class Database:
     ) -> None:
         """Publish a committed group's changes and answer its jobs."""
         self.disk_full = False
+        if self.feed is not None and self._conn is not None:
+            self.feed.publish(self._conn)
         if ctx.schema_was_changed and reload_schema:
             self._schema = load_schema(ctx.conn)
         if ctx.catalog_changed:
@@ -538,6 +560,8 @@ class Database:
         if ctx.interactions_changed:
             self.interactions_version = next(self._version)
         for job, (ok, value) in zip(jobs, outcomes, strict=True):
+            if job.future.done():
+                continue  # its waiter gave up (a cancelled request): the write stands all the same
             if ok:
                 job.future.set_result(value)
             else:

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from storage.database import ReadContext, WriteContext
+from storage.errors import EntityNotFound
 from storage.schema import ID_COLUMN, INDEX_COLUMN, Entity, quote_identifier
 
 ID = quote_identifier(ID_COLUMN)
@@ -50,10 +51,29 @@ def create_entities(ctx: WriteContext, entity: Entity, ids: Sequence[str]) -> No
     """Insert new ids (known to be absent), each with the next dense index."""
     if not ids:
         return
-    ctx.conn.execute(
-        f"INSERT INTO {entity.table} ({IDX}, {ID}) "
-        f"SELECT nextval('{entity.value}_index_seq'), id "
-        "FROM (SELECT unnest($ids::VARCHAR[]) AS id)",
-        {"ids": list(ids)},
-    )
+    start = ctx.take_indexes(f"next_{entity.value}_index", len(ids))
+    if len(ids) == 1:
+        ctx.conn.execute(f"INSERT INTO {entity.table} ({IDX}, {ID}) VALUES (?, ?)", [start, ids[0]])
+    else:
+        ctx.conn.execute(
+            f"INSERT INTO {entity.table} ({IDX}, {ID}) "
+            "SELECT unnest($idx::BIGINT[]), unnest($ids::VARCHAR[])",
+            {"idx": list(range(start, start + len(ids))), "ids": list(ids)},
+        )
     ctx.touched_catalog()
+
+
+def create_context(
+    ctx: WriteContext, user_id: str | None, item_id: str | None, cascade_create: bool
+) -> bool:
+    """Create a recommendation's unknown user or item with cascadeCreate (404 without it);
+    returns whether it created one."""
+    created = False
+    for entity, entity_id in ((Entity.USER, user_id), (Entity.ITEM, item_id)):
+        if entity_id is None or entity_exists(ctx, entity, entity_id):
+            continue
+        if not cascade_create:
+            raise EntityNotFound(entity.value, entity_id)
+        create_entities(ctx, entity, [entity_id])
+        created = True
+    return created

@@ -4,7 +4,7 @@ can page on and interactions that carry a recommId can be attributed to it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,3 +144,33 @@ def log_recommendations(ctx: WriteContext, records: Sequence[Recommendation]) ->
             },
         )
     return [None] * len(records)
+
+
+def record_to_json(record: Recommendation) -> dict[str, Any]:
+    return {
+        "recommId": record.recomm_id,
+        "timestamp": record.timestamp,
+        "endpoint": record.endpoint,
+        "userId": record.user_id,
+        "itemId": record.item_id,
+        "scenario": record.scenario,
+        "params": record.params,
+        "returned": list(record.returned),
+        "nextCalls": record.next_calls,
+        "variant": record.variant,
+    }
+
+
+def record_from_json(data: Mapping[str, Any]) -> Recommendation:
+    return Recommendation(
+        recomm_id=data["recommId"],
+        timestamp=float(data["timestamp"]),
+        endpoint=data["endpoint"],
+        user_id=data["userId"],
+        item_id=data["itemId"],
+        scenario=data["scenario"],
+        params=dict(data["params"]),
+        returned=tuple(data["returned"]),
+        next_calls=int(data["nextCalls"]),
+        variant=data["variant"],
+    )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 
 from storage.errors import BadParameter
@@ -13,9 +16,25 @@ _EPOCH = datetime(1970, 1, 1)
 _MAX_EPOCH_SECONDS = 253402300799.0  # 9999-12-31T23:59:59Z
 
 
+_FIXED_NOW: ContextVar[int | None] = ContextVar("reqo_fixed_now", default=None)
+
+
 def now_us() -> int:
-    """The current time in epoch microseconds."""
-    return time.time_ns() // 1000
+    """The current time in epoch microseconds (the fixed time, inside `fixed_now`)."""
+    fixed = _FIXED_NOW.get()
+    return time.time_ns() // 1000 if fixed is None else fixed
+
+
+@contextlib.contextmanager
+def fixed_now(us: int) -> Iterator[None]:
+    """Make `now_us` return `us` in this context: a write that the change feed replays on
+    another process must default its timestamps to the time the writer gave it, not the
+    replaying process's time."""
+    token = _FIXED_NOW.set(us)
+    try:
+        yield
+    finally:
+        _FIXED_NOW.reset(token)
 
 
 def parse_timestamp(value: object, parameter: str = "timestamp") -> int:

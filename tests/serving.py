@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -45,6 +46,8 @@ class RunningServer:
     """The server's admin token (`Authorization: Bearer`), if it has one."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """More configuration keys (plugins, models, scenarios, train_every)."""
+    workers: int = 1
+    """Server processes (`server.workers`)."""
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -115,7 +118,7 @@ class RunningServer:
         )
 
     def write_config(self) -> None:
-        server: dict[str, Any] = {"host": "127.0.0.1", "port": self.port}
+        server: dict[str, Any] = {"host": "127.0.0.1", "port": self.port, "workers": self.workers}
         if self.tls is not None:
             server["tls"] = dict(self.tls)
         config = {
@@ -142,6 +145,9 @@ class RunningServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                # Its own process group: `kill` takes every role down at once, as a crash of
+                # the machine would.
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         verify: str | bool = self.ca_file or True
@@ -170,7 +176,20 @@ class RunningServer:
                 self.process.wait()
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
+        """SIGKILL to every process of the group: no shutdown code runs, as in a crash."""
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    def role_pids(self, role: str) -> list[int]:
+        """The processes of a role (`writer`, `server`, `trainer`) that the supervisor runs."""
+        assert self.process is not None
+        found = []
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        for pid in children.read_text().split():
+            with contextlib.suppress(OSError):
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"role" in argv and argv[argv.index(b"role") + 1].decode() == role:
+                    found.append(int(pid))
+        return sorted(found)

@@ -8,6 +8,7 @@ each database and the traffic counters. Everything else here needs the admin tok
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,7 @@ def admin_routes(state: ServerState) -> list[Route]:
     async def health(request: Request) -> Response:
         body: dict[str, Any] = {"status": "ok"}
         if admin(request):
+            body["process"] = os.getpid()  # which server of the group answered
             body["databases"] = _databases(state)
             body["traffic"] = state.traffic.to_json()
         return SafeJSONResponse(body)
@@ -97,7 +99,7 @@ def admin_routes(state: ServerState) -> list[Route]:
 
     async def reload(request: Request) -> Response:
         try:
-            result = await state.live.reload()
+            result = await state.live.reload(notify=True)
         except ConfigError as error:
             return SafeJSONResponse({"statusCode": 400, "error": str(error)}, 400)
         return SafeJSONResponse(result)
@@ -124,6 +126,11 @@ def _databases(state: ServerState) -> dict[str, Any]:
             "inFlight": state.traffic.in_flight.get(database.name, 0),
             "shed": state.traffic.shed.get(database.name, 0),
             "historyIndexReady": served.pipeline.histories.ready,
-            "recommendationLogFailures": served.log.failures,
+            "recommendationLogFailures": served.counters["recommendationLogFailures"],
+            "appliedSeq": served.replica.applied,
+            "committedSeq": served.replica.target(),
+            "divergedEntries": served.replica.diverged,
+            "feedLagMs": served.replica.lag_ms(),
+            "modelsAwaitingTraining": sorted(served.models.awaiting),
         }
     return report

@@ -23,38 +23,35 @@ from plugins.manager import PluginError, Registry, collect, get_plugin_manager
 from server.api.admin import ServerState, admin_routes
 from server.api.admission import Admission, Traffic
 from server.api.auth import check_digest, verify_request
-from server.api.batch import PreparedBatch, parse_batch, run_batch
+from server.api.batch import BatchOn, PreparedBatch, call_payload, parse_batch, run_batch
 from server.api.body import read_params
 from server.api.boundary import ErrorBoundary, SafeJSONResponse
-from server.api.catalog import catalog_operations
 from server.api.image_search import ENDPOINT, read_image_request
 from server.api.image_search import MAX_REQUEST_BYTES as IMAGE_REQUEST_BYTES
 from server.api.image_search import PATH as IMAGE_PATH
-from server.api.interactions import interaction_operations
 from server.api.kpi import kpi as kpi_report
 from server.api.operations import (
     Call,
     Mode,
     Operation,
-    OperationTable,
     Params,
     error_body,
     read_body,
 )
+from server.api.recommendation_routes import PATHS
 from server.api.recommendations import (
-    PATHS,
     next_items,
     parse_request,
     recommend,
     recommend_for_image,
-    recommendation_operations,
 )
+from server.api.table import operation_table
+from server.cluster.client import WriterRefused
 from server.config import Config, ConfigError
 from server.serving.expressions import LIMITS
 from server.serving.lifecycle import Live
 from server.serving.live_models import check_models
 from server.serving.store import Served, Store
-from storage.database import Database
 from storage.errors import BadParameter, NotFound, StorageError
 from storage.params import check_known, read_str
 
@@ -73,13 +70,6 @@ def load_registry(config: Config) -> Registry:
     return registry
 
 
-def operation_table() -> OperationTable:
-    """Every operation of Recombee's API that reqo serves."""
-    return OperationTable(
-        [*catalog_operations(), *interaction_operations(), *recommendation_operations()]
-    )
-
-
 def create_app(config: Config, registry: Registry | None = None) -> Starlette:
     """Build the application for a configuration; databases open in the lifespan."""
     registry = registry if registry is not None else load_registry(config)
@@ -94,9 +84,8 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await asyncio.to_thread(store.open)
+        await store.open()
         registry.manager.hook.startup(config=config)
-        trainer = asyncio.create_task(live.train_on_schedule())
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.create_task(_reload_logged()))
@@ -105,13 +94,10 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
             yield
         finally:
             state.started = False
-            live.stop()
-            trainer.cancel()
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
             registry.manager.hook.shutdown()
-            await store.settle()
-            await asyncio.to_thread(store.close)
+            await store.close()
 
     async def _reload_logged() -> None:
         try:
@@ -135,20 +121,26 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
         )
         return found
 
-    async def accept(request: Request) -> tuple[Served, Params]:
-        """The request's database and parameters, its signature (and body digest) verified."""
+    async def accept(request: Request, *, reads: bool = True) -> tuple[Served, Params]:
+        """The request's database and parameters, its signature (and body digest) verified;
+        for a request that reads, once this server's copy holds every write that the writer
+        had acknowledged when the request arrived."""
         served = served_of(request)
+        target = served.replica.target()
         params, raw = await read_params(request)
         if served.settings.strict_signatures and not _unsigned(request, config):
             check_digest(request.scope, raw)
+        if reads:
+            await served.replica.caught_up(target)
         return served, params
 
     def endpoint(operation: Operation) -> Endpoint:
         async def handle(request: Request) -> Response:
             try:
-                served, params = await accept(request)
+                reads = operation.mode is Mode.READ and operation.coalesce is None
+                served, params = await accept(request, reads=reads)
                 args = {k: v for k, v in request.path_params.items() if k != "databaseId"}
-                result = await execute(served.database, operation, args, params)
+                result = await execute(served, operation, args, params)
             except StorageError as error:
                 return SafeJSONResponse(error_body(error), status_code=error.status)
             return SafeJSONResponse(result, status_code=operation.status)
@@ -176,7 +168,7 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
                 batch.recommended.update(r["id"] for r in body["recomms"])
                 return body
 
-            result = await run_batch(served.database, prepared, recommend_one)
+            result = await run_batch(BatchOn(served), prepared, recommend_one)
         except StorageError as error:
             return SafeJSONResponse(error_body(error), status_code=error.status)
         return SafeJSONResponse(result)
@@ -198,6 +190,7 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
     async def image_items(request: Request) -> Response:
         try:
             served = served_of(request)
+            await served.replica.caught_up()
             if served.settings.strict_signatures and not _unsigned(request, config):
                 raw = await read_body(request, IMAGE_REQUEST_BYTES)
                 check_digest(request.scope, raw)
@@ -242,20 +235,20 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
 
     async def train(request: Request) -> Response:
         try:
-            served, params = await accept(request)
+            served, params = await accept(request, reads=False)
             check_known(params.merged, ("model",))
             wanted = read_str(params.merged, "model")
             names = [wanted] if wanted else served.models.training_order()
             for name in names:
                 if name not in served.models.configs:
                     raise BadParameter("model", f"unknown model '{name}'")
-            versions = {}
-            for name in names:
-                loaded = await asyncio.to_thread(served.models.train, name)
-                versions[name] = loaded.version
+            # The trainer fits them (never this process); the new versions serve here at once,
+            # and on the other servers within a second.
+            reply = await store.trainer.request({"op": "train", "db": served.name, "models": names})
+            await asyncio.to_thread(served.models.refresh)
         except StorageError as error:
             return SafeJSONResponse(error_body(error), status_code=error.status)
-        return SafeJSONResponse({"trained": versions})
+        return SafeJSONResponse({"trained": reply.get("versions", {})})
 
     routes = [
         *admin_routes(state),
@@ -306,19 +299,20 @@ def _unsigned(request: Request, config: Config) -> bool:
 
 
 async def execute(
-    database: Database, operation: Operation, args: dict[str, str], params: Params
+    served: Served, operation: Operation, args: dict[str, str], params: Params
 ) -> Any:
-    """Run an operation where it belongs: a reader thread, or the writer (coalesced if it can)."""
-    steps = operation.read_then_write
-    if steps is not None:
-        selected = await database.read(lambda ctx: steps.select(ctx, args, params))
-        return await database.write(lambda ctx: steps.apply(ctx, selected))
-    if operation.coalesce is not None:
-        payload = operation.coalesce.prepare(args, params)
-        return await database.write_coalesced(operation.coalesce.apply, payload)
-    if operation.mode is Mode.READ:
-        return await database.read(lambda ctx: operation.handler(ctx, args, params))
-    return await database.write(lambda ctx: operation.handler(ctx, args, params))
+    """Run an operation where it belongs: a read on this server's copy, a write on the writer."""
+    if operation.mode is Mode.READ and operation.coalesce is None:
+        return await served.database.read(lambda ctx: operation.handler(ctx, args, params))
+    if operation.read_then_write is not None:
+        result, _ = await served.select_then_write(operation, args, params)
+        return result
+    call = call_payload(operation, args, params)
+    answers = await served.write("calls", {"calls": [call]})
+    answer = answers[0]
+    if answer["code"] >= 300:
+        raise WriterRefused(answer["code"], answer["json"]["error"])
+    return answer["json"]
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

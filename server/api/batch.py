@@ -11,16 +11,20 @@ evaluates an expression.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from server.api.operations import Call, Mode, Operation, OperationTable, Params, error_body
-from storage.database import Database, ReadContext, WriteContext
+from storage.database import ReadContext, WriteContext
 from storage.errors import BadParameter, NotFound, StorageError, TooLarge
 from storage.params import check_known, read_bool
+
+if TYPE_CHECKING:
+    from server.serving.store import Served
 
 MAX_BATCH_SIZE = 10_000
 logger = logging.getLogger("reqo")
@@ -104,8 +108,45 @@ def _parse_request(table: OperationTable, index: int, request: object) -> Call:
     return Call(operation, args, Params(query=query, body=dict(sub_params)))
 
 
+def call_payload(operation: Operation, args: Mapping[str, str], params: Params) -> dict[str, Any]:
+    """A write as the writer's `calls` command takes it (and the change feed carries it)."""
+    return {
+        "op": operation.name,
+        "args": dict(args),
+        "query": dict(params.query),
+        "body": dict(params.body),
+    }
+
+
+class BatchOn:
+    """Where a server runs a batch: reads on its copy of the database, writes on the writer;
+    after a write segment it waits for its copy to hold the segment's writes, so that what
+    follows in the batch sees them."""
+
+    def __init__(self, served: Served) -> None:
+        self.served = served
+
+    async def read(self, run: Callable[[ReadContext], Any]) -> Any:
+        return await self.served.database.read(run)
+
+    async def write_calls(self, calls: Sequence[Call]) -> list[dict[str, Any]]:
+        payload = [call_payload(c.operation, c.args, c.params) for c in calls]
+        started = time.monotonic()
+        answers, seq = await self.served.writer.write(self.served.name, "calls", {"calls": payload})
+        # This server's copy applies the same writes: a large segment takes it about as long
+        # as it took the writer.
+        await self.served.replica.caught_up(seq, extra=2 * (time.monotonic() - started))
+        result: list[dict[str, Any]] = answers
+        return result
+
+    async def select_then_write(self, call: Call) -> Any:
+        result, seq = await self.served.select_then_write(call.operation, call.args, call.params)
+        await self.served.replica.caught_up(seq)
+        return result
+
+
 async def run_batch(
-    database: Database, batch: PreparedBatch, recommend: Recommend
+    target: BatchOn, batch: PreparedBatch, recommend: Recommend
 ) -> list[dict[str, Any]]:
     """Execute matched sub-requests in order; returns Recombee's `[{code, json}]`."""
     calls = batch.calls
@@ -119,7 +160,7 @@ async def run_batch(
             index += 1
             continue
         if operation.read_then_write is not None:
-            responses.append(await _read_then_write(database, call))
+            responses.append(await _read_then_write(target, call))
             index += 1
             continue
         end, kind = index + 1, _segment(operation)
@@ -128,9 +169,9 @@ async def run_batch(
         segment = calls[index:end]
         try:
             if kind == "read":
-                outcomes = await database.read(partial(_run_reads, calls=segment))
+                outcomes = await target.read(partial(_run_reads, calls=segment))
             else:
-                outcomes = await database.write(partial(_run_writes, prepared=segment))
+                outcomes = await target.write_calls([item.call for item in segment])
         except Exception as error:
             # The whole segment was refused (a full disk), or failed (a bug): its sub-requests
             # say so, and what ran before it stands, as its outcomes say.
@@ -155,12 +196,9 @@ async def _recommendation(recommend: Recommend, call: Call, batch: PreparedBatch
         return _failure(error)
 
 
-async def _read_then_write(database: Database, call: Call) -> dict[str, Any]:
-    steps = call.operation.read_then_write
-    assert steps is not None
+async def _read_then_write(target: BatchOn, call: Call) -> dict[str, Any]:
     try:
-        selected = await database.read(lambda ctx: steps.select(ctx, call.args, call.params))
-        result = await database.write(lambda ctx: steps.apply(ctx, selected))
+        result = await target.select_then_write(call)
     except Exception as error:
         return _failure(error)
     return {"code": call.operation.status, "json": result}
@@ -180,7 +218,7 @@ def _run_reads(ctx: ReadContext, calls: Sequence[PreparedCall]) -> list[dict[str
     return [_run_one(ctx, item.call) for item in calls]
 
 
-def _run_writes(ctx: WriteContext, prepared: Sequence[PreparedCall]) -> list[dict[str, Any]]:
+def run_writes(ctx: WriteContext, prepared: Sequence[PreparedCall]) -> list[dict[str, Any]]:
     """Consecutive writes in one transaction, coalescable ones applied together."""
     responses: list[dict[str, Any]] = []
     index = 0

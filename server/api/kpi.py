@@ -84,7 +84,6 @@ async def kpi(
     """The endpoint's response: figures from the database, after every recommendation already
     answered is logged, and the bandits' state after they read the latest rewards."""
     scenario, since = parse_kpi_params(params)
-    await served.log.settled()
     await served.experiments.refresh()
     found = await served.database.read(lambda ctx: outcomes(ctx, scenario, since))
     return report(found, scenarios, scenario, since, served.experiments.state)

@@ -16,7 +16,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.routing import compile_path
 
 from storage.database import ReadContext, WriteContext
-from storage.errors import StorageError, TooLarge
+from storage.errors import InvalidInput, StorageError, TooLarge
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,12 @@ class OperationTable:
         # a batch matches 10,000 of them.
         self._literal: dict[tuple[str, str], Operation] = {}
         self._compiled = []
+        self._named: dict[str, Operation] = {}
         for op in self.operations:
+            if op.recommendation is None:  # the writer's commands name the others
+                if op.name in self._named:
+                    raise ValueError(f"two operations named {op.name!r}")
+                self._named[op.name] = op
             key = (op.method, op.path)
             if key in seen:
                 raise ValueError(f"two operations for {op.method} {op.path}")
@@ -109,6 +114,13 @@ class OperationTable:
                 self._literal[key] = op
             regex, _, convertors = compile_path(op.path)
             self._compiled.append((op, regex, convertors))
+
+    def by_name(self, name: str) -> Operation:
+        """The operation of a name (as the writer's commands give it)."""
+        found = self._named.get(name)
+        if found is None:
+            raise InvalidInput(f"unknown operation '{name}'")
+        return found
 
     def match(self, method: str, path: str) -> tuple[Operation, dict[str, str]] | None:
         """The operation for a method and a path (relative to the database), or None."""

@@ -4,6 +4,7 @@ and Recommend Next Items. Each request becomes a pipeline Query with its scenari
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -11,20 +12,17 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from server.api.image_search import ENDPOINT as ENDPOINT_IMAGE
-from server.api.operations import Mode, Operation, Params
+from server.api.operations import Params
 from server.serving.expressions import Context
+from server.serving.live_models import FALLBACK_VERSION, ModelNotReady
 from server.serving.pipeline import Pipeline, Query
 from server.serving.scenarios import ScenarioConfig, ScenarioError, resolve_model
 from storage import catalog
-from storage.database import NeedsDatabase, ReadContext, WriteContext
-from storage.entities import create_entities, entity_exists
-from storage.errors import BadParameter, EntityNotFound, NotFound
+from storage.database import NeedsDatabase, ReadContext
+from storage.entities import entity_exists
+from storage.errors import BadParameter, NotFound, StorageError
 from storage.params import check_known, read_bool, read_int, read_number, read_str, read_str_list
-from storage.recommendations import (
-    Recommendation,
-    extend_recommendation,
-    get_recommendation,
-)
+from storage.recommendations import Recommendation, get_recommendation, record_to_json
 from storage.schema import Entity, validate_id
 
 if TYPE_CHECKING:
@@ -66,6 +64,8 @@ DEFAULT_MODEL = {
     "users-to-user": "item-knn",
     "items-to-image": "visually-similar",
 }
+
+logger = logging.getLogger("reqo")
 
 
 @dataclass(frozen=True)
@@ -192,17 +192,6 @@ def ab_group(request: Request) -> dict[str, str]:
     return {"abGroup": request.variant} if request.return_ab_group and request.variant else {}
 
 
-def ensure_context(ctx: WriteContext, request: Request) -> None:
-    """Create the request's unknown user or item with cascadeCreate; 404 without it."""
-    query = request.query
-    for entity, entity_id in ((Entity.USER, query.user_id), (Entity.ITEM, query.item_id)):
-        if entity_id is None or entity_exists(ctx, entity, entity_id):
-            continue
-        if not request.cascade_create:
-            raise EntityNotFound(entity.value, entity_id)
-        create_entities(ctx, entity, [entity_id])
-
-
 def respond(ctx: ReadContext, pipeline: Pipeline, request: Request) -> tuple[dict[str, Any], Any]:
     """Run the pipeline and build Recombee's response (without the recommId)."""
     query = request.query
@@ -254,39 +243,18 @@ def new_log(request: Request, ids: list[str], endpoint: str) -> Recommendation:
     )
 
 
-PATHS = {
-    "items-to-user": "/recomms/users/{userId}/items/",
-    "items-to-item": "/recomms/items/{itemId}/items/",
-    "users-to-item": "/recomms/items/{itemId}/users/",
-    "users-to-user": "/recomms/users/{userId}/users/",
-    "next-items": "/recomms/next/items/{recommId}",
-}
-
-
-def recommendation_operations() -> list[Operation]:
-    """The recommendation endpoints as operations, so that batches can hold them; the host runs
-    them with its pipeline (they need more than a connection)."""
-    return [
-        Operation(f"recommend {kind}", method, path, _host_only, Mode.READ, recommendation=kind)
-        for kind, path in PATHS.items()
-        for method in ("POST", "GET")
-    ]
-
-
-def _host_only(ctx: WriteContext, args: Mapping[str, str], params: Params) -> Any:
-    raise RuntimeError("recommendation operations are run by the host's pipeline")
-
-
 async def recommend(served: Served, request: Request, endpoint: str) -> dict[str, Any]:
     database, pipeline = served.database, served.pipeline
     request = allocate(served.experiments, request)
+    assigned = served.experiments.take_pending()
+    if assigned:
+        # Before the response: the user keeps the variant on every server from now on.
+        rows = [[a.scenario, a.user_id, a.variant, a.assigned] for a in assigned]
+        await served.write("assign", {"assignments": rows})
     if request.variant is not None:
         # Only an experiment's requests read its rewards again: other traffic never pays for
         # the query.
         served.experiments.maybe_refresh()
-    if request.query.rotation_rate > 0:
-        # Rotation reads what was recommended lately: the log of every response sent.
-        await served.log.settled()
     # Most requests are answered from memory (the models, the history index, cached filter
     # masks), on the event loop: a reader thread is only worth its hand-off when one must query.
     try:
@@ -296,11 +264,22 @@ async def recommend(served: Served, request: Request, endpoint: str) -> dict[str
         # that creates a missing one (or refuses it) runs only when the read finds it missing.
         answer = await database.read(lambda ctx: _respond_if_known(ctx, pipeline, request))
     if answer is None:
-        await database.write(lambda ctx: ensure_context(ctx, request))
+        query = request.query
+        context = {"userId": query.user_id, "itemId": query.item_id}
+        await served.write_and_see("context", {**context, "cascade": request.cascade_create})
         answer = await database.read(lambda ctx: respond(ctx, pipeline, request))
     body, result = answer
     record = new_log(request, result.ids, endpoint)
-    served.log.add(record)
+    # Logged before the response goes: its recommId then works on every server at once. A
+    # log that cannot be written (a full disk, the writer restarting) does not cost the user
+    # the recommendation, only its recommId's later use.
+    try:
+        await served.write("log", {"record": record_to_json(record)})
+    except StorageError as error:
+        if error.status not in (503, 507):
+            raise
+        served.counters["recommendationLogFailures"] += 1
+        logger.warning("recommendation %s was not logged: %s", record.recomm_id, error.message)
     if request.scenario and request.variant:
         served.experiments.served(request.scenario, request.variant)
     return {"recommId": record.recomm_id, **body, **ab_group(request)}
@@ -327,6 +306,9 @@ async def recommend_for_image(served: Served, request: Request, image: Any) -> d
     # The variant first: its model embeds the picture.
     request = allocate(served.experiments, request)
     loaded = await asyncio.to_thread(served.models.get, request.query.model)
+    if loaded.version == FALLBACK_VERSION:
+        # The fallback ranks by popularity: it cannot look at a picture.
+        raise ModelNotReady(request.query.model)
     algorithm = loaded.algorithm
     if not algorithm.embeds_images:
         raise BadParameter(
@@ -356,7 +338,6 @@ async def next_items(
     if count is None:
         raise BadParameter("count", "is required")
     database, pipeline = served.database, served.pipeline
-    await served.log.settled()
     record = await database.read(lambda ctx: get_recommendation(ctx, recomm_id))
     if record is None or time.time() - record.timestamp > NEXT_ITEMS_LIFETIME:
         raise NotFound(f"recommendation '{recomm_id}' does not exist or has expired")
@@ -393,7 +374,7 @@ async def next_items(
         variant=variant,
     )
     body, result = await database.read(lambda ctx: respond(ctx, pipeline, request))
-    await database.write(lambda ctx: extend_recommendation(ctx, recomm_id, result.ids))
+    await served.write("extend", {"recommId": recomm_id, "ids": list(result.ids)})
     body["numberNextRecommsCalls"] = record.next_calls + 1
     return {"recommId": recomm_id, **body, **ab_group(request)}
 

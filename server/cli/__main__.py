@@ -2,4 +2,4 @@
 
 from server.cli.main import main
 
-main()
+raise SystemExit(main())

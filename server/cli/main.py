@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.cli.roles import add_parser as add_roles_parser
 from server.config import Config, ConfigError, load_config
 from server.offline.evaluate import add_parser as add_evaluate_parser
 from server.offline.kpi import add_parser as add_kpi_parser
@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default: the config's server.host)")
     serve.add_argument("--port", type=int, help="port to listen on (default: server.port)")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--workers", type=int, help="server processes (default: the config's server.workers)"
+    )
     serve.set_defaults(run=_serve)
+    add_roles_parser(commands)
 
     importer = commands.add_parser(
         "import", help="bulk-load items, users or interactions from CSV, Parquet or NDJSON"
@@ -136,42 +140,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-MAX_REQUEST_HEAD_BYTES = 256 * 2**10
 """The longest request line and headers the server reads."""
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    import logging
 
-    from server.api.app import create_app
+    from server.cluster.supervisor import Supervisor
 
     config = load_config(args.config)
     host = args.host or config.host
     port = config.port if args.port is None else args.port
+    workers = config.workers if args.workers is None else args.workers
+    if workers < 1:
+        raise ConfigError(config.source, "server.workers", f"must be at least 1 (got {workers})")
     # Everything the machine decides, checked before anything opens: afterwards uvicorn and
     # DuckDB would report a problem as a traceback, or (TLS) without naming the file.
     config.check_serving(host)
     config.check_address(host, port)
     config.check_tls()
     config.check_data_dir()
-    # A batch allocates hundreds of thousands of short-lived objects; with the default
-    # thresholds the collector ran often enough to take half of a batch's parsing time.
-    gc.set_threshold(100_000, 50, 100)
-    tls = {}
-    if config.tls is not None:
-        tls = {"ssl_certfile": str(config.tls.certfile), "ssl_keyfile": str(config.tls.keyfile)}
-    uvicorn.run(
-        create_app(config),
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(message)s")
+    supervisor = Supervisor(
+        config,
+        args.config,
         host=host,
         port=port,
+        workers=workers,
         log_level=args.log_level,
-        timeout_graceful_shutdown=10,
-        # A 10,000-character filter percent-encodes to about 30 KB of request line; h11's
-        # default of 16 KiB refused such heads when they arrived in several pieces.
-        h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
-        **tls,  # type: ignore[arg-type]
     )
-    return 0
+    return supervisor.run()
 
 
 def _open_database(config: Config, name: str, command: str) -> Database | None:
@@ -196,7 +194,12 @@ def _open_database(config: Config, name: str, command: str) -> Database | None:
 def _import(args: argparse.Namespace) -> int:
     from storage.bulk import BulkImportError, import_file
 
-    database = _open_database(load_config(args.config), args.db, "import")
+    config = load_config(args.config)
+    from server.cluster.supervisor import writer_answers
+
+    if config.database_path(args.db).exists() and writer_answers(config):
+        return _import_through_writer(config, args)
+    database = _open_database(config, args.db, "import")
     if database is None:
         return 1
     try:
@@ -214,6 +217,45 @@ def _import(args: argparse.Namespace) -> int:
         return 1
     finally:
         database.close()
+    print(report)
+    return 0
+
+
+def _import_through_writer(config: Config, args: argparse.Namespace) -> int:
+    """Import while the server runs: its writer imports the file (all or nothing, as here), and
+    the servers load the result from a snapshot."""
+    import asyncio
+
+    from server.cluster.client import WriterClient
+    from server.cluster.paths import socket_path
+    from storage.errors import StorageError
+
+    if args.db not in config.databases:
+        raise ConfigError(config.source, f"databases.{args.db}", "no such database in the config")
+    message = {
+        "op": "import",
+        "db": args.db,
+        "what": args.what,
+        "path": str(Path(args.file).resolve()),
+        "schema": args.schema,
+        "kind": args.kind,
+        "format": args.format,
+    }
+
+    async def send() -> str:
+        client = WriterClient(socket_path(config.data_dir, "writer"))
+        try:
+            reply = await client.request(message)
+            return str(reply["report"])
+        finally:
+            await client.close()
+
+    print(f"reqo import: the server is running; its writer imports {args.file}")
+    try:
+        report = asyncio.run(send())
+    except StorageError as error:
+        print(f"reqo import: {error.message}", file=sys.stderr)
+        return 1
     print(report)
     return 0
 
@@ -291,7 +333,8 @@ def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from server.api.app import load_registry
-    from server.serving.live_models import current_version, train_model, training_order
+    from server.serving.live_models import training_order
+    from server.training.artifacts import current_version, train_model
     from storage.database import Database
 
     config = load_config(args.config)

@@ -165,9 +165,13 @@ class Experiments:
         *,
         seed: int | None = None,
         refresh_interval: float = REFRESH_INTERVAL,
+        deferred_writes: bool = False,
     ) -> None:
         self.database = database
         self.log = log
+        self.deferred_writes = deferred_writes
+        """True in a server, whose database is a copy: the caller takes the new assignments
+        (`take_pending`) and hands them to the writer itself."""
         self.refresh_interval = refresh_interval
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
@@ -226,7 +230,7 @@ class Experiments:
             queue = not self._flush_queued
             self._flush_queued = True
             self._prune(now)
-        if queue:
+        if queue and not self.deferred_writes:
             future = self.database.submit(WriteJob(self._write_pending))
             future.add_done_callback(_log_failure)
         return variant
@@ -309,6 +313,22 @@ class Experiments:
             bandit = Bandit(experiment, self._rng, self._stats.setdefault(name, {}))
             self._bandits[name] = bandit
         return bandit
+
+    def take_pending(self) -> list[Assignment]:
+        """The assignments made since the last call, for the writer (`deferred_writes`)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._flush_queued = False
+        return pending
+
+    def learn(self, assignments: list[Assignment]) -> None:
+        """Assignments that another server made (from the change feed): the user keeps the
+        variant here as well."""
+        with self._lock:
+            for a in assignments:
+                held = self._assigned.get((a.scenario, a.user_id))
+                if held is None or held[1] <= a.assigned:
+                    self._assigned[(a.scenario, a.user_id)] = (a.variant, a.assigned)
 
     def _write_pending(self, ctx: WriteContext) -> None:
         with self._lock:

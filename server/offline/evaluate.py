@@ -159,11 +159,12 @@ def read_snapshot(path: Path) -> Snapshot:
     NotADatabase where the file is not a reqo database."""
     import duckdb
 
+    from server.offline.source import connect_for_reading
     from storage.database import ReadContext, load_schema
     from storage.snapshot import take_snapshot
 
     try:
-        conn = duckdb.connect(str(path), read_only=True)
+        conn = connect_for_reading(path)
     except duckdb.IOException as error:
         raise DatabaseBusy(str(error)) from error
     try:

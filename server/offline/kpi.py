@@ -101,8 +101,10 @@ def run(args: argparse.Namespace) -> int:
 def _open(path: Path) -> duckdb.DuckDBPyConnection:
     import duckdb
 
+    from server.offline.source import connect_for_reading
+
     try:
-        conn = duckdb.connect(str(path), read_only=True)
+        conn = connect_for_reading(path)
     except duckdb.IOException as error:
         raise OSError(
             f"{path} is open in a running server (ask it: GET /{{db}}/-/kpi), or unreadable: "

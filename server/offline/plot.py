@@ -83,10 +83,12 @@ def read_property(database_path: Path, name: str) -> PropertyValues:
     """An item property's values by `$idx`, from the database file opened read-only."""
     import duckdb
 
+    from server.offline.source import connect_for_reading
+
     if not database_path.is_file():
         raise PlotError(f"database file {database_path} does not exist")
     try:
-        conn = duckdb.connect(str(database_path), read_only=True)
+        conn = connect_for_reading(database_path)
     except duckdb.IOException as error:
         raise PlotError(
             f"cannot open {database_path} for reading ({error}); a running server holds it: "

@@ -1,10 +1,14 @@
-"""What changes while the server runs: the scenarios and models of the configuration (reloaded on
-SIGHUP or `POST /-/reload`), and models retrained on the `train_every` schedule."""
+"""What changes while the server runs: the scenarios and models of the configuration, reloaded on
+SIGHUP or `POST /-/reload` (which has the supervisor reload the other processes too). Models are
+retrained by the trainer role, never here."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +28,8 @@ class Live:
         self.config = config
         self.registry = registry
         self.store = store
-        self._stopping = False
 
-    def stop(self) -> None:
-        """Train no further model (at shutdown): a training thread cannot be cancelled, so the
-        schedule stops between models rather than starting one the shutdown would wait for."""
-        self._stopping = True
-
-    async def reload(self) -> dict[str, Any]:
+    async def reload(self, *, notify: bool = False) -> dict[str, Any]:
         """Read the configuration file again and apply its scenarios and models."""
         fresh = await asyncio.to_thread(load_config, Path(self.config.source))
         for key, old, new in (
@@ -46,21 +44,18 @@ class Live:
             served.models.update(dict(fresh.models))
         self.config = fresh
         logger.info("reloaded %s", fresh.source)
+        if notify:
+            notify_supervisor()
         return {"scenarios": sorted(fresh.scenarios), "models": sorted(fresh.models)}
 
-    async def train_on_schedule(self) -> None:
-        """Retrain every model of every database every `train_every` seconds (runs until
-        cancelled); a new version replaces the old one atomically."""
-        while True:
-            interval = self.config.train_every
-            await asyncio.sleep(interval if interval else 60.0)
-            if not self.config.train_every:
-                continue
-            for served in self.store.all():
-                for name in served.models.training_order():
-                    if self._stopping:
-                        return
-                    try:
-                        await asyncio.to_thread(served.models.train, name)
-                    except Exception:
-                        logger.exception("training %s/%s failed", served.database.name, name)
+
+SUPERVISOR_ENV = "REQO_SUPERVISOR_PID"
+"""Set by `reqo serve` in its processes' environment: the process to ask for a reload of all."""
+
+
+def notify_supervisor() -> None:
+    """Have the supervisor reload every process of the group (servers and trainer)."""
+    pid = os.environ.get(SUPERVISOR_ENV, "")
+    if pid.isdigit():
+        with contextlib.suppress(OSError):
+            os.kill(int(pid), signal.SIGHUP)

@@ -1,7 +1,5 @@
-"""Trained models on disk and in memory.
+"""Trained models in memory.
 
-`train_model` snapshots a database, fits a model and writes it to a new versioned directory
-(`<data_dir>/models/<db>/<model>/<version>/`), then points `current` at it with an atomic rename.
 `LiveModels` serves the current version of each model and picks up a newer one without a restart:
 the swap is one assignment, so a request sees either the old model or the new one.
 """
@@ -9,24 +7,23 @@ the swap is one assignment, so a request sees either the old model or the new on
 from __future__ import annotations
 
 import errno
-import os
-import shutil
+import logging
 import threading
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from plugins.algorithm import Algorithm, ParameterError
 from plugins.builtin.ensemble import Ensemble
 from plugins.manager import Registry
-from plugins.training import TrainingData, WeightError, validate_weights
+from plugins.training import WeightError, validate_weights
 from server.config import Config, ConfigError
-from server.serving.item_vectors import provider_for
-from server.serving.scenarios import ModelConfig
+from server.serving.scenarios import FALLBACK_MODEL, ModelConfig
+from server.training.artifacts import current_version, train_model
 from storage.database import Database
-from storage.errors import DiskFull
-from storage.snapshot import take_snapshot
+from storage.errors import DiskFull, StorageError
+
+logger = logging.getLogger("reqo")
 
 
 @dataclass(frozen=True)
@@ -34,38 +31,6 @@ class LoadedModel:
     name: str
     version: str
     algorithm: Algorithm
-
-
-def train_model(
-    database: Database,
-    model: ModelConfig,
-    registry: Registry,
-    directory: Path,
-    models: Mapping[str, ModelConfig] | None = None,
-) -> Path:
-    """Fit one model on a fresh snapshot and publish it as the current version. An ensemble's
-    members that have no version yet are trained first (`models`: the configured models)."""
-    algorithm = registry.algorithm(model.algorithm)(**model.params)
-    if isinstance(algorithm, Ensemble) and models is not None:
-        for member in algorithm.members:
-            if current_version(directory, member) is None:
-                train_model(database, models[member], registry, directory, models)
-    snapshot = database.read_sync(take_snapshot)
-    data = TrainingData.from_snapshot(snapshot, model.weights)
-    # Image models (and any plugin that wants item embeddings) get them from the host.
-    provider = provider_for(database, registry, data.item_properties, data.n_items)
-    algorithm.fit(replace(data, item_vectors=provider))
-    home = directory / model.name
-    version = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 10**9:09d}"
-    staging = home / f".{version}.tmp"
-    algorithm.save(staging)
-    target = home / version
-    staging.rename(target)
-    pointer = home / ".current.tmp"
-    pointer.write_text(version)
-    os.replace(pointer, home / "current")
-    _prune(home, keep={version})
-    return target
 
 
 def check_models(config: Config, registry: Registry) -> None:
@@ -155,24 +120,29 @@ def training_order(
     return ordered
 
 
-def current_version(directory: Path, model: str) -> str | None:
-    try:
-        return (directory / model / "current").read_text().strip() or None
-    except FileNotFoundError:
-        return None
+class ModelNotReady(StorageError):
+    """A model that only its trained version can serve has none yet (503)."""
+
+    status = 503
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"model '{model}' has no trained version yet; a trainer is fitting it, try again "
+            "shortly"
+        )
 
 
-def _prune(home: Path, keep: set[str], keep_last: int = 3) -> None:
-    """Remove old versions, keeping the newest few (a server may still be loading one)."""
-    versions = sorted(p for p in home.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for old in versions[:-keep_last]:
-        if old.name not in keep:
-            shutil.rmtree(old, ignore_errors=True)
+FALLBACK_VERSION = "fallback"
+"""The version of a model that is served by the fallback until a trainer has fitted it."""
 
 
 class LiveModels:
-    """The models a database serves, loaded from their current versions (trained on first use
-    when none exists yet)."""
+    """The models a database serves, loaded from their current versions.
+
+    A model without a version is trained on first use where the models are used offline
+    (benchmarks, tools). A server passes `on_missing` instead: it asks a trainer to fit the
+    model and serves the fallback model (popularity) meanwhile, with a warning in the log;
+    `refresh` swaps the trained version in."""
 
     def __init__(
         self,
@@ -180,13 +150,18 @@ class LiveModels:
         models: dict[str, ModelConfig],
         registry: Registry,
         directory: Path,
+        *,
+        on_missing: Callable[[str], None] | None = None,
     ) -> None:
         self.database = database
         self.configs = models
         self.registry = registry
         self.directory = directory
+        self.on_missing = on_missing
         self._loaded: dict[str, LoadedModel] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self.awaiting: set[str] = set()
+        """Models served by the fallback until a trainer has fitted them."""
 
     def get(self, name: str) -> LoadedModel:
         """The current version of a model (loading, or training, it if needed)."""
@@ -205,11 +180,20 @@ class LiveModels:
         return self._loaded.get(name)
 
     def refresh(self) -> list[str]:
-        """Load every model whose current version on disk is newer than the loaded one."""
+        """Load every model whose current version on disk is newer than the loaded one (or
+        that the fallback served until now)."""
         changed = []
-        for name, loaded in list(self._loaded.items()):
+        for name, loaded in sorted(self._loaded.items(), key=lambda kv: kv[0] != FALLBACK_MODEL):
             version = current_version(self.directory, name)
+            if version is None and loaded.version == FALLBACK_VERSION and name != FALLBACK_MODEL:
+                # Still untrained: it follows the fallback, which may have been trained since.
+                base = self._loaded.get(FALLBACK_MODEL)
+                if base is not None and base.algorithm is not loaded.algorithm:
+                    with self._lock:
+                        self._loaded = {**self._loaded, name: self._fallback(name)}
+                continue
             if version is not None and version != loaded.version:
+                self.awaiting.discard(name)
                 fresh = self._load(name)
                 with self._lock:
                     self._loaded = {**self._loaded, name: fresh}
@@ -243,6 +227,8 @@ class LiveModels:
     def _load(self, name: str) -> LoadedModel:
         config = self.configs[name]
         version = current_version(self.directory, name)
+        if version is None and self.on_missing is not None:
+            return self._fallback(name)
         if version is None:
             try:
                 train_model(self.database, config, self.registry, self.directory, self.configs)
@@ -260,3 +246,23 @@ class LiveModels:
             # Members are resolved at each request, so that a retrained member counts at once.
             algorithm.bind(lambda member: self.get(member).algorithm)
         return LoadedModel(name, version, algorithm)
+
+    def _fallback(self, name: str) -> LoadedModel:
+        """What serves a model that has no version yet (under the lock)."""
+        if name not in self.awaiting:
+            self.awaiting.add(name)
+            logger.warning(
+                "database %r: model '%s' has no trained version; %s serves it while a trainer "
+                "fits it",
+                self.database.name,
+                name,
+                FALLBACK_MODEL,
+            )
+            assert self.on_missing is not None
+            self.on_missing(name)
+        if name != FALLBACK_MODEL and FALLBACK_MODEL in self.configs:
+            base = self.get(FALLBACK_MODEL)
+            return LoadedModel(name, FALLBACK_VERSION, base.algorithm)
+        # The fallback itself is not trained yet: every item scores 0 (the order of the index).
+        algorithm = self.registry.algorithm(self.configs[FALLBACK_MODEL].algorithm)()
+        return LoadedModel(name, FALLBACK_VERSION, algorithm)

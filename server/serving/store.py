@@ -1,61 +1,162 @@
-"""The databases a server holds open, by name, with what serves each: the ReQL engine, the live
-models and the recommendation pipeline."""
+"""The databases a server holds, by name, with what serves each: its copy of the database (kept
+current from the writer's change feed), the ReQL engine, the live models and the pipeline."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from plugins.manager import Registry
+from server.cluster.client import RoleClient, WriterClient
+from server.cluster.paths import CommittedSeq, socket_path
 from server.config import Config, DatabaseConfig
 from server.experiments.bandits import Experiments
 from server.serving.live_models import LiveModels
 from server.serving.pipeline import Pipeline
+from server.serving.replica import Replica
 from server.serving.reql_engine import ExpressionEngine
 from storage.database import Database
-from storage.recommendation_log import RecommendationLog
+from storage.kpi import Assignment
+
+if TYPE_CHECKING:
+    from server.api.operations import Operation, Params
+
+logger = logging.getLogger("reqo")
+
+MODEL_POLL_INTERVAL = 1.0
+"""Seconds between two looks for model versions that a trainer published."""
 
 
 @dataclass(frozen=True)
 class Served:
-    """One open database and its services."""
+    """One database and its services."""
 
+    name: str
     database: Database
+    """This server's copy (read it; writes go to `writer`)."""
     settings: DatabaseConfig
     engine: ExpressionEngine
     models: LiveModels
     pipeline: Pipeline
-    log: RecommendationLog
     experiments: Experiments
     """The scenarios' variant allocation (bandits, A/B splits) and their counters."""
+    replica: Replica
+    writer: WriterClient
+    counters: Counter[str] = field(default_factory=Counter)
+    """Events worth a figure in /-/health (recommendation records that were not logged)."""
+
+    async def write(self, cmd: str, payload: dict[str, Any]) -> Any:
+        """Hand a write to the writer; returns once it is committed (its result)."""
+        result, _ = await self.writer.write(self.name, cmd, payload)
+        return result
+
+    async def select_then_write(
+        self, operation: Operation, args: Mapping[str, str], params: Params
+    ) -> tuple[Any, int]:
+        """Delete/Update More Items: the filter runs here, on this server's copy (under the
+        query time limit; the writer never evaluates an expression), and the writer writes
+        what it selected. Returns the result and the sequence number of the write."""
+        steps = operation.read_then_write
+        assert steps is not None
+        selected = await self.database.read(lambda ctx: steps.select(ctx, args, params))
+        payload = {"op": operation.name, "selected": orjson.loads(orjson.dumps(selected))}
+        result, seq = await self.writer.write(self.name, "selected", payload)
+        return result, seq
+
+    async def write_and_see(self, cmd: str, payload: dict[str, Any]) -> Any:
+        """Hand a write to the writer and wait until this server's copy holds it."""
+        result, seq = await self.writer.write(self.name, cmd, payload)
+        await self.replica.caught_up(seq)
+        return result
 
 
 class Store:
-    """Opens every configured database at start-up and closes them at shutdown."""
+    """Loads every configured database's copy at start-up, follows the writer's change feed,
+    and closes them at shutdown."""
 
     def __init__(self, config: Config, registry: Registry) -> None:
         self.config = config
         self.registry = registry
+        self.writer = WriterClient(socket_path(config.data_dir, "writer"))
+        self.trainer = RoleClient(socket_path(config.data_dir, "trainer"))
         self._served: dict[str, Served] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._polling: asyncio.Task[None] | None = None
 
-    def open(self) -> None:
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
         for name, settings in self.config.databases.items():
             if name in self._served:
                 continue
-            database = Database(
-                name, self.config.database_path(name), read_threads=self.config.read_threads
+            committed = await _committed_seq(self.config, name)
+            replica = Replica(
+                name,
+                self.writer,
+                socket_path(self.config.data_dir, "writer"),
+                committed,
+                read_threads=self.config.read_threads,
             )
+            await replica.start()
+            database = replica.database
             engine = ExpressionEngine(database, functions=self.registry.functions)
+
+            def ask_trainer(model: str, name: str = name) -> None:
+                loop.call_soon_threadsafe(self._ask_trainer, name, model)
+
             models = LiveModels(
-                database, dict(self.config.models), self.registry, self.config.models_dir(name)
+                database,
+                dict(self.config.models),
+                self.registry,
+                self.config.models_dir(name),
+                on_missing=ask_trainer,
             )
-            log = RecommendationLog(database)
-            experiments = Experiments(database, log)
+            experiments = Experiments(database, deferred_writes=True)
             # The posteriors and sticky assignments survive a restart: they are rebuilt from
             # the recommendation log, the interactions and the assignments table.
-            experiments.load(horizon=self._longest_sticky())
+            await asyncio.to_thread(experiments.load, self._longest_sticky())
+            replica.listeners.append(_assignments_to(experiments))
             self._served[name] = Served(
-                database, settings, engine, models, Pipeline(engine, models), log, experiments
+                name,
+                database,
+                settings,
+                engine,
+                models,
+                Pipeline(engine, models),
+                experiments,
+                replica,
+                self.writer,
             )
+        self._polling = asyncio.create_task(self._poll_models())
+
+    def _ask_trainer(self, database: str, model: str) -> None:
+        message = {"op": "train", "db": database, "models": [model], "wait": False}
+        task = asyncio.create_task(self.trainer.request(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._asked)
+
+    def _asked(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("the trainer could not be asked for a model: %s", task.exception())
+
+    async def _poll_models(self) -> None:
+        while True:
+            await asyncio.sleep(MODEL_POLL_INTERVAL)
+            for served in list(self._served.values()):
+                try:
+                    changed = await asyncio.to_thread(served.models.refresh)
+                except Exception:
+                    logger.exception("database %r: loading a new model version failed", served.name)
+                    continue
+                if changed:
+                    logger.info("database %r: now serving new versions of %s", served.name, changed)
 
     def _longest_sticky(self) -> float:
         """The longest time a configured experiment keeps a user on a variant (seconds)."""
@@ -77,12 +178,34 @@ class Store:
     def all(self) -> list[Served]:
         return list(self._served.values())
 
-    async def settle(self) -> None:
-        """Wait until the recommendation logs are written (before `close`)."""
+    async def close(self) -> None:
+        if self._polling is not None:
+            self._polling.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         for served in self._served.values():
-            await served.log.settled()
-
-    def close(self) -> None:
-        for served in self._served.values():
-            served.database.close()
+            await served.replica.stop()
         self._served.clear()
+        await self.writer.close()
+        await self.trainer.close()
+
+
+def _assignments_to(experiments: Experiments) -> Any:
+    def learn(entries: list[dict[str, Any]]) -> None:
+        rows = [row for e in entries if e.get("cmd") == "assign" for row in e["assignments"]]
+        if rows:
+            experiments.learn([Assignment(*row) for row in rows])
+
+    return learn
+
+
+async def _committed_seq(config: Config, name: str, wait: float = 30.0) -> CommittedSeq:
+    """The writer's committed sequence number of a database (once the writer has opened it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return CommittedSeq(config.data_dir, name)
+        if loop.time() >= deadline:
+            raise RuntimeError(f"the writer has not opened database '{name}'")
+        await asyncio.sleep(0.05)

@@ -139,8 +139,10 @@ def check_full_disk(server: RunningServer) -> None:
     seen = {"userId": "w", "itemId": items[0], "timestamp": next(timestamp), "cascadeCreate": True}
     assert server.request("POST", "/detailviews/", json=seen).status_code == 200
     views_stored += 1
-    # The first recommendation trains the model and saves it in the data directory: that must
-    # happen before the disk is full.
+    # The models are trained (by the trainer role) and saved in the data directory before the
+    # disk is full.
+    trained = server.request("POST", "/-/train", json={})
+    assert trained.status_code == 200, trained.text
     recommended = server.request("GET", "/recomms/users/w/items/?count=3")
     assert recommended.status_code == 200, recommended.text
     filler = fill(disk_of(server))

@@ -36,6 +36,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     database.close()
     running = RunningServer(directory, free_port(), {"test": "visual-token"}, extra=CONFIG)
     running.start()
+    # Models are fitted by the trainer role, as `reqo train` (or train_every) asks it.
+    trained = running.request("POST", "/-/train", json={})
+    assert trained.status_code == 200, trained.text
     yield running
     running.stop()
 

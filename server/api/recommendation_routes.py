@@ -1,0 +1,36 @@
+"""The recommendation endpoints as operations of the table (so that batches can hold them),
+apart from the pipeline that runs them: the writer's process builds the table without loading
+the serving code."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from server.api.operations import Mode, Operation, Params
+from storage.database import WriteContext
+
+__all__ = ["PATHS", "recommendation_operations"]
+
+
+PATHS = {
+    "items-to-user": "/recomms/users/{userId}/items/",
+    "items-to-item": "/recomms/items/{itemId}/items/",
+    "users-to-item": "/recomms/items/{itemId}/users/",
+    "users-to-user": "/recomms/users/{userId}/users/",
+    "next-items": "/recomms/next/items/{recommId}",
+}
+
+
+def recommendation_operations() -> list[Operation]:
+    """The recommendation endpoints as operations, so that batches can hold them; the host runs
+    them with its pipeline (they need more than a connection)."""
+    return [
+        Operation(f"recommend {kind}", method, path, _host_only, Mode.READ, recommendation=kind)
+        for kind, path in PATHS.items()
+        for method in ("POST", "GET")
+    ]
+
+
+def _host_only(ctx: WriteContext, args: Mapping[str, str], params: Params) -> Any:
+    raise RuntimeError("recommendation operations are run by the host's pipeline")

@@ -1,0 +1,121 @@
+"""`reqo role writer|server|trainer`: one role's process, as `reqo serve` starts it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+import socket
+from collections.abc import Coroutine
+from typing import Any
+
+from server.config import Config, load_config
+
+MAX_REQUEST_HEAD_BYTES = 256 * 2**10
+
+
+def add_parser(commands: Any) -> None:
+    role = commands.add_parser("role", help="run one role of `reqo serve` (used by reqo serve)")
+    role.add_argument("name", choices=["writer", "server", "trainer"])
+    role.add_argument("--config", required=True)
+    role.add_argument("--log-level", default="info")
+    role.add_argument("--fd", type=int, help="the listening socket (server)")
+    role.set_defaults(run=run_role)
+
+
+def run_role(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    config = load_config(Path(args.config))
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format=f"%(asctime)s {args.name}[%(process)d] %(levelname)s %(message)s",
+    )
+    if args.name == "writer":
+        return _until_stopped(_writer(config))
+    if args.name == "trainer":
+        return _until_stopped(_trainer(config))
+    return _server(config, args.fd, args.log_level)
+
+
+def _until_stopped(work: Coroutine[Any, Any, None]) -> int:
+    """Run a role's coroutine until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        task = asyncio.create_task(work)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    return 0
+
+
+async def _writer(config: Config) -> None:
+    import duckdb
+
+    from server.writer.service import WriterService
+
+    service = WriterService(config)
+    try:
+        service.open()
+    except duckdb.IOException as error:
+        logging.getLogger("reqo").error(
+            "reqo: the writer cannot open a database file, another process has it already "
+            "(a `reqo import`, or a server of an older reqo?): %s",
+            str(error).splitlines()[0],
+        )
+        raise SystemExit(3) from None
+    try:
+        await service.serve()
+    finally:
+        await asyncio.to_thread(service.close)
+
+
+async def _trainer(config: Config) -> None:
+    from pathlib import Path
+
+    from server.api.app import load_registry
+    from server.training.trainer import TrainerService
+
+    service = TrainerService(config, load_registry(config))
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        with contextlib.suppress(Exception):
+            service.config = load_config(Path(config.source))
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await service.run()
+
+
+def _server(config: Config, fd: int | None, log_level: str) -> int:
+    import uvicorn
+
+    from server.api.app import create_app
+
+    if fd is None:
+        raise SystemExit("reqo role server: --fd (the listening socket) is required")
+    # A batch allocates hundreds of thousands of short-lived objects; with the default
+    # thresholds the collector ran often enough to take half of a batch's parsing time.
+    gc.set_threshold(100_000, 50, 100)
+    tls = {}
+    if config.tls is not None:
+        tls = {"ssl_certfile": str(config.tls.certfile), "ssl_keyfile": str(config.tls.keyfile)}
+    settings = uvicorn.Config(
+        create_app(config),
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+        # A 10,000-character filter percent-encodes to about 30 KB of request line; h11's
+        # default of 16 KiB refused such heads when they arrived in several pieces.
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
+        **tls,  # type: ignore[arg-type]
+    )
+    listener = socket.socket(fileno=fd)
+    uvicorn.Server(settings).run(sockets=[listener])
+    return 0

@@ -1,0 +1,1 @@
+"""The trainer role: fits models from snapshots and publishes versioned artifacts."""

@@ -1,0 +1,70 @@
+"""Model artifacts: fitting a model on a snapshot and publishing it as a new version.
+
+`train_model` fits one model and writes it to a new versioned directory
+(`<data_dir>/models/<db>/<model>/<version>/`), then points `current` at it with an atomic
+rename; servers load the current version (`server.serving.live_models`) and swap it in.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from plugins.builtin.ensemble import Ensemble
+from plugins.manager import Registry
+from plugins.training import TrainingData
+from server.serving.item_vectors import provider_for
+from server.serving.scenarios import ModelConfig
+from storage.database import Database
+from storage.snapshot import take_snapshot
+
+
+def train_model(
+    database: Database,
+    model: ModelConfig,
+    registry: Registry,
+    directory: Path,
+    models: Mapping[str, ModelConfig] | None = None,
+) -> Path:
+    """Fit one model on a fresh snapshot and publish it as the current version. An ensemble's
+    members that have no version yet are trained first (`models`: the configured models)."""
+    algorithm = registry.algorithm(model.algorithm)(**model.params)
+    if isinstance(algorithm, Ensemble) and models is not None:
+        for member in algorithm.members:
+            if current_version(directory, member) is None:
+                train_model(database, models[member], registry, directory, models)
+    snapshot = database.read_sync(take_snapshot)
+    data = TrainingData.from_snapshot(snapshot, model.weights)
+    # Image models (and any plugin that wants item embeddings) get them from the host.
+    provider = provider_for(database, registry, data.item_properties, data.n_items)
+    algorithm.fit(replace(data, item_vectors=provider))
+    home = directory / model.name
+    version = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 10**9:09d}"
+    staging = home / f".{version}.tmp"
+    algorithm.save(staging)
+    target = home / version
+    staging.rename(target)
+    pointer = home / ".current.tmp"
+    pointer.write_text(version)
+    os.replace(pointer, home / "current")
+    _prune(home, keep={version})
+    return target
+
+
+def current_version(directory: Path, model: str) -> str | None:
+    try:
+        return (directory / model / "current").read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _prune(home: Path, keep: set[str], keep_last: int = 3) -> None:
+    """Remove old versions, keeping the newest few (a server may still be loading one)."""
+    versions = sorted(p for p in home.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for old in versions[:-keep_last]:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)

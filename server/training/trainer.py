@@ -1,0 +1,148 @@
+"""The trainer role: fits models from snapshots and publishes versioned artifacts.
+
+Training never runs in a server process or inside a request. The trainer fits every model every
+`train_every` seconds, and on demand: servers ask it (on its Unix socket) for a model that has
+no version yet (they serve its fallback meanwhile), and `POST /{db}/-/train` waits for it. Each
+round loads the writer's latest snapshot into a database of its own; servers notice the new
+versions in the models directory and swap them in.
+
+The trainer runs at a lower CPU priority than the servers, so that a retrain slows requests as
+little as the machine allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from plugins.manager import Registry
+from server.cluster.client import WriterClient
+from server.cluster.paths import socket_path
+from server.cluster.wire import WireError, encode, read_frame
+from server.config import Config
+from server.serving.live_models import training_order
+from server.training.artifacts import current_version, train_model
+from storage.database import Database
+from storage.errors import StorageError
+from storage.export import import_snapshot
+
+logger = logging.getLogger("reqo")
+
+NICENESS = 10
+"""How much lower than the servers' the trainer's CPU priority is."""
+
+
+class TrainerService:
+    """Trains the configured models of every database, one round at a time."""
+
+    def __init__(self, config: Config, registry: Registry) -> None:
+        self.config = config
+        self.registry = registry
+        self.client = WriterClient(socket_path(config.data_dir, "writer"))
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.rounds = 0
+
+    async def run(self) -> None:
+        """Listen for requests, train what is missing, then retrain on the schedule."""
+        with contextlib.suppress(OSError):
+            os.nice(NICENESS)
+        path = socket_path(self.config.data_dir, "trainer")
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        server = await asyncio.start_unix_server(self._connection, path=str(path))
+        os.chmod(path, 0o600)
+        async with server:
+            await self._schedule()
+
+    async def _schedule(self) -> None:
+        while True:
+            interval = self.config.train_every
+            await asyncio.sleep(interval if interval else 60.0)
+            if not self.config.train_every:
+                continue
+            for name in self.config.databases:
+                await self._train_logged(name, None, missing_only=False)
+
+    async def _train_logged(
+        self, database: str, models: list[str] | None, *, missing_only: bool
+    ) -> None:
+        try:
+            await self.train(database, models, missing_only=missing_only)
+        except Exception:
+            logger.exception("trainer: training %s failed", database)
+
+    async def train(
+        self, database: str, models: list[str] | None, *, missing_only: bool = False
+    ) -> dict[str, str]:
+        """Fit models of a database on its latest snapshot; their new versions by name."""
+        configs = dict(self.config.models)
+        names = sorted(configs) if models is None else models
+        for name in names:
+            if name not in configs:
+                raise StorageError(f"unknown model '{name}'")
+        directory = self.config.models_dir(database)
+        if missing_only:
+            names = [n for n in names if current_version(directory, n) is None]
+        if not names:
+            return {}
+        async with self._lock:
+            path, seq = await self.client.snapshot(database)
+            logger.info("trainer: fitting %s of %r at %d", ", ".join(names), database, seq)
+            versions = await asyncio.to_thread(self._fit, database, path, names)
+            self.rounds += 1
+            return versions
+
+    def _fit(self, name: str, snapshot: Path, names: list[str]) -> dict[str, str]:
+        configs = dict(self.config.models)
+        directory = self.config.models_dir(name)
+        database = Database(name, None, read_threads=1)
+        try:
+            database.write_sync(lambda ctx: import_snapshot(ctx, snapshot))
+            versions: dict[str, str] = {}
+            for model in training_order(names, configs, self.registry):
+                train_model(database, configs[model], self.registry, directory, configs)
+                version = current_version(directory, model)
+                if version is not None:
+                    versions[model] = version
+            return versions
+        finally:
+            database.close()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(WireError, asyncio.CancelledError):
+            while True:
+                message = await read_frame(reader)
+                self._spawn(self._answer(message, writer))
+
+    async def _answer(self, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        ident = message.get("id")
+        reply: dict[str, Any]
+        try:
+            database = str(message.get("db"))
+            if database not in self.config.databases:
+                raise StorageError(f"database '{database}' is not configured")
+            models = message.get("models")
+            if message.get("wait", True):
+                versions = await self.train(database, models)
+                reply = {"id": ident, "ok": True, "versions": versions}
+            else:
+                self._spawn(self._train_logged(database, models, missing_only=True))
+                reply = {"id": ident, "ok": True, "queued": True}
+        except StorageError as error:
+            reply = {"id": ident, "ok": False, "status": error.status, "error": error.message}
+        except Exception as error:
+            logger.exception("trainer: a request failed")
+            reply = {"id": ident, "ok": False, "status": 500, "error": f"{type(error).__name__}"}
+        if not writer.is_closing():
+            writer.write(encode(reply))
