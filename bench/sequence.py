@@ -43,7 +43,7 @@ from plugins.evaluation.harness import (
 from plugins.evaluation.metrics import ndcg_at
 from plugins.evaluation.report import format_figure, summarise, versions
 from plugins.manager import collect, get_plugin_manager
-from server.serving.item_vectors import provider_for
+from server.training.item_vectors import provider_for
 from storage import fashion_sessions
 from storage.database import Database
 from storage.snapshot import Snapshot, take_snapshot

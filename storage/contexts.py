@@ -71,7 +71,8 @@ class WriteContext:
     def store_counters(self) -> None:
         """Write the counters that `take_indexes` moved (before the commit)."""
         for name, value in self.counters.items():
-            self.conn.execute("INSERT OR REPLACE INTO reqo_counters VALUES (?, ?)", [name, value])
+            # An UPDATE costs DuckDB a third of an INSERT OR REPLACE; the rows exist (bootstrap).
+            self.conn.execute("UPDATE reqo_counters SET value = ? WHERE name = ?", [value, name])
         self.counters.clear()
 
     def record(self, entry: str) -> None:

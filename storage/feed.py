@@ -30,8 +30,10 @@ Entry = tuple[int, str]
 
 
 def committed_seq(conn: duckdb.DuckDBPyConnection) -> int:
-    """The sequence number of the last committed entry (0 for a database without one)."""
-    row = conn.execute("SELECT value FROM reqo_meta WHERE key = 'feed_seq'").fetchone()
+    """The sequence number of the last committed entry (0 for a database without one). The
+    table always keeps its latest entries (trimming leaves `RETAIN`), so its largest number is
+    the last committed."""
+    row = conn.execute("SELECT coalesce(max(seq), 0) FROM reqo_feed").fetchone()
     return 0 if row is None else int(row[0])
 
 
@@ -50,13 +52,13 @@ class ChangeFeed:
         """Number a group's entries and insert them (inside the group's open transaction)."""
         start = self.committed_seq + 1
         staged = list(enumerate(entries, start))
-        conn.execute(
-            "INSERT INTO reqo_feed SELECT unnest($seqs::BIGINT[]), unnest($entries::VARCHAR[])",
-            {"seqs": [seq for seq, _ in staged], "entries": list(entries)},
-        )
-        conn.execute(
-            "INSERT OR REPLACE INTO reqo_meta VALUES ('feed_seq', ?)", [str(staged[-1][0])]
-        )
+        if len(staged) == 1:
+            conn.execute("INSERT INTO reqo_feed VALUES (?, ?)", list(staged[0]))
+        else:
+            conn.execute(
+                "INSERT INTO reqo_feed SELECT unnest($seqs::BIGINT[]), unnest($entries::VARCHAR[])",
+                {"seqs": [seq for seq, _ in staged], "entries": list(entries)},
+            )
         self._staged = staged
 
     def discard(self) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from server.api.image_search import ENDPOINT as ENDPOINT_IMAGE
 from server.api.operations import Params
 from server.serving.expressions import Context
-from server.serving.live_models import FALLBACK_VERSION, ModelNotReady
+from server.serving.live_models import FALLBACK_VERSION
 from server.serving.pipeline import Pipeline, Query
 from server.serving.scenarios import ScenarioConfig, ScenarioError, resolve_model
 from storage import catalog
@@ -305,17 +305,19 @@ async def recommend_for_image(served: Served, request: Request, image: Any) -> d
     takes tens of milliseconds), then recommend as for any query."""
     # The variant first: its model embeds the picture.
     request = allocate(served.experiments, request)
-    loaded = await asyncio.to_thread(served.models.get, request.query.model)
-    if loaded.version == FALLBACK_VERSION:
-        # The fallback ranks by popularity: it cannot look at a picture.
-        raise ModelNotReady(request.query.model)
-    algorithm = loaded.algorithm
-    if not algorithm.embeds_images:
+    model = request.query.model
+    cls = served.models.registry.algorithm(served.models.configs[model].algorithm)
+    if not cls.embeds_images:
         raise BadParameter(
             "logic",
-            f"model '{request.query.model}' ({algorithm.name}) cannot score a picture; "
-            "use a visual-similarity model",
+            f"model '{model}' ({cls.name}) cannot score a picture; use a visual-similarity model",
         )
+    loaded = await asyncio.to_thread(served.models.get, model)
+    if loaded.version == FALLBACK_VERSION:
+        # No trained version yet: the fallback (popularity, which does not look at the
+        # picture) answers while a trainer fits the model, as for any other query.
+        return await recommend(served, request, ENDPOINT_IMAGE)
+    algorithm = loaded.algorithm
     try:
         vectors = await asyncio.to_thread(
             algorithm.embed_images, [image], served.models.registry.embedder

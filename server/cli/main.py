@@ -333,8 +333,7 @@ def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from server.api.app import load_registry
-    from server.serving.live_models import training_order
-    from server.training.artifacts import current_version, train_model
+    from server.training.artifacts import current_version, train_model, training_order
     from storage.database import Database
 
     config = load_config(args.config)

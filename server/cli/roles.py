@@ -9,12 +9,15 @@ import gc
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Coroutine
 from typing import Any
 
 from server.config import Config, load_config
 
 MAX_REQUEST_HEAD_BYTES = 256 * 2**10
+SWITCH_INTERVAL = 0.0005
+"""Seconds a thread may hold the GIL while another waits for it (Python's default: 0.005)."""
 
 
 def add_parser(commands: Any) -> None:
@@ -30,6 +33,10 @@ def run_role(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     config = load_config(Path(args.config))
+    # The event loop shares the GIL with the database threads (a server's copy applying the
+    # change feed, the writer committing): at the default 5 ms switch interval a response
+    # could wait that long behind them.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     logging.basicConfig(
         level=args.log_level.upper(),
         format=f"%(asctime)s {args.name}[%(process)d] %(levelname)s %(message)s",

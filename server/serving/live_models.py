@@ -19,9 +19,14 @@ from plugins.manager import Registry
 from plugins.training import WeightError, validate_weights
 from server.config import Config, ConfigError
 from server.serving.scenarios import FALLBACK_MODEL, ModelConfig
-from server.training.artifacts import current_version, train_model
+from server.training.artifacts import (
+    current_version,
+    ensemble_members,
+    train_model,
+    training_order,
+)
 from storage.database import Database
-from storage.errors import DiskFull, StorageError
+from storage.errors import DiskFull
 
 logger = logging.getLogger("reqo")
 
@@ -54,14 +59,6 @@ def check_models(config: Config, registry: Registry) -> None:
         except WeightError as error:
             raise ConfigError(config.source, f"models.{name}.weights", str(error)) from None
     check_ensembles(config, registry)
-
-
-def ensemble_members(model: ModelConfig, registry: Registry) -> tuple[str, ...]:
-    """The members of a model whose algorithm is an ensemble (none for other models)."""
-    cls = registry.algorithms.get(model.algorithm)
-    if cls is None or not issubclass(cls, Ensemble):
-        return ()
-    return tuple(cls.validate(model.params)["members"])
 
 
 def check_ensembles(config: Config, registry: Registry) -> None:
@@ -98,38 +95,6 @@ def _cycle(
             if found is not None:
                 return found
     return None
-
-
-def training_order(
-    names: list[str], models: Mapping[str, ModelConfig], registry: Registry
-) -> list[str]:
-    """The models in `names`, each ensemble after those of its members that are listed (so
-    that a member is not trained twice)."""
-    ordered: list[str] = []
-
-    def visit(name: str) -> None:
-        if name in ordered:
-            return
-        for member in ensemble_members(models[name], registry):
-            if member in names:
-                visit(member)
-        ordered.append(name)
-
-    for name in names:
-        visit(name)
-    return ordered
-
-
-class ModelNotReady(StorageError):
-    """A model that only its trained version can serve has none yet (503)."""
-
-    status = 503
-
-    def __init__(self, model: str) -> None:
-        super().__init__(
-            f"model '{model}' has no trained version yet; a trainer is fitting it, try again "
-            "shortly"
-        )
 
 
 FALLBACK_VERSION = "fallback"

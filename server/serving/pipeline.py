@@ -211,7 +211,10 @@ class Pipeline:
         """Every candidate's score (-inf for the masked-out ones)."""
         scores: np.ndarray[Any, Any]
         if query.endpoint == "items-to-image":
-            assert query.vector is not None
+            if query.vector is None:
+                # The model has no trained version yet: the fallback ranks without the picture.
+                scores = model.score_users([UserHistory.empty()], size, mask)[0]
+                return scores
             scores = restrict(pad_scores(model.query_scores(query.vector[None, :]), size), mask)[0]
             return scores
         if query.endpoint == "items-to-user":

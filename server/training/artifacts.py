@@ -17,8 +17,8 @@ from pathlib import Path
 from plugins.builtin.ensemble import Ensemble
 from plugins.manager import Registry
 from plugins.training import TrainingData
-from server.serving.item_vectors import provider_for
 from server.serving.scenarios import ModelConfig
+from server.training.item_vectors import provider_for
 from storage.database import Database
 from storage.snapshot import take_snapshot
 
@@ -68,3 +68,31 @@ def _prune(home: Path, keep: set[str], keep_last: int = 3) -> None:
     for old in versions[:-keep_last]:
         if old.name not in keep:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def ensemble_members(model: ModelConfig, registry: Registry) -> tuple[str, ...]:
+    """The members of a model whose algorithm is an ensemble (none for other models)."""
+    cls = registry.algorithms.get(model.algorithm)
+    if cls is None or not issubclass(cls, Ensemble):
+        return ()
+    return tuple(cls.validate(model.params)["members"])
+
+
+def training_order(
+    names: list[str], models: Mapping[str, ModelConfig], registry: Registry
+) -> list[str]:
+    """The models in `names`, each ensemble after those of its members that are listed (so
+    that a member is not trained twice)."""
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in ordered:
+            return
+        for member in ensemble_members(models[name], registry):
+            if member in names:
+                visit(member)
+        ordered.append(name)
+
+    for name in names:
+        visit(name)
+    return ordered

@@ -25,8 +25,7 @@ from server.cluster.client import WriterClient
 from server.cluster.paths import socket_path
 from server.cluster.wire import WireError, encode, read_frame
 from server.config import Config
-from server.serving.live_models import training_order
-from server.training.artifacts import current_version, train_model
+from server.training.artifacts import current_version, train_model, training_order
 from storage.database import Database
 from storage.errors import StorageError
 from storage.export import import_snapshot

@@ -64,7 +64,7 @@ def with_item_vectors(database: Database) -> TrainingData:
     from dataclasses import replace
 
     from plugins.manager import collect, get_plugin_manager
-    from server.serving.item_vectors import provider_for
+    from server.training.item_vectors import provider_for
     from storage.snapshot import take_snapshot
 
     data = TrainingData.from_snapshot(database.read_sync(take_snapshot))

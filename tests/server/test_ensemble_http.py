@@ -22,8 +22,8 @@ from plugins.algorithm import UserHistory
 from plugins.builtin.ensemble import Ensemble, combine, normalise
 from plugins.manager import collect, get_plugin_manager
 from server.config import Config, ConfigError, parse_config
-from server.serving.live_models import LiveModels, check_models, training_order
-from server.training.artifacts import current_version
+from server.serving.live_models import LiveModels, check_models
+from server.training.artifacts import current_version, training_order
 from storage.interactions import InteractionKind, apply_interaction_writes, parse_interaction
 from tests.plugins.catalog import build_catalog
 from tests.serving import RunningServer, free_port
