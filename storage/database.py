@@ -223,6 +223,10 @@ class Database:
         self._open_failures = 0
         self._last_reopen = 0.0
         self._checkpoint_postponed = False
+        self.group_wait = 0.0
+        """Seconds the writer waits for more jobs before it commits a group, while writes come
+        concurrently (0: it commits what is queued at once)."""
+        self._concurrent = False
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix=f"reqo-read-{name}")
@@ -445,6 +449,9 @@ class Database:
             jobs: list[Job] = []
             check = stop = False
             item = first
+            # Under concurrent load (the last group held several jobs), wait a moment for more:
+            # a commit costs the same for one job as for many.
+            wait_until = time.monotonic() + self.group_wait if self._concurrent else 0.0
             while True:
                 if item is _STOP:
                     stop = True
@@ -456,9 +463,14 @@ class Database:
                 if len(jobs) >= MAX_GROUP_SIZE:
                     break
                 try:
-                    item = self._queue.get_nowait()
+                    remaining = wait_until - time.monotonic()
+                    if remaining > 0:
+                        item = self._queue.get(timeout=remaining)
+                    else:
+                        item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+            self._concurrent = len(jobs) > 1
             if jobs:
                 self._run_group(jobs)
             if check and (self._conn is None or is_dead(self._conn)):

@@ -4,6 +4,7 @@ experiment's live bandit state."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,11 @@ async def kpi(
     """The endpoint's response: figures from the database, after every recommendation already
     answered is logged, and the bandits' state after they read the latest rewards."""
     scenario, since = parse_kpi_params(params)
+    # The records of responses already sent: this server's, and the other servers', which
+    # send theirs within their log's delay and reach this one through the change feed.
+    await served.log.settled()
+    await asyncio.sleep(2 * served.log.delay)
+    await served.replica.caught_up()
     await served.experiments.refresh()
     found = await served.database.read(lambda ctx: outcomes(ctx, scenario, since))
     return report(found, scenarios, scenario, since, served.experiments.state)

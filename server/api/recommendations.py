@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -16,13 +15,14 @@ from server.api.operations import Params
 from server.serving.expressions import Context
 from server.serving.live_models import FALLBACK_VERSION
 from server.serving.pipeline import Pipeline, Query
+from server.serving.recommendation_log import new_recomm_id, recomm_id_time
 from server.serving.scenarios import ScenarioConfig, ScenarioError, resolve_model
 from storage import catalog
 from storage.database import NeedsDatabase, ReadContext
 from storage.entities import entity_exists
-from storage.errors import BadParameter, NotFound, StorageError
+from storage.errors import BadParameter, NotFound
 from storage.params import check_known, read_bool, read_int, read_number, read_str, read_str_list
-from storage.recommendations import Recommendation, get_recommendation, record_to_json
+from storage.recommendations import Recommendation, get_recommendation
 from storage.schema import Entity, validate_id
 
 if TYPE_CHECKING:
@@ -66,6 +66,10 @@ DEFAULT_MODEL = {
 }
 
 logger = logging.getLogger("reqo")
+
+FEED_WAIT = 2.0
+"""Seconds within which another server's recommendation record reaches this one (its log's
+delay, a commit and the change feed, with a wide margin)."""
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,7 @@ def respond(ctx: ReadContext, pipeline: Pipeline, request: Request) -> tuple[dic
 
 def new_log(request: Request, ids: list[str], endpoint: str) -> Recommendation:
     return Recommendation(
-        recomm_id=str(uuid.uuid4()),
+        recomm_id=new_recomm_id(),
         timestamp=time.time(),
         endpoint=endpoint,
         user_id=request.query.user_id,
@@ -270,16 +274,8 @@ async def recommend(served: Served, request: Request, endpoint: str) -> dict[str
         answer = await database.read(lambda ctx: respond(ctx, pipeline, request))
     body, result = answer
     record = new_log(request, result.ids, endpoint)
-    # Logged before the response goes: its recommId then works on every server at once. A
-    # log that cannot be written (a full disk, the writer restarting) does not cost the user
-    # the recommendation, only its recommId's later use.
-    try:
-        await served.write("log", {"record": record_to_json(record)})
-    except StorageError as error:
-        if error.status not in (503, 507):
-            raise
-        served.counters["recommendationLogFailures"] += 1
-        logger.warning("recommendation %s was not logged: %s", record.recomm_id, error.message)
+    # Logged behind the response (see server.serving.recommendation_log).
+    served.log.add(record)
     if request.scenario and request.variant:
         served.experiments.served(request.scenario, request.variant)
     return {"recommId": record.recomm_id, **body, **ab_group(request)}
@@ -328,6 +324,25 @@ async def recommend_for_image(served: Served, request: Request, image: Any) -> d
     return await recommend(served, replace(request, query=query), ENDPOINT_IMAGE)
 
 
+async def find_recommendation(served: Served, recomm_id: str) -> Recommendation | None:
+    """A recommendation's record: this server's own not yet stored, or from its copy of the
+    database. A recommId made in the last `FEED_WAIT` seconds that is not there yet comes from
+    another server whose log has not reached this one: the change feed brings it shortly."""
+    pending = served.log.pending.get(recomm_id)
+    if pending is not None:
+        return pending
+    made = recomm_id_time(recomm_id)
+    deadline = time.monotonic() + FEED_WAIT
+    while True:
+        record = await served.database.read(lambda ctx: get_recommendation(ctx, recomm_id))
+        if record is not None or made is None or time.time() - made > FEED_WAIT:
+            return record
+        if time.monotonic() > deadline:
+            return None
+        await asyncio.sleep(0.01)
+        await served.replica.caught_up()
+
+
 async def next_items(
     served: Served,
     recomm_id: str,
@@ -340,7 +355,7 @@ async def next_items(
     if count is None:
         raise BadParameter("count", "is required")
     database, pipeline = served.database, served.pipeline
-    record = await database.read(lambda ctx: get_recommendation(ctx, recomm_id))
+    record = await find_recommendation(served, recomm_id)
     if record is None or time.time() - record.timestamp > NEXT_ITEMS_LIFETIME:
         raise NotFound(f"recommendation '{recomm_id}' does not exist or has expired")
     if record.endpoint == ENDPOINT_IMAGE:
@@ -376,6 +391,8 @@ async def next_items(
         variant=variant,
     )
     body, result = await database.read(lambda ctx: respond(ctx, pipeline, request))
+    if recomm_id in served.log.pending:
+        await served.log.settled()  # the page extends the stored record
     await served.write("extend", {"recommId": recomm_id, "ids": list(result.ids)})
     body["numberNextRecommsCalls"] = record.next_calls + 1
     return {"recommId": recomm_id, **body, **ab_group(request)}

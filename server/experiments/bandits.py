@@ -27,8 +27,8 @@ from storage.database import Database, WriteContext, WriteJob
 from storage.kpi import Assignment, Outcomes, load_assignments, outcomes, save_assignments
 
 if TYPE_CHECKING:
+    from server.serving.recommendation_log import RecommendationLog
     from server.serving.scenarios import ScenarioConfig
-    from storage.recommendation_log import RecommendationLog
 
 logger = logging.getLogger("reqo")
 

@@ -78,9 +78,17 @@ class Result:
 class Pipeline:
     """Runs queries against one database's expressions and models."""
 
-    def __init__(self, engine: ExpressionEngine, models: LiveModels) -> None:
+    def __init__(
+        self,
+        engine: ExpressionEngine,
+        models: LiveModels,
+        *,
+        recent: Callable[[str, float], dict[str, int]] | None = None,
+    ) -> None:
         self.engine = engine
         self.models = models
+        self.recent = recent
+        """Recommendations of this process not yet in the database (user, since -> counts)."""
         self.histories = HistoryIndex(engine.database)
         self._id_maps = {entity: IdMap(entity) for entity in Entity}
         self._popularity: tuple[LoadedModel, int, np.ndarray[Any, Any]] | None = None
@@ -305,8 +313,12 @@ class Pipeline:
         """How often each candidate (by index) was recommended to the user within the rotation
         time."""
         assert query.user_id is not None
+        since = time.time() - query.rotation_time
         with self._released():
-            shown = recently_recommended(ctx, query.user_id, time.time() - query.rotation_time)
+            shown = recently_recommended(ctx, query.user_id, since)
+        if self.recent is not None:
+            for item, count in self.recent(query.user_id, since).items():
+                shown[item] = shown.get(item, 0) + count
         if not shown:
             return {}
         indexes = self._index_map(ctx, entity, list(shown))

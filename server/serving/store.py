@@ -9,6 +9,7 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -20,10 +21,12 @@ from server.config import Config, DatabaseConfig
 from server.experiments.bandits import Experiments
 from server.serving.live_models import LiveModels
 from server.serving.pipeline import Pipeline
+from server.serving.recommendation_log import RecommendationLog
 from server.serving.replica import Replica
 from server.serving.reql_engine import ExpressionEngine
 from storage.database import Database
 from storage.kpi import Assignment
+from storage.recommendations import Recommendation, record_to_json
 
 if TYPE_CHECKING:
     from server.api.operations import Operation, Params
@@ -49,6 +52,7 @@ class Served:
     """The scenarios' variant allocation (bandits, A/B splits) and their counters."""
     replica: Replica
     writer: WriterClient
+    log: RecommendationLog
     counters: Counter[str] = field(default_factory=Counter)
     """Events worth a figure in /-/health (recommendation records that were not logged)."""
 
@@ -117,7 +121,8 @@ class Store:
                 self.config.models_dir(name),
                 on_missing=ask_trainer,
             )
-            experiments = Experiments(database, deferred_writes=True)
+            log = RecommendationLog(partial(self._send_log, name, replica))
+            experiments = Experiments(database, log, deferred_writes=True)
             # The posteriors and sticky assignments survive a restart: they are rebuilt from
             # the recommendation log, the interactions and the assignments table.
             await asyncio.to_thread(experiments.load, self._longest_sticky())
@@ -128,12 +133,19 @@ class Store:
                 settings,
                 engine,
                 models,
-                Pipeline(engine, models),
+                Pipeline(engine, models, recent=log.recent),
                 experiments,
                 replica,
                 self.writer,
+                log,
             )
         self._polling = asyncio.create_task(self._poll_models())
+
+    async def _send_log(self, name: str, replica: Replica, records: list[Recommendation]) -> None:
+        """Store a batch of recommendation records; returns once this server's copy has them."""
+        payload = {"records": [record_to_json(record) for record in records]}
+        _, seq = await self.writer.write(name, "log", payload)
+        await replica.caught_up(seq)
 
     def _ask_trainer(self, database: str, model: str) -> None:
         message = {"op": "train", "db": database, "models": [model], "wait": False}
@@ -184,6 +196,7 @@ class Store:
         for task in list(self._tasks):
             task.cancel()
         for served in self._served.values():
+            await served.log.settled()
             await served.replica.stop()
         self._served.clear()
         await self.writer.close()

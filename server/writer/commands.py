@@ -9,7 +9,8 @@ filter selected on the writer).
 - `calls`: writes of Recombee's API by operation name, with their path arguments and parameters
   (a request, or a batch's consecutive writes); concurrent ones are applied together.
 - `selected`: the write of Delete/Update More Items, with the ids its filter selected.
-- `log`: a recommendation's record (its recommId works on every server once it is applied).
+- `log`: a server's batch of recommendation records (their recommIds work on every server once
+  the feed brings them).
 - `extend`: a Recommend Next Items page added to its record.
 - `context`: the user or item that a recommendation with cascadeCreate creates.
 - `assign`: users held to a variant of a scenario's experiment.
@@ -93,8 +94,8 @@ def apply_selected(ctx: WriteContext, payload: Payload) -> Any:
 
 
 def apply_log(ctx: WriteContext, payloads: Sequence[Payload]) -> list[Any]:
-    """Recommendations' records, many at once."""
-    records = [record_from_json(p["record"]) for p in payloads]
+    """Recommendations' records (each payload a server's batch of them), many at once."""
+    records = [record_from_json(r) for p in payloads for r in p["records"]]
     log_recommendations(ctx, records)
     for payload in payloads:
         ctx.record(dumps({"cmd": "log", **payload}))

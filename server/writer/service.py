@@ -52,6 +52,12 @@ MAX_SUBSCRIBER_BUFFER = 64 * 2**20
 SNAPSHOT_LIFETIME = 600.0
 """Seconds an older snapshot stays on disk for readers that are still loading it."""
 
+GROUP_WAIT = 0.002
+"""Seconds the writer gathers concurrent writes (recommendations' records, interactions) into
+one commit: each commit costs milliseconds whatever it holds, and each group is one change
+feed frame for every server to apply."""
+"""Seconds an older snapshot stays on disk for readers that are still loading it."""
+
 
 def _entries_after(ctx: ReadContext, after: int) -> list[Entry] | None:
     return entries_after(ctx.conn, after, CATCH_UP_CHUNK)
@@ -105,6 +111,7 @@ class WriterService:
                 read_threads=self.config.read_threads,
                 feed=True,
             )
+            database.group_wait = GROUP_WAIT
             seq = CommittedSeq(self.config.data_dir, name, writable=True)
             assert database.feed is not None
             seq.set(database.feed.committed_seq)

@@ -86,7 +86,7 @@ def test_a_copy_that_applies_the_feed_holds_what_the_writer_holds(
     ]
     answers = [f.result() for f in futures]
     assert [a[0]["code"] for a in answers] == [201, 201, 200, 200, 404, 200]
-    submit(writer, "log", {"record": _record("r1", "u1", ["a", "b"])}).result()
+    submit(writer, "log", {"records": [_record("r1", "u1", ["a", "b"])]}).result()
     submit(writer, "extend", {"recommId": "r1", "ids": ["c"]}).result()
     submit(writer, "context", {"userId": "u9", "itemId": None, "cascade": True}).result()
     submit(writer, "assign", {"assignments": [["s", "u1", "v1", 1_700_000_000.0]]}).result()

@@ -15,11 +15,11 @@ from recombee_api_client.api_requests import AddDetailView, RecommendItemsToUser
 from plugins.manager import collect, get_plugin_manager
 from server.serving.live_models import LiveModels
 from server.serving.pipeline import Pipeline, Query
+from server.serving.recommendation_log import RecommendationLog, Send
 from server.serving.reql_engine import ExpressionEngine
 from server.serving.scenarios import parse_models
 from storage.database import Database, NeedsDatabase, ReadContext
-from storage.recommendation_log import RecommendationLog
-from storage.recommendations import Recommendation, get_recommendation
+from storage.recommendations import Recommendation, get_recommendation, log_recommendations
 from tests.plugins.catalog import build_catalog
 from tests.serving import RunningServer, free_port
 
@@ -89,11 +89,20 @@ def _record(recomm_id: str) -> Recommendation:
     )
 
 
+def into(database: Database) -> Send:
+    """A sink that stores records in a database, as the writer does."""
+
+    async def send(records: list[Recommendation]) -> None:
+        await database.write(lambda ctx: log_recommendations(ctx, records))
+
+    return send
+
+
 def test_the_log_is_written_behind_and_settles(tmp_path: Path) -> None:
     database = Database("log", tmp_path / "log.duckdb")
 
     async def scenario() -> None:
-        log = RecommendationLog(database, delay=30.0)  # only `settled` writes it here
+        log = RecommendationLog(into(database), delay=30.0)  # only `settled` writes it here
         log.add(_record("a"))
         log.add(_record("b"))
         assert database.read_sync(lambda ctx: get_recommendation(ctx, "a")) is None
@@ -103,7 +112,7 @@ def test_the_log_is_written_behind_and_settles(tmp_path: Path) -> None:
             assert found is not None
             assert found.returned == ("i1", "i2")
 
-        quick = RecommendationLog(database, delay=0.01)
+        quick = RecommendationLog(into(database), delay=0.01)
         quick.add(_record("c"))
         await asyncio.sleep(0.3)  # the timer flushes it, and the writer commits it
         assert database.read_sync(lambda ctx: get_recommendation(ctx, "c")) is not None
@@ -119,7 +128,7 @@ def test_a_failed_log_write_is_counted_not_raised(tmp_path: Path) -> None:
     database = Database("log", tmp_path / "log.duckdb")
 
     async def scenario() -> int:
-        log = RecommendationLog(database, delay=30.0)
+        log = RecommendationLog(into(database), delay=30.0)
         log.add(_record("other"))
         log.add(_record("same"))
         log.add(_record("same"))  # a duplicate recommId: the batch's INSERT fails
