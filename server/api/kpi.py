@@ -90,6 +90,7 @@ async def kpi(
     await served.log.settled()
     await asyncio.sleep(2 * served.log.delay)
     await served.replica.caught_up()
+    await served.replica.flush_log()
     await served.experiments.refresh()
     found = await served.database.read(lambda ctx: outcomes(ctx, scenario, since))
     return report(found, scenarios, scenario, since, served.experiments.state)

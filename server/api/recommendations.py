@@ -328,7 +328,7 @@ async def find_recommendation(served: Served, recomm_id: str) -> Recommendation 
     """A recommendation's record: this server's own not yet stored, or from its copy of the
     database. A recommId made in the last `FEED_WAIT` seconds that is not there yet comes from
     another server whose log has not reached this one: the change feed brings it shortly."""
-    pending = served.log.pending.get(recomm_id)
+    pending = served.log.pending.get(recomm_id) or served.replica.recent.get(recomm_id)
     if pending is not None:
         return pending
     made = recomm_id_time(recomm_id)

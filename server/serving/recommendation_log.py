@@ -60,9 +60,18 @@ def recomm_id_time(recomm_id: str) -> float | None:
 class RecommendationLog:
     """Gathers records on the event loop and sends them in batches."""
 
-    def __init__(self, send: Send, *, delay: float = FLUSH_DELAY) -> None:
+    def __init__(
+        self,
+        send: Send,
+        *,
+        delay: float = FLUSH_DELAY,
+        stored: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.send = send
         self.delay = delay
+        self.stored = stored
+        """Run by `settled` last: what makes every record queryable (a server stores the
+        records it keeps in memory in its copy's table)."""
         self.failures = 0
         """Records whose write failed, alone (they are lost)."""
         self.pending: dict[str, Recommendation] = {}
@@ -123,3 +132,5 @@ class RecommendationLog:
         while self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
             await asyncio.sleep(0)
+        if self.stored is not None:
+            await self.stored()

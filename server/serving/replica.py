@@ -21,9 +21,11 @@ from typing import Any
 from server.cluster.client import WriterClient, WriterUnavailable, follow
 from server.cluster.paths import CommittedSeq
 from server.writer.commands import apply_entries
+from storage.contexts import WriteContext
 from storage.database import Database
 from storage.errors import StorageError
 from storage.export import import_snapshot
+from storage.recommendations import Recommendation, log_recommendations, record_from_json
 
 logger = logging.getLogger("reqo")
 
@@ -31,8 +33,22 @@ CATCH_UP_WAIT = 10.0
 """Seconds a request waits for this server's copy to reach the writer's committed writes."""
 
 
+LOG_FLUSH_INTERVAL = 1.0
+"""Seconds the recommendation records from the feed stay in memory before the copy's table gets
+them (sooner where an entry reads or changes that table, or a query needs it)."""
+
+MAX_RECENT = 20_000
+"""Records kept in memory at most before they are stored."""
+
 LAG_SAMPLES = 10_000
 """Feed lags kept for the percentiles that /-/health reports."""
+
+
+Frame = tuple[list[Any], float | None]
+"""A change feed frame: its `[seq, entry]`s and the time of their commit."""
+
+Inbox = asyncio.Queue[Frame | None]
+"""Frames received and not yet applied (None: the feed no longer reaches back)."""
 
 
 class Behind(StorageError):
@@ -67,6 +83,8 @@ class Replica:
         """Seconds from the writer's commit to this copy holding it, of the latest entries."""
         self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
         """Called with each batch of applied entries (on the event loop)."""
+        self.recent = RecentRecords()
+        """Recommendation records from the feed, kept in memory until stored in the table."""
         self._advanced = asyncio.Event()
         self._following: asyncio.Task[None] | None = None
 
@@ -90,33 +108,95 @@ class Replica:
         await asyncio.to_thread(self.database.close)
 
     async def _follow(self) -> None:
+        """Receive the feed into an inbox, and apply what has gathered there as one job (a
+        copy that fell behind catches up in a few large transactions, not many small ones)."""
+        inbox: Inbox = asyncio.Queue()
+        applying = asyncio.create_task(self._apply_from(inbox))
+        try:
+            while True:
+                try:
+                    async for batch in follow(self.socket, self.name, self.applied):
+                        await inbox.put(batch)
+                        if batch is None:
+                            break
+                except (WriterUnavailable, OSError) as error:
+                    logger.warning(
+                        "database %r: the change feed is unreachable: %s", self.name, error
+                    )
+                # Resubscribe once the inbox is applied, from where the copy got to.
+                await inbox.join()
+                await asyncio.sleep(0.05)
+        finally:
+            applying.cancel()
+
+    async def _apply_from(
+        self, inbox: asyncio.Queue[tuple[list[Any], float | None] | None]
+    ) -> None:
         while True:
             try:
-                async for batch in follow(self.socket, self.name, self.applied):
-                    if batch is None or not await self._apply(batch[0]):
-                        # Too far behind for the feed, or a bulk import: a snapshot holds it.
-                        await self.load()
-                        break
-                    if batch[1] is not None:
-                        self.lags.append(time.time() - batch[1])
-            except (WriterUnavailable, OSError) as error:
-                logger.warning("database %r: the change feed is unreachable: %s", self.name, error)
+                first = await asyncio.wait_for(inbox.get(), LOG_FLUSH_INTERVAL)
+            except TimeoutError:
+                await self._flush_log_if_due()
+                continue
+            batches = [first]
+            while not inbox.empty():
+                batches.append(inbox.get_nowait())
+            try:
+                await self._apply_batches(batches)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("database %r: applying the change feed failed", self.name)
-            await asyncio.sleep(0.05)
+            finally:
+                for _ in batches:
+                    inbox.task_done()
+
+    async def _apply_batches(self, batches: list[Frame | None]) -> None:
+        entries: list[list[Any]] = []
+        lags: list[float] = []
+        resync = False
+        for batch in batches:
+            if batch is None:
+                resync = True
+                break
+            entries.extend(batch[0])
+            if batch[1] is not None:
+                lags.append(batch[1])
+        if not await self._apply(entries) or resync:
+            # Too far behind for the feed, or a bulk import: a snapshot holds it.
+            await self.load()
+        now = time.time()
+        self.lags.extend(now - at for at in lags)
+        await self._flush_log_if_due()
 
     async def _apply(self, entries: list[list[Any]]) -> bool:
-        """Apply a batch of `[seq, entry]`; False where it stopped at an entry that asks for a
-        snapshot instead (everything before it is applied)."""
+        """Apply `[seq, entry]`s; False where it stopped at an entry that asks for a snapshot
+        instead (everything before it is applied).
+
+        Recommendation records (`log`) are kept in memory (`recent`) and stored in the copy's
+        table in large batches (`LOG_FLUSH_INTERVAL`), before any entry that reads or changes
+        that table: most of the feed under load is records, and a small insert costs DuckDB
+        about as much as a large one."""
         fresh = [e for e in entries if int(e[0]) > self.applied]
         reload_at = next((i for i, e in enumerate(fresh) if e[1].get("cmd") == "reload"), None)
         if reload_at is not None:
             fresh = fresh[:reload_at]
-        if fresh:
-            payloads: list[dict[str, Any]] = [e[1] for e in fresh]
-            refused = await self.database.write(lambda ctx: apply_entries(ctx, payloads))
+        if not fresh:
+            return reload_at is None
+        payloads: list[dict[str, Any]] = []
+        stored: list[Recommendation] = []
+        for _, payload in fresh:
+            if payload.get("cmd") == "log":
+                for data in payload["records"]:
+                    self.recent.add(record_from_json(data))
+                continue
+            if _touches_log(payload):
+                records = self.recent.unstored()
+                payloads.append({"cmd": "_stored", "records": records})
+                stored.extend(records)
+            payloads.append(payload)
+        if payloads:
+            refused = await self.database.write(lambda ctx: self._apply_entries(ctx, payloads))
             if refused:
                 self.diverged += refused
                 logger.error(
@@ -124,13 +204,41 @@ class Replica:
                     self.name,
                     refused,
                 )
-            self._advance(int(fresh[-1][0]))
-            for listener in self.listeners:
-                try:
-                    listener(payloads)
-                except Exception:
-                    logger.exception("database %r: a change feed listener failed", self.name)
+        self.recent.stored(stored)
+        self._advance(int(fresh[-1][0]))
+        applied = [e[1] for e in fresh]
+        for listener in self.listeners:
+            try:
+                listener(applied)
+            except Exception:
+                logger.exception("database %r: a change feed listener failed", self.name)
         return reload_at is None
+
+    def _apply_entries(self, ctx: WriteContext, payloads: list[dict[str, Any]]) -> int:
+        """The job that applies a batch: records kept in memory are stored where an entry
+        needs them in the table (`_stored`), the rest as the writer applied it."""
+        refused = 0
+        run: list[dict[str, Any]] = []
+        for payload in payloads:
+            if payload["cmd"] != "_stored":
+                run.append(payload)
+                continue
+            refused += apply_entries(ctx, run)
+            run = []
+            store_records(ctx, payload["records"])
+        refused += apply_entries(ctx, run)
+        return refused
+
+    async def flush_log(self) -> None:
+        """Store the records kept in memory in the copy's table (before a query reads it)."""
+        records = self.recent.unstored()
+        if records:
+            await self.database.write(lambda ctx: store_records(ctx, records))
+        self.recent.stored(records)
+
+    async def _flush_log_if_due(self) -> None:
+        if self.recent.due():
+            await self.flush_log()
 
     def _advance(self, seq: int) -> None:
         self.applied = seq
@@ -169,3 +277,76 @@ class Replica:
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._advanced.wait(), remaining)
+
+
+def _touches_log(payload: dict[str, Any]) -> bool:
+    """Whether applying an entry reads or changes the recommendations table (so the records
+    kept in memory must be stored first)."""
+    cmd = payload.get("cmd")
+    if cmd == "extend":
+        return True
+    if cmd == "calls":
+        return any(call.get("op") == "reset database" for call in payload["calls"])
+    return False
+
+
+def store_records(ctx: WriteContext, records: list[Recommendation]) -> None:
+    """Insert records that may be in the table already (a flush and an entry's own storing
+    may overlap): those are left as they are."""
+    if not records:
+        return
+    ids = [r.recomm_id for r in records]
+    present = {
+        row[0]
+        for row in ctx.conn.execute(
+            "SELECT recomm_id FROM recommendations WHERE recomm_id IN (SELECT unnest(?))", [ids]
+        ).fetchall()
+    }
+    fresh = [r for r in records if r.recomm_id not in present]
+    if fresh:
+        log_recommendations(ctx, fresh)
+
+
+class RecentRecords:
+    """Recommendation records that this copy holds in memory, not yet in its table."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Recommendation] = {}
+        self._by_user: dict[str, list[Recommendation]] = {}
+        self._since = time.monotonic()
+
+    def add(self, record: Recommendation) -> None:
+        if not self.by_id:
+            self._since = time.monotonic()
+        self.by_id[record.recomm_id] = record
+        if record.user_id is not None:
+            self._by_user.setdefault(record.user_id, []).append(record)
+
+    def get(self, recomm_id: str) -> Recommendation | None:
+        return self.by_id.get(recomm_id)
+
+    def shown(self, user_id: str, since: float) -> dict[str, int]:
+        """How often each item was recommended to the user since a time."""
+        counts: dict[str, int] = {}
+        for record in self._by_user.get(user_id, ()):
+            if record.timestamp >= since:
+                for item in record.returned:
+                    counts[item] = counts.get(item, 0) + 1
+        return counts
+
+    def unstored(self) -> list[Recommendation]:
+        return list(self.by_id.values())
+
+    def stored(self, records: list[Recommendation]) -> None:
+        """Forget records that the table now holds."""
+        for record in records:
+            self.by_id.pop(record.recomm_id, None)
+        self._by_user = {}
+        for record in self.by_id.values():
+            if record.user_id is not None:
+                self._by_user.setdefault(record.user_id, []).append(record)
+
+    def due(self) -> bool:
+        return bool(self.by_id) and (
+            len(self.by_id) >= MAX_RECENT or time.monotonic() - self._since >= LOG_FLUSH_INTERVAL
+        )

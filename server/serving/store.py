@@ -121,7 +121,9 @@ class Store:
                 self.config.models_dir(name),
                 on_missing=ask_trainer,
             )
-            log = RecommendationLog(partial(self._send_log, name, replica))
+            log = RecommendationLog(
+                partial(self._send_log, name, replica), stored=replica.flush_log
+            )
             experiments = Experiments(database, log, deferred_writes=True)
             # The posteriors and sticky assignments survive a restart: they are rebuilt from
             # the recommendation log, the interactions and the assignments table.
@@ -133,7 +135,7 @@ class Store:
                 settings,
                 engine,
                 models,
-                Pipeline(engine, models, recent=log.recent),
+                Pipeline(engine, models, recent=partial(_shown, log, replica)),
                 experiments,
                 replica,
                 self.writer,
@@ -201,6 +203,15 @@ class Store:
         self._served.clear()
         await self.writer.close()
         await self.trainer.close()
+
+
+def _shown(log: RecommendationLog, replica: Replica, user_id: str, since: float) -> dict[str, int]:
+    """What was recommended to a user since a time and is not in the copy's table yet: this
+    server's records on their way, and the records the feed brought that wait in memory."""
+    counts = log.recent(user_id, since)
+    for item, count in replica.recent.shown(user_id, since).items():
+        counts[item] = counts.get(item, 0) + count
+    return counts
 
 
 def _assignments_to(experiments: Experiments) -> Any:

@@ -63,6 +63,14 @@ def _entries_after(ctx: ReadContext, after: int) -> list[Entry] | None:
     return entries_after(ctx.conn, after, CATCH_UP_CHUNK)
 
 
+def _frame(entries: Sequence[Entry], committed_at: float | None) -> bytes:
+    """A feed frame; the entries are JSON already: they travel as they are, not as strings."""
+    frame: dict[str, Any] = {"entries": [(seq, orjson.Fragment(text)) for seq, text in entries]}
+    if committed_at is not None:
+        frame["at"] = committed_at  # the commit's time, for the servers' feed lag
+    return encode(frame)
+
+
 def submit(database: Database, name: str, payload: dict[str, Any]) -> Future[Any]:
     """Queue a write command on the database's writer thread (commands that apply many at once
     join their neighbours); the future resolves after its commit."""
@@ -282,28 +290,31 @@ class WriterService:
                 served.subscribers.remove(subscriber)
 
     def _fan_out(self, served: _Served, entries: list[Entry], committed_at: float) -> None:
+        encoded: bytes | None = None  # the same frame for every subscriber that is up to date
         for subscriber in list(served.subscribers):
-            if subscriber.live:
-                self._send(subscriber, entries, committed_at)
-            else:
+            if not subscriber.live:
                 subscriber.held.extend(entries)
+            elif subscriber.last_sent < entries[0][0]:
+                if encoded is None:
+                    encoded = _frame(entries, committed_at)
+                self._push(subscriber, encoded, entries[-1][0])
+            else:
+                self._send(subscriber, entries, committed_at)
 
-    @staticmethod
     def _send(
-        subscriber: _Subscriber, entries: Sequence[Entry], committed_at: float | None = None
+        self, subscriber: _Subscriber, entries: Sequence[Entry], committed_at: float | None = None
     ) -> None:
         fresh = [(seq, text) for seq, text in entries if seq > subscriber.last_sent]
-        if not fresh or subscriber.writer.is_closing():
+        if fresh:
+            self._push(subscriber, _frame(fresh, committed_at), fresh[-1][0])
+
+    @staticmethod
+    def _push(subscriber: _Subscriber, frame: bytes, last: int) -> None:
+        if subscriber.writer.is_closing():
             return
-        transport = subscriber.writer.transport
-        if transport.get_write_buffer_size() > MAX_SUBSCRIBER_BUFFER:
+        if subscriber.writer.transport.get_write_buffer_size() > MAX_SUBSCRIBER_BUFFER:
             logger.warning("writer: a feed subscriber fell behind; dropping its connection")
             subscriber.writer.close()
             return
-        # The entries are JSON already: they travel as they are, not as strings.
-        framed = [(seq, orjson.Fragment(text)) for seq, text in fresh]
-        frame: dict[str, Any] = {"entries": framed}
-        if committed_at is not None:
-            frame["at"] = committed_at  # the commit's time, for the servers' feed lag
-        subscriber.writer.write(encode(frame))
-        subscriber.last_sent = fresh[-1][0]
+        subscriber.writer.write(frame)
+        subscriber.last_sent = last
