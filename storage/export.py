@@ -34,6 +34,9 @@ def export_snapshot(ctx: ReadContext, parent: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     conn.execute("BEGIN TRANSACTION")
+    # One thread: a snapshot (for a trainer, say) must not take the cores that serve requests.
+    threads = conn.execute("SELECT current_setting('threads')").fetchone()
+    conn.execute("SET threads = 1")
     try:
         seq = committed_seq(conn)
         tables: list[dict[str, Any]] = []
@@ -50,6 +53,7 @@ def export_snapshot(ctx: ReadContext, parent: Path) -> Path:
             tables.append({"name": name, "sql": sql})
     finally:
         conn.execute("ROLLBACK")  # it wrote nothing
+        conn.execute(f"SET threads = {int(threads[0]) if threads else 1}")
     (staging / MANIFEST).write_text(json.dumps({"seq": seq, "tables": tables}))
     target = parent / str(seq)
     if (target / MANIFEST).exists():

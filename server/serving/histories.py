@@ -213,6 +213,7 @@ class IdMap:
     def __init__(self, entity: Entity) -> None:
         self.entity = entity
         self._ids: np.ndarray[Any, Any] = np.empty(0, dtype=object)
+        self._reverse: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def get(self, ctx: ReadContext, indexes: np.ndarray[Any, Any]) -> list[str] | None:
@@ -231,6 +232,17 @@ class IdMap:
             return None
         return found  # type: ignore[return-value]
 
+    def indexes_of(self, ctx: ReadContext, ids: list[str]) -> dict[str, int] | None:
+        """The current dense index of each id that has one; None where the map cannot answer
+        for the context (its transaction changed the catalog)."""
+        if ctx.catalog_changed:
+            return None
+        reverse = self._reverse
+        if any(entity_id not in reverse for entity_id in ids):
+            self._extend(ctx)
+            reverse = self._reverse
+        return {entity_id: reverse[entity_id] for entity_id in ids if entity_id in reverse}
+
     def _extend(self, ctx: ReadContext) -> None:
         with self._lock:
             known = len(self._ids)
@@ -243,5 +255,10 @@ class IdMap:
                 return
             grown = np.empty(int(indexes.max()) + 1, dtype=object)
             grown[:known] = self._ids
-            grown[indexes] = np.asarray(columns["d"], dtype=object)
+            ids = np.asarray(columns["d"], dtype=object)
+            grown[indexes] = ids
+            # id -> index, the newest index of an id winning (a deleted and re-added item).
+            reverse = dict(self._reverse)
+            reverse.update(zip(ids.tolist(), indexes.tolist(), strict=True))
+            self._reverse = reverse
             self._ids = grown

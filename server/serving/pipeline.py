@@ -370,13 +370,7 @@ class Pipeline:
         found = self.histories.get(ctx, query.user_id)
         if found is not None:
             return found.history(weights)
-        with self._released():
-            rows = ctx.conn.execute(
-                'SELECT i."$idx", x.kind, epoch_us(x.ts) / 1e6, coalesce(x.rating, 0), '
-                "coalesce(x.portion, 1) FROM interactions AS x "
-                'JOIN items AS i ON i."$id" = x.item_id WHERE x.user_id = ? ORDER BY x.ts',
-                [query.user_id],
-            ).fetchall()
+        rows = self._history_rows(ctx, query.user_id)
         kinds = tuple(KIND_NAMES[row[1]] for row in rows)
         values = []
         for kind, row in zip(kinds, rows, strict=True):
@@ -392,6 +386,28 @@ class Pipeline:
             np.asarray([row[2] for row in rows], dtype=np.float64),
             np.asarray(values, dtype=np.float32),
         )
+
+    def _history_rows(self, ctx: ReadContext, user_id: str) -> list[tuple[Any, ...]]:
+        """A user's interactions (item index, kind, time, rating, portion) by SQL, oldest first:
+        the user's rows (a server's copy indexes interactions by user), their items' indexes
+        from the id map in memory rather than a join with every item."""
+        with self._released():
+            rows = ctx.conn.execute(
+                "SELECT item_id, kind, epoch_us(ts) / 1e6, coalesce(rating, 0), "
+                "coalesce(portion, 1) FROM interactions WHERE user_id = ? ORDER BY ts",
+                [user_id],
+            ).fetchall()
+        indexes = self._id_maps[Entity.ITEM].indexes_of(ctx, sorted({row[0] for row in rows}))
+        if indexes is None:
+            with self._released():
+                joined: list[tuple[Any, ...]] = ctx.conn.execute(
+                    'SELECT i."$idx", x.kind, epoch_us(x.ts) / 1e6, coalesce(x.rating, 0), '
+                    "coalesce(x.portion, 1) FROM interactions AS x "
+                    'JOIN items AS i ON i."$id" = x.item_id WHERE x.user_id = ? ORDER BY x.ts',
+                    [user_id],
+                ).fetchall()
+            return joined
+        return [(indexes[row[0]], *row[1:]) for row in rows if row[0] in indexes]
 
     def _user_scores(
         self, ctx: ReadContext, item_scores: np.ndarray[Any, Any], size: int

@@ -91,7 +91,7 @@ class Replica:
     async def load(self) -> None:
         """Replace the copy by the writer's latest snapshot."""
         path, _ = await self.client.snapshot(self.name)
-        seq = await self.database.write(lambda ctx: import_snapshot(ctx, path))
+        seq = await self.database.write(lambda ctx: _load_copy(ctx, path))
         self._advance(seq)
         logger.info("database %r: loaded the snapshot at %d", self.name, seq)
 
@@ -277,6 +277,14 @@ class Replica:
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._advanced.wait(), remaining)
+
+
+def _load_copy(ctx: WriteContext, snapshot: Path) -> int:
+    """Load a snapshot into a server's copy, with what serving reads by: the interactions of
+    one user (a recommendation whose history index is being rebuilt reads its user's rows)."""
+    seq = import_snapshot(ctx, snapshot)
+    ctx.conn.execute("CREATE INDEX IF NOT EXISTS interactions_by_user ON interactions (user_id)")
+    return seq
 
 
 def _touches_log(payload: dict[str, Any]) -> bool:

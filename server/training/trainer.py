@@ -32,7 +32,7 @@ from storage.export import import_snapshot
 
 logger = logging.getLogger("reqo")
 
-NICENESS = 10
+NICENESS = 15
 """How much lower than the servers' the trainer's CPU priority is."""
 
 
