@@ -16,9 +16,11 @@ ADMIN_TOKEN = "admin-token-abcdef0123456789"
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """One signed-requests-only server for the session; tests reset their database."""
+    """One signed-requests-only server for the session; tests reset their database. It runs two
+    server processes, so that every test that reads back what it wrote, or is recommended to
+    after an interaction, also proves read-your-writes across servers."""
     running = RunningServer(
-        tmp_path_factory.mktemp("server"), free_port(), TOKENS, admin_token=ADMIN_TOKEN
+        tmp_path_factory.mktemp("server"), free_port(), TOKENS, admin_token=ADMIN_TOKEN, workers=2
     )
     running.start()
     yield running

@@ -274,8 +274,12 @@ async def recommend(served: Served, request: Request, endpoint: str) -> dict[str
         answer = await database.read(lambda ctx: respond(ctx, pipeline, request))
     body, result = answer
     record = new_log(request, result.ids, endpoint)
-    # Logged behind the response (see server.serving.recommendation_log).
-    served.log.add(record)
+    # Logged behind the response (see server.serving.recommendation_log), but before it where
+    # the request rotates: the user's next rotated request must count it on any server.
+    if request.query.rotation_rate > 0:
+        await served.log.commit(record)
+    else:
+        served.log.add(record)
     if request.scenario and request.variant:
         served.experiments.served(request.scenario, request.variant)
     return {"recommId": record.recomm_id, **body, **ab_group(request)}

@@ -9,6 +9,9 @@ the record once the change feed brings it (within `delay` and a commit); its rec
 the time it was made (a version-7 UUID), so that a server that does not know a recommId that
 young waits for the feed rather than answer 404 (`server.api.recommendations.next_items`).
 
+A recommendation with rotation is the exception: its record is stored before the response goes,
+so that the user's next rotated request counts it on whichever server takes it.
+
 A crash of the server loses the records of the last interval; a record that fails alone is
 counted and logged, not retried.
 """
@@ -88,6 +91,12 @@ class RecommendationLog:
             self.flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.delay, self.flush)
+
+    async def commit(self, record: Recommendation) -> None:
+        """Store a record now and wait for it (a rotated recommendation: the user's next
+        rotated request, on any server, must count it); a failure is counted, not raised."""
+        self.pending[record.recomm_id] = record
+        await self._send([record])
 
     def recent(self, user_id: str, since: float) -> dict[str, int]:
         """How often each item was recommended to the user since a time, in pending records."""

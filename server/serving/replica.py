@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,9 @@ class Replica:
         """Seconds from the writer's commit to this copy holding it, of the latest entries."""
         self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
         """Called with each batch of applied entries (on the event loop)."""
+        self.preparers: list[Callable[[list[dict[str, Any]]], Awaitable[None]]] = []
+        """Awaited with each batch of entries before the copy counts them as applied (a model
+        publication: the server loads the new versions first)."""
         self.recent = RecentRecords()
         """Recommendation records from the feed, kept in memory until stored in the table."""
         self._advanced = asyncio.Event()
@@ -205,8 +208,13 @@ class Replica:
                     refused,
                 )
         self.recent.stored(stored)
-        self._advance(int(fresh[-1][0]))
         applied = [e[1] for e in fresh]
+        for prepare in self.preparers:
+            try:
+                await prepare(applied)
+            except Exception:
+                logger.exception("database %r: preparing for change feed entries failed", self.name)
+        self._advance(int(fresh[-1][0]))
         for listener in self.listeners:
             try:
                 listener(applied)

@@ -129,6 +129,7 @@ class Store:
             # the recommendation log, the interactions and the assignments table.
             await asyncio.to_thread(experiments.load, self._longest_sticky())
             replica.listeners.append(_assignments_to(experiments))
+            replica.preparers.append(partial(_load_published, models, name))
             self._served[name] = Served(
                 name,
                 database,
@@ -212,6 +213,14 @@ def _shown(log: RecommendationLog, replica: Replica, user_id: str, since: float)
     for item, count in replica.recent.shown(user_id, since).items():
         counts[item] = counts.get(item, 0) + count
     return counts
+
+
+async def _load_published(models: LiveModels, name: str, entries: list[dict[str, Any]]) -> None:
+    """Swap in the model versions that a trainer published (a `models` entry of the feed)."""
+    if any(entry.get("cmd") == "models" for entry in entries):
+        changed = await asyncio.to_thread(models.refresh)
+        if changed:
+            logger.info("database %r: now serving new versions of %s", name, changed)
 
 
 def _assignments_to(experiments: Experiments) -> Any:

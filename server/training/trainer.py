@@ -95,6 +95,9 @@ class TrainerService:
             logger.info("trainer: fitting %s of %r at %d", ", ".join(names), database, seq)
             versions = await asyncio.to_thread(self._fit, database, path, names)
             self.rounds += 1
+            # Through the change feed: every server loads them before it answers a request
+            # that arrives after this one's answer.
+            await self.client.write(database, "models", {"versions": versions})
             return versions
 
     def _fit(self, name: str, snapshot: Path, names: list[str]) -> dict[str, str]:

@@ -14,6 +14,7 @@ filter selected on the writer).
 - `extend`: a Recommend Next Items page added to its record.
 - `context`: the user or item that a recommendation with cascadeCreate creates.
 - `assign`: users held to a variant of a scenario's experiment.
+- `models`: model versions a trainer published (servers load them as they apply it).
 """
 
 from __future__ import annotations
@@ -118,6 +119,14 @@ def apply_context(ctx: WriteContext, payload: Payload) -> Any:
     return None
 
 
+def apply_models(ctx: WriteContext, payload: Payload) -> Any:
+    """New model versions that a trainer published: nothing to store (the artifacts are in the
+    models directory), but every server swaps them in as it applies the entry, so that a request
+    after the publication is answered by them on any server."""
+    ctx.record(dumps({"cmd": "models", **payload}))
+    return None
+
+
 def apply_assign(ctx: WriteContext, payload: Payload) -> Any:
     save_assignments(ctx, [Assignment(*row) for row in payload["assignments"]])
     ctx.record(dumps({"cmd": "assign", **payload}))
@@ -140,6 +149,7 @@ COMMANDS: dict[str, Command] = {
     "extend": Command("extend", apply=apply_extend),
     "context": Command("context", apply=apply_context),
     "assign": Command("assign", apply=apply_assign),
+    "models": Command("models", apply=apply_models),
 }
 
 
