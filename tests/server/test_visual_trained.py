@@ -68,9 +68,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     plugin.write_text(PLUGIN)
     running = RunningServer(directory, free_port(), {"test": "visual-token"}, extra=config(plugin))
     running.start()
-    # Models are fitted by the trainer role, as `reqo train` (or train_every) asks it.
-    trained = running.request("POST", "/-/train", json={})
-    assert trained.status_code == 200, trained.text
+    # Models are fitted by the trainer role, as `reqo train --model` asks it: the two under
+    # test and the fallback.
+    for model in ("cnn", "coarse", "popularity"):
+        trained = running.request("POST", f"/-/train?model={model}", json={})
+        assert trained.status_code == 200, trained.text
     yield running
     running.stop()
 
