@@ -126,7 +126,7 @@ def _databases(state: ServerState) -> dict[str, Any]:
             "inFlight": state.traffic.in_flight.get(database.name, 0),
             "shed": state.traffic.shed.get(database.name, 0),
             "historyIndexReady": served.pipeline.histories.ready,
-            "recommendationLogFailures": served.counters["recommendationLogFailures"],
+            "recommendationLogFailures": served.log.failures,
             "appliedSeq": served.replica.applied,
             "committedSeq": served.replica.target(),
             "divergedEntries": served.replica.diverged,

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from server.cluster.paths import socket_path
@@ -55,7 +55,6 @@ class Role:
     started: float = 0.0
     quick_crashes: int = 0
     restarts: int = 0
-    history: list[float] = field(default_factory=list)
 
 
 def _die_with_parent() -> None:

@@ -78,7 +78,6 @@ class Replica:
         """The sequence number of the last change feed entry applied to the copy."""
         self.diverged = 0
         """Feed entries that the copy refused although the writer stored them."""
-        self.last_applied_at = time.monotonic()
         self.lags: deque[float] = deque(maxlen=LAG_SAMPLES)
         """Seconds from the writer's commit to this copy holding it, of the latest entries."""
         self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
@@ -250,7 +249,6 @@ class Replica:
 
     def _advance(self, seq: int) -> None:
         self.applied = seq
-        self.last_applied_at = time.monotonic()
         event, self._advanced = self._advanced, asyncio.Event()
         event.set()
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -53,8 +52,6 @@ class Served:
     replica: Replica
     writer: WriterClient
     log: RecommendationLog
-    counters: Counter[str] = field(default_factory=Counter)
-    """Events worth a figure in /-/health (recommendation records that were not logged)."""
 
     async def write(self, cmd: str, payload: dict[str, Any]) -> Any:
         """Hand a write to the writer; returns once it is committed (its result)."""

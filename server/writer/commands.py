@@ -164,24 +164,23 @@ def apply_entries(ctx: WriteContext, entries: Sequence[Payload]) -> int:
     """Apply change feed entries in order (a server's copy of the database); consecutive
     entries of a command that applies many at once go together. Returns how many writes were
     refused here although the writer stored them: a copy that refuses one has diverged."""
-    parsed = entries
     refused = 0
     index = 0
-    while index < len(parsed):
-        name = parsed[index]["cmd"]
+    while index < len(entries):
+        name = entries[index]["cmd"]
         found = command(name)
         if found.apply_many is not None:
             end = index + 1
-            while end < len(parsed) and parsed[end]["cmd"] == name:
+            while end < len(entries) and entries[end]["cmd"] == name:
                 end += 1
-            for answer in found.apply_many(ctx, parsed[index:end]):
+            for answer in found.apply_many(ctx, entries[index:end]):
                 if isinstance(answer, list):
                     refused += sum(1 for r in answer if r["code"] >= 300)
             index = end
             continue
         assert found.apply is not None
         try:
-            found.apply(ctx, parsed[index])
+            found.apply(ctx, entries[index])
         except StorageError as error:
             refused += 1
             logger.error("a change feed entry was refused here: %s", error_body(error))

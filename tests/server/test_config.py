@@ -60,6 +60,16 @@ def test_a_valid_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ({"databases": {"d": {"token": "t"}}, "allow_unsigned": "yes"}, "allow_unsigned", "true"),
         ({"databases": {"d": {"token": "t"}}, "server": {"port": 70000}}, "server.port", "port"),
         (
+            {"databases": {"d": {"token": "t"}}, "server": {"workers": 0}},
+            "server.workers",
+            "positive",
+        ),
+        (
+            {"databases": {"d": {"token": "t"}}, "server": {"workers": "2"}},
+            "server.workers",
+            "positive",
+        ),
+        (
             {"databases": {"d": {"token": "t"}}, "server": {"tls": {"certfile": "c"}}},
             "server.tls.keyfile",
             "string",
