@@ -214,6 +214,7 @@ class IdMap:
         self.entity = entity
         self._ids: np.ndarray[Any, Any] = np.empty(0, dtype=object)
         self._reverse: dict[str, int] = {}
+        self._reverse_version = -1
         self._lock = threading.Lock()
 
     def get(self, ctx: ReadContext, indexes: np.ndarray[Any, Any]) -> list[str] | None:
@@ -232,14 +233,19 @@ class IdMap:
             return None
         return found  # type: ignore[return-value]
 
-    def indexes_of(self, ctx: ReadContext, ids: list[str]) -> dict[str, int] | None:
-        """The current dense index of each id that has one; None where the map cannot answer
-        for the context (its transaction changed the catalog)."""
+    def indexes_of(
+        self, ctx: ReadContext, ids: list[str], catalog_version: int
+    ) -> dict[str, int] | None:
+        """The current dense index of each id that has one, as of `catalog_version`; None where
+        the map cannot answer for the context (its transaction changed the catalog)."""
         if ctx.catalog_changed:
             return None
         reverse = self._reverse
-        if any(entity_id not in reverse for entity_id in ids):
+        # An id deleted and created again has a newer index: after any catalog change the map
+        # reads the indexes given since (a deleted id's interactions are gone with it).
+        if catalog_version != self._reverse_version or any(i not in reverse for i in ids):
             self._extend(ctx)
+            self._reverse_version = catalog_version
             reverse = self._reverse
         return {entity_id: reverse[entity_id] for entity_id in ids if entity_id in reverse}
 

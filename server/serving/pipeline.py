@@ -391,13 +391,17 @@ class Pipeline:
         """A user's interactions (item index, kind, time, rating, portion) by SQL, oldest first:
         the user's rows (a server's copy indexes interactions by user), their items' indexes
         from the id map in memory rather than a join with every item."""
+        version = (
+            self.engine.database.catalog_version
+        )  # before the read: a later change reads again
         with self._released():
             rows = ctx.conn.execute(
                 "SELECT item_id, kind, epoch_us(ts) / 1e6, coalesce(rating, 0), "
                 "coalesce(portion, 1) FROM interactions WHERE user_id = ? ORDER BY ts",
                 [user_id],
             ).fetchall()
-        indexes = self._id_maps[Entity.ITEM].indexes_of(ctx, sorted({row[0] for row in rows}))
+        ids = sorted({row[0] for row in rows})
+        indexes = self._id_maps[Entity.ITEM].indexes_of(ctx, ids, version)
         if indexes is None:
             with self._released():
                 joined: list[tuple[Any, ...]] = ctx.conn.execute(
