@@ -13,7 +13,7 @@ CONFIG ?= reqo.yaml
 $(VENV)/.installed: pyproject.toml examples/reqo-plugin-example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
 	$(BIN)/python -m pip install --quiet --no-deps -e examples/reqo-plugin-example
 	# MovieLens-100K's files, inside RecBole's wheel (read from there, never committed).
 	$(BIN)/python -m pip install --quiet --no-deps $(RECBOLE_PIN)

@@ -36,7 +36,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -47,6 +47,9 @@ from server.serving.scenarios import (
     parse_models,
     parse_scenarios,
 )
+
+if TYPE_CHECKING:
+    from server.config_ray import RayConfig
 
 DATABASE_NAME = re.compile(r"[a-zA-Z0-9_\-]{1,64}")
 _TOP_KEYS = {
@@ -64,7 +67,7 @@ _TOP_KEYS = {
     "admin_token_env",
     "limits",
 }
-_SERVER_KEYS = {"host", "port", "workers", "tls"}
+_SERVER_KEYS = {"host", "port", "workers", "tls", "ray"}
 _TLS_KEYS = {"certfile", "keyfile"}
 _DATABASE_KEYS = {"token", "token_env", "signatures"}
 _LIMITS_KEYS = {"max_queued", "query_timeout", "retry_after"}
@@ -133,9 +136,14 @@ class Config:
     train_every: float | None = None
     admin_token: str | None = None
     limits: Limits = field(default_factory=Limits)
+    ray: RayConfig | None = None
+    """`server.ray:`, how `reqo serve --ray` runs on a cluster."""
 
     def models_dir(self, database: str) -> Path:
-        """Where the trained models of a database are kept (one versioned directory each)."""
+        """Where the trained models of a database are kept (one versioned directory each): on a
+        Ray cluster, in its shared directory."""
+        if self.ray is not None and self.ray.shared_dir is not None:
+            return self.ray.shared_dir / "models" / database
         return self.data_dir / "models" / database
 
     def database_path(self, name: str) -> Path:
@@ -244,6 +252,9 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
         raise ConfigError(source, "server.port", f"must be a port number, got {port!r}")
     tls = _tls(source, server.get("tls"), base_dir)
     workers = _positive_int(source, "server.workers", server.get("workers", 1))
+    from server.config_ray import parse_ray  # it builds on this module's errors
+
+    ray = parse_ray(source, server.get("ray"), base_dir, workers)
     databases = _databases(source, data.get("databases"))
     admin_token = _admin_token(source, data, databases)
     try:
@@ -268,6 +279,7 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
         train_every=_duration(source, "train_every", data.get("train_every"), at_least=1.0),
         admin_token=admin_token,
         limits=_limits(source, data.get("limits")),
+        ray=ray,
     )
 
 

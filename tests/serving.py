@@ -48,6 +48,9 @@ class RunningServer:
     """More configuration keys (plugins, models, scenarios, train_every)."""
     workers: int = 1
     """Server processes (`server.workers`)."""
+    ray_address: str | None = None
+    """Run on this Ray cluster (`reqo serve --ray ADDRESS`), with `ray` as `server.ray`."""
+    ray: Mapping[str, Any] = field(default_factory=dict)
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -121,6 +124,8 @@ class RunningServer:
         server: dict[str, Any] = {"host": "127.0.0.1", "port": self.port, "workers": self.workers}
         if self.tls is not None:
             server["tls"] = dict(self.tls)
+        if self.ray_address is not None:
+            server["ray"] = dict(self.ray)
         config = {
             "data_dir": "data",
             "allow_unsigned": self.allow_unsigned,
@@ -140,6 +145,7 @@ class RunningServer:
                 [
                     *(sys.executable, "-m", "server.cli", "serve"),
                     *("--config", str(self.config_path), "--log-level", "warning"),
+                    *(("--ray", self.ray_address) if self.ray_address is not None else ()),
                 ],
                 cwd=REPO_ROOT,
                 stdout=log,

@@ -128,7 +128,7 @@ def _databases(state: ServerState) -> dict[str, Any]:
             "historyIndexReady": served.pipeline.histories.ready,
             "recommendationLogFailures": served.log.failures,
             "appliedSeq": served.replica.applied,
-            "committedSeq": served.replica.target(),
+            "committedSeq": served.replica.last_known_target(),
             "divergedEntries": served.replica.diverged,
             "feedLagMs": served.replica.lag_ms(),
             "modelsAwaitingTraining": sorted(served.models.awaiting),

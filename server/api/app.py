@@ -47,6 +47,7 @@ from server.api.recommendations import (
 )
 from server.api.table import operation_table
 from server.cluster.client import WriterRefused
+from server.cluster.links import Links
 from server.config import Config, ConfigError
 from server.serving.expressions import LIMITS
 from server.serving.lifecycle import Live
@@ -70,11 +71,14 @@ def load_registry(config: Config) -> Registry:
     return registry
 
 
-def create_app(config: Config, registry: Registry | None = None) -> Starlette:
-    """Build the application for a configuration; databases open in the lifespan."""
+def create_app(
+    config: Config, registry: Registry | None = None, links: Links | None = None
+) -> Starlette:
+    """Build the application for a configuration; databases open in the lifespan. `links`:
+    how to reach the writers and the trainer (by default, through the data directory)."""
     registry = registry if registry is not None else load_registry(config)
     configure_limits(config)
-    store = Store(config, registry)
+    store = Store(config, registry, links)
     live = Live(config, registry, store)
     table = operation_table()
     state = ServerState(store, live, registry, Traffic())
@@ -126,7 +130,7 @@ def create_app(config: Config, registry: Registry | None = None) -> Starlette:
         for a request that reads, once this server's copy holds every write that the writer
         had acknowledged when the request arrived."""
         served = served_of(request)
-        target = served.replica.target()
+        target = await served.replica.target()
         params, raw = await read_params(request)
         if served.settings.strict_signatures and not _unsigned(request, config):
             check_digest(request.scope, raw)

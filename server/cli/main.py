@@ -42,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, help="server processes (default: the config's server.workers)"
     )
+    serve.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run on a Ray cluster (its address; default: server.ray.address, else a Ray "
+        "instance of this machine's own); needs pip install reqo[ray]",
+    )
     serve.set_defaults(run=_serve)
     add_roles_parser(commands)
 
@@ -161,6 +169,8 @@ def _serve(args: argparse.Namespace) -> int:
     config.check_tls()
     config.check_data_dir()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(message)s")
+    if args.ray is not None:
+        return _serve_on_ray(config, args)
     supervisor = Supervisor(
         config,
         args.config,
@@ -170,6 +180,22 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
     )
     return supervisor.run()
+
+
+def _serve_on_ray(config: Config, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    try:
+        from server.distributed.launch import serve_on_ray
+    except ImportError as error:
+        print(
+            f"reqo serve --ray: Ray is not installed ({error}); pip install 'reqo[ray]'",
+            file=sys.stderr,
+        )
+        return 2
+    if args.host or args.port is not None:
+        config = replace(config, host=args.host or config.host, port=args.port or config.port)
+    return serve_on_ray(config, args.config, args.ray or None)
 
 
 def _open_database(config: Config, name: str, command: str) -> Database | None:

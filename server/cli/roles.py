@@ -121,6 +121,10 @@ def _server(config: Config, fd: int | None, log_level: str) -> int:
         # A 10,000-character filter percent-encodes to about 30 KB of request line; h11's
         # default of 16 KiB refused such heads when they arrived in several pieces.
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
+        # Pinned: with Ray installed, uvicorn would pick httptools and uvloop, whose limits and
+        # behaviour are not the ones tested here (httptools refuses such long heads).
+        http="h11",
+        loop="asyncio",
         **tls,  # type: ignore[arg-type]
     )
     listener = socket.socket(fileno=fd)

@@ -2,9 +2,9 @@
 the change feed, read by the serving code as the one process used to read its file.
 
 Read-your-writes: a request notes the writer's committed sequence number as it arrives
-(`CommittedSeq`, a memory read) and waits until the copy has applied the feed up to it, which
-is usually at once; whichever server took a write, a request that arrives after its
-acknowledgement sees it.
+(`CommittedSeq`, a memory read; on a cluster, `RemoteCommitted` asks the writer) and waits
+until the copy has applied the feed up to it, which is usually at once; whichever server took a
+write, a request that arrives after its acknowledgement sees it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from server.cluster.client import WriterClient, WriterUnavailable, follow
+from server.cluster.client import RemoteCommitted, WriterClient, WriterUnavailable, follow
 from server.cluster.paths import CommittedSeq
 from server.writer.commands import apply_entries
 from storage.contexts import WriteContext
@@ -64,14 +64,12 @@ class Replica:
         self,
         name: str,
         client: WriterClient,
-        socket: Path,
-        committed: CommittedSeq | None,
+        committed: CommittedSeq | RemoteCommitted | None,
         *,
         read_threads: int = 4,
     ) -> None:
         self.name = name
         self.client = client
-        self.socket = socket
         self.committed = committed
         self.database = Database(name, None, read_threads=read_threads)
         self.applied = 0
@@ -93,7 +91,10 @@ class Replica:
     async def load(self) -> None:
         """Replace the copy by the writer's latest snapshot."""
         path, _ = await self.client.snapshot(self.name)
-        seq = await self.database.write(lambda ctx: _load_copy(ctx, path))
+        try:
+            seq = await self.database.write(lambda ctx: _load_copy(ctx, path))
+        finally:
+            await self.client.done_with(path)
         self._advance(seq)
         logger.info("database %r: loaded the snapshot at %d", self.name, seq)
 
@@ -117,7 +118,7 @@ class Replica:
         try:
             while True:
                 try:
-                    async for batch in follow(self.socket, self.name, self.applied):
+                    async for batch in follow(self.client, self.name, self.applied):
                         await inbox.put(batch)
                         if batch is None:
                             break
@@ -263,14 +264,26 @@ class Replica:
 
         return {"samples": len(samples), "p50": at(0.5), "p99": at(0.99)}
 
-    def target(self) -> int:
+    def last_known_target(self) -> int:
+        """The writer's committed sequence number as last learnt, without asking it."""
+        if self.committed is None:
+            return self.applied
+        if isinstance(self.committed, CommittedSeq):
+            return self.committed.get()
+        return max(self.committed.last, self.applied)
+
+    async def target(self) -> int:
         """The writer's committed sequence number now (what a request must see)."""
-        return self.committed.get() if self.committed is not None else self.applied
+        if self.committed is None:
+            return self.applied
+        if isinstance(self.committed, CommittedSeq):
+            return self.committed.get()
+        return await self.committed.get()
 
     async def caught_up(self, seq: int | None = None, *, extra: float = 0.0) -> None:
         """Wait until the copy has applied the feed up to `seq` (default: what the writer has
         committed now), for `CATCH_UP_WAIT` (plus `extra`) seconds at most."""
-        target = self.target() if seq is None else seq
+        target = await self.target() if seq is None else seq
         if self.applied >= target:
             return
         deadline = time.monotonic() + CATCH_UP_WAIT + extra

@@ -4,7 +4,6 @@ current from the writer's change feed), the ReQL engine, the live models and the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from plugins.manager import Registry
-from server.cluster.client import RoleClient, WriterClient
-from server.cluster.paths import CommittedSeq, socket_path
+from server.cluster.client import WriterClient
+from server.cluster.links import Links, LocalLinks
 from server.config import Config, DatabaseConfig
 from server.experiments.bandits import Experiments
 from server.serving.live_models import LiveModels
@@ -82,11 +81,11 @@ class Store:
     """Loads every configured database's copy at start-up, follows the writer's change feed,
     and closes them at shutdown."""
 
-    def __init__(self, config: Config, registry: Registry) -> None:
+    def __init__(self, config: Config, registry: Registry, links: Links | None = None) -> None:
         self.config = config
         self.registry = registry
-        self.writer = WriterClient(socket_path(config.data_dir, "writer"))
-        self.trainer = RoleClient(socket_path(config.data_dir, "trainer"))
+        self.links: Links = links if links is not None else LocalLinks(config)
+        self.trainer = self.links.trainer
         self._served: dict[str, Served] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._polling: asyncio.Task[None] | None = None
@@ -96,12 +95,11 @@ class Store:
         for name, settings in self.config.databases.items():
             if name in self._served:
                 continue
-            committed = await _committed_seq(self.config, name)
+            writer = self.links.writer(name)
             replica = Replica(
                 name,
-                self.writer,
-                socket_path(self.config.data_dir, "writer"),
-                committed,
+                writer,
+                await self.links.committed(name),
                 read_threads=self.config.read_threads,
             )
             await replica.start()
@@ -119,7 +117,7 @@ class Store:
                 on_missing=ask_trainer,
             )
             log = RecommendationLog(
-                partial(self._send_log, name, replica), stored=replica.flush_log
+                partial(_send_log, writer, name, replica), stored=replica.flush_log
             )
             experiments = Experiments(database, log, deferred_writes=True)
             # The posteriors and sticky assignments survive a restart: they are rebuilt from
@@ -136,16 +134,10 @@ class Store:
                 Pipeline(engine, models, recent=partial(_shown, log, replica)),
                 experiments,
                 replica,
-                self.writer,
+                writer,
                 log,
             )
         self._polling = asyncio.create_task(self._poll_models())
-
-    async def _send_log(self, name: str, replica: Replica, records: list[Recommendation]) -> None:
-        """Store a batch of recommendation records; returns once this server's copy has them."""
-        payload = {"records": [record_to_json(record) for record in records]}
-        _, seq = await self.writer.write(name, "log", payload)
-        await replica.caught_up(seq)
 
     def _ask_trainer(self, database: str, model: str) -> None:
         message = {"op": "train", "db": database, "models": [model], "wait": False}
@@ -199,8 +191,16 @@ class Store:
             await served.log.settled()
             await served.replica.stop()
         self._served.clear()
-        await self.writer.close()
-        await self.trainer.close()
+        await self.links.close()
+
+
+async def _send_log(
+    writer: WriterClient, name: str, replica: Replica, records: list[Recommendation]
+) -> None:
+    """Store a batch of recommendation records; returns once this server's copy has them."""
+    payload = {"records": [record_to_json(record) for record in records]}
+    _, seq = await writer.write(name, "log", payload)
+    await replica.caught_up(seq)
 
 
 def _shown(log: RecommendationLog, replica: Replica, user_id: str, since: float) -> dict[str, int]:
@@ -227,15 +227,3 @@ def _assignments_to(experiments: Experiments) -> Any:
             experiments.learn([Assignment(*row) for row in rows])
 
     return learn
-
-
-async def _committed_seq(config: Config, name: str, wait: float = 30.0) -> CommittedSeq:
-    """The writer's committed sequence number of a database (once the writer has opened it)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            return CommittedSeq(config.data_dir, name)
-        if loop.time() >= deadline:
-            raise RuntimeError(f"the writer has not opened database '{name}'")
-        await asyncio.sleep(0.05)

@@ -3,6 +3,9 @@
 `train_model` fits one model and writes it to a new versioned directory
 (`<data_dir>/models/<db>/<model>/<version>/`), then points `current` at it with an atomic
 rename; servers load the current version (`server.serving.live_models`) and swap it in.
+`train_model_from_shards` does the same from a snapshot directory whose interactions are read
+in shards (plugins.shards), for the models that can learn so from training data larger than
+memory.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from plugins.algorithm import Algorithm
 from plugins.builtin.ensemble import Ensemble
 from plugins.manager import Registry
+from plugins.shards import SnapshotShards
 from plugins.training import TrainingData
 from server.serving.scenarios import ModelConfig
 from server.training.item_vectors import provider_for
@@ -42,7 +47,37 @@ def train_model(
     # Image models (and any plugin that wants item embeddings) get them from the host.
     provider = provider_for(database, registry, data.item_properties, data.n_items)
     algorithm.fit(replace(data, item_vectors=provider))
-    home = directory / model.name
+    return _publish(algorithm, directory / model.name)
+
+
+def learns_from_shards(model: ModelConfig, registry: Registry) -> bool:
+    """Whether a model can be trained from a snapshot's Parquet files read in shards
+    (`train_model_from_shards`): its algorithm learns from shards with the model's parameters."""
+    cls = registry.algorithm(model.algorithm)
+    return cls.can_learn_from_shards(cls.validate(model.params))
+
+
+def train_model_from_shards(
+    snapshot_dir: Path, model: ModelConfig, registry: Registry, directory: Path, *, batch_rows: int
+) -> Path:
+    """Fit one model on a snapshot directory (what storage.export.export_snapshot writes), its
+    interactions read in shards of at most `batch_rows` rows rather than all at once (training
+    data larger than memory), and publish it as the current version, as `train_model` does.
+    ValueError for a model that cannot learn from shards (see `learns_from_shards`)."""
+    algorithm = registry.algorithm(model.algorithm)(**model.params)
+    if not algorithm.can_learn_from_shards(algorithm.settings):
+        raise ValueError(
+            f"model '{model.name}' ({model.algorithm}) cannot be trained from shards "
+            "with these parameters"
+        )
+    with SnapshotShards(snapshot_dir, batch_rows=batch_rows, weights=model.weights) as shards:
+        algorithm.fit_shards(shards)
+    return _publish(algorithm, directory / model.name)
+
+
+def _publish(algorithm: Algorithm, home: Path) -> Path:
+    """Save a fitted model as a new version under `home` and point `current` at it (an atomic
+    rename, so that a server never reads half a version); returns the version's directory."""
     version = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 10**9:09d}"
     staging = home / f".{version}.tmp"
     algorithm.save(staging)

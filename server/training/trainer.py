@@ -39,10 +39,12 @@ NICENESS = 15
 class TrainerService:
     """Trains the configured models of every database, one round at a time."""
 
-    def __init__(self, config: Config, registry: Registry) -> None:
+    def __init__(
+        self, config: Config, registry: Registry, client: WriterClient | None = None
+    ) -> None:
         self.config = config
         self.registry = registry
-        self.client = WriterClient(socket_path(config.data_dir, "writer"))
+        self.client = client or WriterClient(socket_path(config.data_dir, "writer"))
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.rounds = 0
@@ -58,6 +60,10 @@ class TrainerService:
         os.chmod(path, 0o600)
         async with server:
             await self._schedule()
+
+    async def schedule(self) -> None:
+        """Retrain every model of every database on the `train_every` schedule, forever."""
+        await self._schedule()
 
     async def _schedule(self) -> None:
         while True:
@@ -91,30 +97,28 @@ class TrainerService:
         if not names:
             return {}
         async with self._lock:
-            path, seq = await self.client.snapshot(database)
-            logger.info("trainer: fitting %s of %r at %d", ", ".join(names), database, seq)
-            versions = await asyncio.to_thread(self._fit, database, path, names)
+            versions = await self.fit(database, names)
             self.rounds += 1
             # Through the change feed: every server loads them before it answers a request
             # that arrives after this one's answer.
-            await self.client.write(database, "models", {"versions": versions})
+            await self.publish(database, versions)
             return versions
 
-    def _fit(self, name: str, snapshot: Path, names: list[str]) -> dict[str, str]:
-        configs = dict(self.config.models)
-        directory = self.config.models_dir(name)
-        database = Database(name, None, read_threads=1)
+    async def publish(self, database: str, versions: dict[str, str]) -> None:
+        """Announce new model versions in the database's change feed."""
+        await self.client.write(database, "models", {"versions": versions})
+
+    async def fit(self, database: str, names: list[str]) -> dict[str, str]:
+        """Fit models of a database on the writer's latest snapshot, in this process (a
+        thread); their new versions by name. (On a Ray cluster, a task fits them.)"""
+        path, seq = await self.client.snapshot(database)
+        logger.info("trainer: fitting %s of %r at %d", ", ".join(names), database, seq)
         try:
-            database.write_sync(lambda ctx: import_snapshot(ctx, snapshot))
-            versions: dict[str, str] = {}
-            for model in training_order(names, configs, self.registry):
-                train_model(database, configs[model], self.registry, directory, configs)
-                version = current_version(directory, model)
-                if version is not None:
-                    versions[model] = version
-            return versions
+            return await asyncio.to_thread(
+                fit_snapshot, self.config, self.registry, database, path, names
+            )
         finally:
-            database.close()
+            await self.client.done_with(path)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -127,9 +131,9 @@ class TrainerService:
                 message = await read_frame(reader)
                 self._spawn(self._answer(message, writer))
 
-    async def _answer(self, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
-        ident = message.get("id")
-        reply: dict[str, Any]
+    async def answer(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Answer a `train` request (`db`, `models`, `wait`): with the new versions, or at once
+        (`wait: false`) with the models queued; a refusal as `ok: false`."""
         try:
             database = str(message.get("db"))
             if database not in self.config.databases:
@@ -137,14 +141,37 @@ class TrainerService:
             models = message.get("models")
             if message.get("wait", True):
                 versions = await self.train(database, models)
-                reply = {"id": ident, "ok": True, "versions": versions}
-            else:
-                self._spawn(self._train_logged(database, models, missing_only=True))
-                reply = {"id": ident, "ok": True, "queued": True}
+                return {"ok": True, "versions": versions}
+            self._spawn(self._train_logged(database, models, missing_only=True))
+            return {"ok": True, "queued": True}
         except StorageError as error:
-            reply = {"id": ident, "ok": False, "status": error.status, "error": error.message}
+            return {"ok": False, "status": error.status, "error": error.message}
         except Exception as error:
             logger.exception("trainer: a request failed")
-            reply = {"id": ident, "ok": False, "status": 500, "error": f"{type(error).__name__}"}
+            return {"ok": False, "status": 500, "error": f"{type(error).__name__}"}
+
+    async def _answer(self, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        reply = {"id": message.get("id"), **await self.answer(message)}
         if not writer.is_closing():
             writer.write(encode(reply))
+
+
+def fit_snapshot(
+    config: Config, registry: Registry, name: str, snapshot: Path, names: list[str]
+) -> dict[str, str]:
+    """Fit models of a database on a snapshot directory and publish them in its models
+    directory; their new versions by name."""
+    configs = dict(config.models)
+    directory = config.models_dir(name)
+    database = Database(name, None, read_threads=1)
+    try:
+        database.write_sync(lambda ctx: import_snapshot(ctx, snapshot))
+        versions: dict[str, str] = {}
+        for model in training_order(names, configs, registry):
+            train_model(database, configs[model], registry, directory, configs)
+            version = current_version(directory, model)
+            if version is not None:
+                versions[model] = version
+        return versions
+    finally:
+        database.close()

@@ -1,6 +1,7 @@
 """The writer role: the only process that opens the databases' files for writing.
 
-It listens on a Unix socket for what the other roles send:
+It listens on a Unix socket (and, on a cluster, on a TCP port that asks for the cluster's token)
+for what the other roles send:
 - `write`: a command (`server.writer.commands`) to apply and commit; the answer carries the
   change feed's committed sequence number, so that the sender can wait for its copy to reach it;
 - `subscribe`: the connection becomes a stream of change feed entries, from a given sequence
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Sequence
@@ -56,7 +58,6 @@ GROUP_WAIT = 0.002
 """Seconds the writer gathers concurrent writes (recommendations' records, interactions) into
 one commit: each commit costs milliseconds whatever it holds, and each group is one change
 feed frame for every server to apply."""
-"""Seconds an older snapshot stays on disk for readers that are still loading it."""
 
 
 def _entries_after(ctx: ReadContext, after: int) -> list[Entry] | None:
@@ -103,16 +104,23 @@ class _Served:
 class WriterService:
     """Opens every configured database for writing and answers the other roles."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, databases: Sequence[str] | None = None, token: str | None = None
+    ) -> None:
         self.config = config
+        self.databases = list(config.databases) if databases is None else list(databases)
+        """The databases this writer opens (on a cluster, each has a writer of its own)."""
+        self.token = token
+        """What a TCP connection must send first (`hello`); none is asked on the Unix socket."""
         self._served: dict[str, _Served] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
+        self._tcp: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def open(self) -> None:
         self._loop = asyncio.get_running_loop()
-        for name in self.config.databases:
+        for name in self.databases:
             database = Database(
                 name,
                 self.config.database_path(name),
@@ -149,7 +157,22 @@ class WriterService:
         async with self._server:
             await self._server.serve_forever()
 
+    async def listen_tcp(self, host: str, port: int = 0) -> tuple[str, int]:
+        """Also listen on a TCP port (a cluster's servers reach the writer there; each
+        connection must open with the token); returns the address. Serves until closed."""
+        if self.token is None:
+            raise ValueError("a TCP listener needs a token")
+        server = await asyncio.start_server(
+            partial(self._connection, needs_token=True), host=host, port=port, limit=2**20
+        )
+        self._tcp = server
+        bound = server.sockets[0].getsockname()
+        logger.info("writer: listening on %s:%d", bound[0], bound[1])
+        return str(bound[0]), int(bound[1])
+
     def close(self) -> None:
+        if self._tcp is not None:
+            self._tcp.close()
         for served in self._served.values():
             served.database.close()
             served.seq.close()
@@ -157,8 +180,24 @@ class WriterService:
 
     # -- connections ----------------------------------------------------------------------------
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _connection(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        needs_token: bool = False,
+    ) -> None:
         try:
+            if needs_token:
+                hello = await read_frame(reader)
+                if not isinstance(hello, dict) or hello.get("op") != "hello":
+                    return
+                token = hello.get("token")
+                if not isinstance(token, str):
+                    return
+                if not secrets.compare_digest(token, self.token or ""):
+                    logger.warning("writer: a connection sent a wrong token; closed")
+                    return
             while True:
                 message = await read_frame(reader)
                 if message.get("op") == "subscribe":
@@ -229,6 +268,10 @@ class WriterService:
         return await asyncio.wrap_future(submit(database, name, payload))
 
     # -- snapshots ------------------------------------------------------------------------------
+
+    async def snapshot(self, database: str) -> Path:
+        """A consistent Parquet export of a database (the latest one where nothing changed)."""
+        return await self._snapshot(self._database(database))
 
     async def _snapshot(self, served: _Served) -> Path:
         parent = snapshots_dir(self.config.data_dir, served.database.name)

@@ -1,0 +1,307 @@
+"""reqo on a local Ray cluster (`reqo serve --ray`: three raylets on this machine, the servers
+as Ray Serve replicas behind Serve's proxy and reqo's router, the writer an actor) against
+reqo's own HTTP server (`reqo serve --workers N`) with the same number of server processes, on
+a synthetic catalog (bench.recommend's generator).
+
+    .venv/bin/python -m bench.ray_cluster [--seconds S] [--directory DIR] [--rebuild]
+                                          [--no-report]
+
+Each figure is measured in this one run, beside its peer:
+- recommendation throughput and p50/p99 (16 keep-alive clients) with 1 and 2 replicas on Ray,
+  and with 1 and 2 server processes of reqo's own HTTP server;
+- a mixed load (recommendations, reads, writes, batches) on both with 2 processes;
+- kill -9 of a replica and of the writer actor under writes and reads: the time until the
+  deployment is whole again (the replica) or a write is acknowledged again (the writer), the
+  requests that failed (and how), and the acknowledged writes lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import ray
+import yaml
+from ray import serve
+from ray.cluster_utils import Cluster
+
+from bench._report import publish
+from bench.recommend import BOOSTER, DATABASE, FILTER, SCENARIO, Sizes, _percentile_ms, free_port
+from bench.roles import (
+    MIXED,
+    RECOMMEND_ONLY,
+    REPO_ROOT,
+    Group,
+    copy_of,
+    mixed,
+    prepare,
+    reqo_group,
+    run_load,
+    running,
+    send,
+)
+from server.distributed.names import APPLICATION, NAMESPACE, writer_actor
+
+
+def ray_group(directory: Path, replicas: int, address: str) -> Group:
+    """`reqo serve --ray ADDRESS` over `directory/data`, with `replicas` server replicas."""
+    port = free_port()
+    config = {
+        "data_dir": "data",
+        "allow_unsigned": True,
+        "server": {
+            "host": "127.0.0.1",
+            "port": port,
+            "ray": {"replicas": replicas, "replica_cpus": 1, "writer_cpus": 0.5},
+        },
+        "databases": {DATABASE: {"token": "bench-token"}},
+        "scenarios": {
+            SCENARIO: {"endpoint": "items-to-user", "filter": FILTER, "booster": BOOSTER}
+        },
+    }
+    path = directory / f"reqo-ray-{replicas}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    command = [
+        *(sys.executable, "-m", "server.cli", "serve", "--config", str(path)),
+        *("--ray", address, "--log-level=warning"),
+    ]
+    name = f"reqo on Ray ({replicas} replica{'s' if replicas > 1 else ''})"
+    return Group(name, command, port, directory / f"{name}.log", REPO_ROOT)
+
+
+def rates(group: Group, sizes: Sizes, clients: int, seconds: float) -> dict[str, Any]:
+    """Recommendations only, after a warm-up: rate, p50, p99, errors."""
+    run_load(group.port, clients, min(5.0, seconds), RECOMMEND_ONLY, 0, sizes)
+    load = run_load(group.port, clients, seconds, RECOMMEND_ONLY, 1, sizes)
+    latencies = load.latencies["recommend"]
+    return {
+        "rate": load.rate,
+        "p50": _percentile_ms(latencies, 50),
+        "p99": _percentile_ms(latencies, 99),
+        "errors": load.errors() + load.failures,
+    }
+
+
+def _actors() -> list[dict[str, Any]]:
+    table = ray._private.state.state.actor_table(None)
+    return [
+        {"name": a.get("Name", ""), "pid": a.get("Pid")}
+        for a in table.values()
+        if a.get("State") == "ALIVE"
+    ]
+
+
+def _replica_pids() -> list[int]:
+    prefix = f"SERVE_REPLICA::{APPLICATION}#{APPLICATION}#"
+    return [int(a["pid"]) for a in _actors() if a["name"].startswith(prefix)]
+
+
+def _running_replicas() -> int:
+    status = serve.status().applications[APPLICATION].deployments[APPLICATION]
+    states: dict[Any, int] = dict(status.replica_states)
+    return sum(n for state, n in states.items() if str(state).endswith("RUNNING"))
+
+
+def kill_round(group: Group, role: str, seconds: float) -> dict[str, Any]:
+    """8 clients writing new items (unique ids) and reading; kill -9 one replica or the writer
+    actor half-way; what failed, what was lost, how long until the role recovered."""
+    acked: list[tuple[float, str]] = []
+    failed: Counter[str] = Counter()
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client(number: int) -> None:
+        n = 0
+        while not stop.is_set():
+            item = f"kill-{role}-{number}-{n}"
+            n += 1
+            try:
+                status = send(group.port, "PUT", f"/{DATABASE}/items/{item}", timeout=60)
+                read = send(group.port, "GET", f"/{DATABASE}/items/item-{n % 1000}")
+            except (OSError, ValueError, IndexError):
+                with lock:
+                    failed["no answer"] += 1
+                time.sleep(0.05)
+                continue
+            with lock:
+                if status == 201:
+                    acked.append((time.monotonic(), item))
+                else:
+                    failed[f"write {status}"] += 1
+                if read != 200:
+                    failed[f"read {read}"] += 1
+
+    threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds / 2)
+    if role == "replica":
+        victims = _replica_pids()
+        os.kill(victims[0], signal.SIGKILL)
+        killed = time.monotonic()
+
+        def recovered() -> bool:
+            return _running_replicas() == len(victims) and victims[0] not in _replica_pids()
+    else:
+        handle = ray.get_actor(writer_actor(DATABASE), namespace=NAMESPACE)
+        reference: Any = handle.pid.remote()
+        pid = int(ray.get(reference))
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+
+        def recovered() -> bool:
+            with lock:
+                return any(at > killed + 0.05 for at, _ in acked[-50:])
+
+    while time.monotonic() < killed + 120 and not recovered():
+        time.sleep(0.05)
+    recovery = time.monotonic() - killed
+    time.sleep(seconds / 2)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    stored = {i for _, i in acked if send(group.port, "GET", f"/{DATABASE}/items/{i}") == 200}
+    return {
+        "role": role,
+        "acked": len(acked),
+        "lost": len(acked) - len(stored),
+        "failed": dict(failed),
+        "recovery_s": recovery,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per measured round")
+    parser.add_argument(
+        "--directory",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "reqo-bench-ray",
+        help="where the catalog and the groups' copies of it are kept",
+    )
+    parser.add_argument("--rebuild", action="store_true", help="build the catalog afresh")
+    parser.add_argument("--no-report", action="store_true", help="do not touch BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    sizes = Sizes(20_000, 5_000, 200_000)
+    seconds = args.seconds
+    directory: Path = args.directory
+    directory.mkdir(parents=True, exist_ok=True)
+    source = prepare(directory, sizes, args.rebuild)
+    print("catalog and models ready", flush=True)
+
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False}
+    )
+    for _ in range(2):
+        cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
+    figures: dict[str, Any] = {}
+    try:
+
+        def on_ray(name: str, replicas: int) -> Group:
+            return ray_group(copy_of(source, directory / name), replicas, cluster.address)
+
+        def own(name: str, workers: int) -> Group:
+            return reqo_group(copy_of(source, directory / name), workers)
+
+        for count in (1, 2):
+            work = partial(rates, sizes=sizes, clients=16, seconds=seconds)
+            figures[f"ray-{count}"] = running(on_ray(f"ray-{count}", count), work)
+            print(f"ray {count}:", figures[f"ray-{count}"], flush=True)
+            figures[f"own-{count}"] = running(own(f"own-{count}", count), work)
+            print(f"own {count}:", figures[f"own-{count}"], flush=True)
+        mix = partial(mixed, sizes=sizes, clients=16, seconds=seconds)
+        figures["ray-mixed"] = running(on_ray("ray-mixed", 2), mix)
+        figures["own-mixed"] = running(own("own-mixed", 2), mix)
+        print("mixed:", figures["ray-mixed"], figures["own-mixed"], flush=True)
+
+        def kills(group: Group) -> list[dict[str, Any]]:
+            return [kill_round(group, role, seconds) for role in ("replica", "writer")]
+
+        figures["kills"] = running(on_ray("ray-kill", 2), kills)
+        print("kills:", figures["kills"], flush=True)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()  # type: ignore[no-untyped-call]
+    (directory / "figures.json").write_text(json.dumps(figures, indent=1))
+    lines = report(sizes, seconds, figures)
+    if args.no_report:
+        print("\n".join(lines))
+    else:
+        publish("Ray: the roles on a local cluster", "bench.ray_cluster", argv, lines)
+    return 0
+
+
+def report(sizes: Sizes, seconds: float, figures: dict[str, Any]) -> list[str]:
+    def line(name: str, f: dict[str, Any]) -> str:
+        return (
+            f"{name} **{f['rate']:,.0f} req/s** (p50 {f['p50']:.1f} ms, p99 {f['p99']:.1f} ms"
+            f"{', ' + str(f['errors']) + ' errors' if f['errors'] else ''})"
+        )
+
+    ray_ratio = figures["ray-2"]["rate"] / figures["ray-1"]["rate"]
+    own_ratio = figures["own-2"]["rate"] / figures["own-1"]["rate"]
+    lines = [
+        f"- data: {sizes.items:,} items, {sizes.users:,} users, {sizes.interactions:,} "
+        f"interactions (bench.recommend's generator); Items to User with the scenario's filter "
+        f"and booster, item-kNN; {seconds:.0f} s rounds after a warm-up, 16 keep-alive clients "
+        "on raw sockets; a Ray cluster of three raylets (`ray.cluster_utils.Cluster`) on the "
+        "same 2 cores as the clients",
+        "- **throughput, Ray Serve**: "
+        + line("1 replica", figures["ray-1"])
+        + ", "
+        + line("2 replicas", figures["ray-2"])
+        + f" = **{ray_ratio:.2f}x** (target >= 1.6x where the cores allow: "
+        f"{'met' if ray_ratio >= 1.6 else 'not on 2 cores'})",
+        "- **reqo's own HTTP server, same processes**: "
+        + line("1 server", figures["own-1"])
+        + ", "
+        + line("2 servers", figures["own-2"])
+        + f" = {own_ratio:.2f}x; Ray Serve's ingress against it: "
+        f"{figures['ray-1']['rate'] / figures['own-1']['rate']:.0%} (1 process) and "
+        f"{figures['ray-2']['rate'] / figures['own-2']['rate']:.0%} (2) of the rate",
+        "- **mixed load** (50 % recommendations, 20 % reads, 20 % writes, 10 % batches), 2 "
+        f"processes: Ray {figures['ray-mixed']['rate']:,.0f} req/s "
+        f"({figures['ray-mixed']['errors']} errors), own HTTP "
+        f"{figures['own-mixed']['rate']:,.0f} req/s ({figures['own-mixed']['errors']} errors); "
+        "p99 by kind (Ray / own): "
+        + ", ".join(
+            f"{kind} {_p99(figures['ray-mixed'][kind])} / {_p99(figures['own-mixed'][kind])} ms"
+            for kind in MIXED
+        ),
+    ]
+    for kill in figures["kills"]:
+        what = "a replica" if kill["role"] == "replica" else "the writer actor"
+        failed = ", ".join(f"{k}: {v}" for k, v in kill["failed"].items()) or "none"
+        lines.append(
+            f"- **kill -9 of {what}** under 8 writing and reading clients: recovered in "
+            f"**{kill['recovery_s']:.1f} s** ("
+            + (
+                "the deployment whole again"
+                if kill["role"] == "replica"
+                else "a write acknowledged again"
+            )
+            + f"); {kill['acked']:,} writes acknowledged, **{kill['lost']} lost**; failed "
+            f"requests: {failed}"
+        )
+    return lines
+
+
+def _p99(figure: dict[str, Any]) -> str:
+    value = figure.get("p99")
+    return "-" if value is None else f"{value:.1f}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
