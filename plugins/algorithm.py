@@ -20,6 +20,7 @@ from plugins.training import TrainingData
 
 if TYPE_CHECKING:
     from plugins.embedders import Embedder
+    from plugins.shards import SnapshotShards
 
 EmbedderLookup = Callable[[str], "type[Embedder]"]
 """Finds an embedder class by name (plugins.manager.Registry.embedder)."""
@@ -156,6 +157,22 @@ class Algorithm(ABC):
         The default treats the context item as a one-item history.
         """
         return self.user_scores([UserHistory.of_items([i]) for i in items])
+
+    learns_from_shards: ClassVar[bool] = False
+    """Whether the model can also learn from a snapshot read in shards (`fit_shards`), for
+    training data larger than memory."""
+
+    def fit_shards(self, shards: SnapshotShards) -> None:
+        """Learn from a snapshot's interactions read shard by shard (plugins.shards), never all
+        in memory at once: for algorithms with `learns_from_shards`. Must set `self.n_items` to
+        `shards.n_items`. There is no validation holdout: it trains the configured epochs."""
+        raise NotImplementedError(f"{self.name} does not learn from shards")
+
+    @classmethod
+    def can_learn_from_shards(cls, settings: Mapping[str, Any]) -> bool:
+        """Whether a model with these (validated) settings can learn from shards: by default
+        `learns_from_shards`; an algorithm that can only with some settings overrides this."""
+        return cls.learns_from_shards
 
     embeds_images: ClassVar[bool] = False
     """Whether the model scores items for a picture (Items to Image): then it implements

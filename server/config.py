@@ -17,6 +17,8 @@ limits:
   query_timeout: 2          # seconds (or 2s, 1m ...) one ReQL-evaluating query may take, <= 600
   retry_after: 1            # the Retry-After (whole seconds) of a 503
 train_every: 6h             # retrain the models on this schedule (at least 1 s; default: never)
+train_in_shards_over: 20000000  # interactions beyond which Mult-VAE/DAE and GRU4Rec train from
+                            # the snapshot's files in shards (0: always)
 overlays: [optimized.yaml]  # YAML files merged over this one, in order (`reqo optimize` writes one)
 ```
 
@@ -62,6 +64,7 @@ _TOP_KEYS = {
     "models",
     "scenarios",
     "train_every",
+    "train_in_shards_over",
     "overlays",
     "admin_token",
     "admin_token_env",
@@ -134,6 +137,9 @@ class Config:
     models: Mapping[str, ModelConfig] = field(default_factory=lambda: parse_models(None))
     scenarios: Mapping[str, ScenarioConfig] = field(default_factory=dict)
     train_every: float | None = None
+    train_in_shards_over: int = 20_000_000
+    """Interactions beyond which the models that learn from mini-batches train from the
+    snapshot's files in shards rather than from all interactions in memory."""
     admin_token: str | None = None
     limits: Limits = field(default_factory=Limits)
     ray: RayConfig | None = None
@@ -277,6 +283,9 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
         scenarios=scenarios,
         # Under a second the schedule would retrain back to back and never let go.
         train_every=_duration(source, "train_every", data.get("train_every"), at_least=1.0),
+        train_in_shards_over=_count_at_least_zero(
+            source, "train_in_shards_over", data.get("train_in_shards_over", 20_000_000)
+        ),
         admin_token=admin_token,
         limits=_limits(source, data.get("limits")),
         ray=ray,
@@ -350,6 +359,12 @@ def _duration(
     if seconds > at_most:
         raise ConfigError(source, key, f"must be at most {at_most:g} s, not {seconds:g} s")
     return seconds
+
+
+def _count_at_least_zero(source: str, key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(source, key, f"must be an integer >= 0, got {value!r}")
+    return value
 
 
 def _positive_int(source: str, key: str, value: object) -> int:

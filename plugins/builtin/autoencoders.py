@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm import tqdm
 
 from plugins.algorithm import Algorithm, Parameter, ParameterError, UserHistory
 from plugins.builtin.ease import binarised, history_matrix
+from plugins.builtin.next_item import EarlyStopping, epoch_bar
 from plugins.hookspecs import hookimpl
 from plugins.training import Holdout, TrainingData
 
 if TYPE_CHECKING:
     import torch
+
+    from plugins.shards import SnapshotShards
 
 # Below this many cells (users x items), the whole binarised matrix is kept dense on the device
 # (128 MiB of float32): batches are then row gathers instead of sparse-to-dense conversions.
@@ -81,10 +84,24 @@ def common_parameters(
     )
 
 
+@dataclass
+class _Fitting:
+    """What a fit carries from one gradient step to the next."""
+
+    network: torch.nn.ModuleDict
+    device: torch.device
+    generator: torch.Generator
+    rng: np.random.Generator
+    optimiser: torch.optim.Optimizer
+    steps: int = 0
+    """Gradient steps so far (the VAE's KL annealing counts them)."""
+
+
 class MultAutoEncoder(Algorithm):
     """What Mult-VAE and Mult-DAE share: the layers, the training loop, fold-in and state."""
 
     variational: ClassVar[bool] = False
+    learns_from_shards = True
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
@@ -104,15 +121,8 @@ class MultAutoEncoder(Algorithm):
     def fit(self, data: TrainingData) -> None:
         import torch
 
-        self.n_items = data.n_items
-        settings = self.settings
-        device = self._device()
-        seed = int(settings["seed"])
-        generator = torch.Generator(device=device).manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        network = self._build(device, generator)
-        self.network = network
-
+        fitting = self._start_fit(data.n_items)
+        network, device, rng = fitting.network, fitting.device, fitting.rng
         matrix = binarised(data.matrix)
         users = np.flatnonzero(np.diff(matrix.indptr) > 0)
         dense = None
@@ -124,6 +134,64 @@ class MultAutoEncoder(Algorithm):
                 return dense[torch.from_numpy(batch).to(device)]
             return torch.from_numpy(matrix[batch].toarray()).to(device)
 
+        validation = data.validation
+        stopping = EarlyStopping(int(self.settings["patience"]))
+        self.validation_ndcg = stopping.curve
+        batch_size = int(self.settings["batch_size"])
+        epochs = epoch_bar(self.name, int(self.settings["epochs"]))
+        for epoch in epochs:
+            network.train()
+            order = rng.permutation(users)
+            for start in range(0, len(order), batch_size):
+                self._step(fitting, rows(order[start : start + batch_size]))
+            self.epochs_trained = epoch
+            if validation is None:
+                continue
+            ndcg = self._validate(validation, data.matrix, rows)
+            epochs.set_postfix_str(f"validation NDCG@10 {ndcg:.4f}", refresh=False)
+            if stopping.update(epoch, ndcg, network):
+                break
+        epochs.close()
+        if stopping.best is not None:
+            network.load_state_dict(stopping.best)
+        self.best_epoch = stopping.best_epoch or self.epochs_trained
+        network.eval()
+
+    def fit_shards(self, shards: SnapshotShards) -> None:
+        """Learn from a snapshot read in shards: each epoch walks the users bucket by bucket
+        (buckets and the users within each shuffled, seeded), `batch_size` users per step, for
+        `epochs` epochs (no validation holdout, so no early stopping). A mini-batch loses the
+        users whose every interaction weighs nothing (fit leaves them out beforehand)."""
+        import torch
+
+        fitting = self._start_fit(shards.n_items)
+        batch_size = int(self.settings["batch_size"])
+        epochs = epoch_bar(self.name, int(self.settings["epochs"]))
+        for epoch in epochs:
+            fitting.network.train()
+            for batch in shards.user_batches(batch_size, fitting.rng):
+                matrix = binarised(batch.matrix)
+                matrix = matrix[np.diff(matrix.indptr) > 0]
+                if matrix.shape[0]:
+                    self._step(fitting, torch.from_numpy(matrix.toarray()).to(fitting.device))
+            self.epochs_trained = epoch
+        epochs.close()
+        self.best_epoch = self.epochs_trained
+        fitting.network.eval()
+
+    def _start_fit(self, n_items: int) -> _Fitting:
+        """A fresh network for `n_items` items, its optimiser and the seeded generators."""
+        import torch
+
+        self.n_items = n_items
+        settings = self.settings
+        device = self._device()
+        seed = int(settings["seed"])
+        generator = torch.Generator(device=device).manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        network = self._build(device, generator)
+        self.network = network
+        self.validation_ndcg = []
         decayed = [p for n, p in network.named_parameters() if n.endswith("weight")]
         others = [p for n, p in network.named_parameters() if not n.endswith("weight")]
         optimiser = torch.optim.Adam(
@@ -133,52 +201,21 @@ class MultAutoEncoder(Algorithm):
             ],
             lr=float(settings["lr"]),
         )
-        validation = data.validation
-        best: dict[str, torch.Tensor] | None = None
-        best_ndcg, waited, step = -1.0, 0, 0
-        self.validation_ndcg = []
-        batch_size = int(settings["batch_size"])
-        # A bar on a terminal only (disable=None): servers and CI logs stay quiet.
-        epochs = tqdm(
-            range(1, int(settings["epochs"]) + 1),
-            desc=f"{self.name} epochs",
-            unit="epoch",
-            leave=False,
-            disable=None,
-        )
-        for epoch in epochs:
-            network.train()
-            order = rng.permutation(users)
-            for start in range(0, len(order), batch_size):
-                x = rows(order[start : start + batch_size])
-                logits, kl = self._forward(x, generator)
-                # The multinomial log-likelihood of the row's items under softmax(logits).
-                loss = -(torch.log_softmax(logits, dim=1) * x).sum(dim=1).mean()
-                if kl is not None:
-                    loss = loss + self._beta(step) * kl
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimiser.step()
-                step += 1
-            self.epochs_trained = epoch
-            if validation is None:
-                continue
-            ndcg = self._validate(validation, data.matrix, rows)
-            self.validation_ndcg.append(ndcg)
-            epochs.set_postfix_str(f"validation NDCG@10 {ndcg:.4f}", refresh=False)
-            if ndcg > best_ndcg:
-                best_ndcg, waited, self.best_epoch = ndcg, 0, epoch
-                best = {k: v.detach().clone() for k, v in network.state_dict().items()}
-            else:
-                waited += 1
-                if waited >= int(settings["patience"]):
-                    break
-        epochs.close()
-        if best is not None:
-            network.load_state_dict(best)
-        else:
-            self.best_epoch = self.epochs_trained
-        network.eval()
+        return _Fitting(network, device, generator, rng, optimiser)
+
+    def _step(self, fitting: _Fitting, x: torch.Tensor) -> None:
+        """One gradient step on a mini-batch of binary rows."""
+        import torch
+
+        logits, kl = self._forward(x, fitting.generator)
+        # The multinomial log-likelihood of the row's items under softmax(logits).
+        loss = -(torch.log_softmax(logits, dim=1) * x).sum(dim=1).mean()
+        if kl is not None:
+            loss = loss + self._beta(fitting.steps) * kl
+        fitting.optimiser.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        fitting.optimiser.step()
+        fitting.steps += 1
 
     def _beta(self, step: int) -> float:
         """The KL term's weight after `step` updates: step / anneal_steps, at most beta_max."""

@@ -24,13 +24,16 @@ none; saved with the model, so it serves without the provider), or both. Asking 
 there are none fails (ParameterError names `item_features`) rather than silently training a
 different model.
 
+`fit_shards` learns from a snapshot read in shards (plugins.shards), for training data larger
+than memory: with `item_features: id` only, since the item vectors come from the host's
+provider, which a fit from shards has none of (ParameterError otherwise).
+
 torch is imported when a model is built, not with the module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,13 +43,15 @@ from plugins.builtin.image_embedders import DEFAULT_EMBEDDER
 from plugins.builtin.next_item import (
     NextItemAlgorithm,
     torch_device,
+    torch_threads,
     training_parameters,
 )
 from plugins.builtin.sessions import (
+    Carried,
     NegativeSampler,
-    popularity_distribution,
+    Pause,
+    count_distribution,
     recent_items,
-    session_parallel,
     sessions,
 )
 from plugins.hookspecs import hookimpl
@@ -55,7 +60,8 @@ from plugins.training import TrainingData
 if TYPE_CHECKING:
     import torch
 
-    from plugins.builtin.gru4rec_network import Optimiser, SessionGRU
+    from plugins.builtin.gru4rec_network import Optimiser, SessionGRU, Training
+    from plugins.shards import SnapshotShards
 
 SAMPLE_CHUNK = 256
 """Steps of negatives drawn at once."""
@@ -143,105 +149,144 @@ class GRU4Rec(NextItemAlgorithm):
         *training_parameters(epochs=10, batch_size=64, learning_rate=0.05, patience=3),
     )
 
+    learns_from_shards = True
+
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
         self.network: SessionGRU | None = None
 
+    @classmethod
+    def can_learn_from_shards(cls, settings: Mapping[str, Any]) -> bool:
+        """From shards with `item_features: id` only (item vectors need the whole catalog's
+        embeddings from the host, which a fit from shards has no provider of)."""
+        return str(settings.get("item_features", "id")) == "id"
+
     def _fit(self, data: TrainingData) -> None:
         import torch
 
-        from plugins.builtin.gru4rec_network import AdagradM, Adam
+        from plugins.builtin.gru4rec_network import Walk, train_pass
 
-        s = self.settings
         device, generator, rng = self._start_fit(data)
         vectors = self._item_vectors(data)
+        counts = np.bincount(data.items, minlength=data.n_items)
+        training = self._start_training(device, generator, rng, counts, vectors)
+        starts, ends = sessions(data.indptr, data.timestamps, float(self.settings["session_gap"]))
+        walk = Walk(starts, ends, torch.from_numpy(data.items).to(device))
+
+        def one_epoch() -> float:
+            order = self._order(starts, data.timestamps, rng)
+            total, pairs, _ = train_pass(training, walk, order, self.settings)
+            return total / max(pairs, 1)
+
+        self._train_epochs(training.network, data, one_epoch)
+
+    def fit_shards(self, shards: SnapshotShards) -> None:
+        """Learn from a snapshot read in shards: each epoch walks the shards (in a seeded
+        random order, or in bucket order with `session_order: time`), each shard's sessions
+        session-parallel as in `fit` (shuffled, or by start time, within the shard), for
+        `epochs` epochs (no validation holdout, so no early stopping). The slots do not drain
+        between shards: the sessions under way at the end of one, with their hidden state,
+        go on first in the next, so that the batch stays full until the epoch's last shard.
+
+        Only with `item_features: id`: ParameterError otherwise."""
+        if not self.can_learn_from_shards(self.settings):
+            raise ParameterError(
+                self.name,
+                "item_features",
+                f"'{self.settings['item_features']}' cannot be trained from shards (item "
+                "vectors come from the host's provider); use item_features: id",
+            )
+        with torch_threads(int(self.settings["threads"])):
+            self._fit_shards(shards)
+
+    def _fit_shards(self, shards: SnapshotShards) -> None:
+        import torch
+
+        from plugins.builtin.gru4rec_network import Walk, train_pass
+
+        device, generator, rng = self._start(shards.n_items)
+        training = self._start_training(device, generator, rng, shards.item_counts, None)
+        gap = float(self.settings["session_gap"])
+        shuffled = self.settings["session_order"] == "shuffle"
+        batch_size = int(self.settings["batch_size"])
+
+        def one_epoch() -> float:
+            total, pairs = 0.0, 0
+            carried = Carried.of([])
+            state: list[torch.Tensor] = []
+            pieces = shards.shards(rng if shuffled else None)
+            shard = next(pieces, None)
+            while shard is not None:
+                following = next(pieces, None)
+                starts, ends = sessions(shard.indptr, shard.timestamps, gap)
+                order = self._order(starts, shard.timestamps, rng)
+                # The sessions that earlier shards left under way (or never took) go first,
+                # with their hidden state, so that the slots stay full from shard to shard.
+                items, starts, ends, order = carried.before(shard.items, starts, ends, order)
+                if following is not None and len(order) < batch_size:
+                    # Too few to fill the slots: they wait for the next shard's sessions.
+                    parts = [items[starts[k] : ends[k]] for k in order]
+                    carried, shard = Carried.of(parts, carried.busy), following
+                    continue
+                walk = Walk(starts, ends, torch.from_numpy(items).to(device))
+                pause = None if following is None else Pause()
+                loss, count, state = train_pass(
+                    training, walk, order, self.settings, state=state, pause=pause
+                )
+                total, pairs = total + loss, pairs + count
+                if pause is not None:
+                    carried = pause.carried(items, starts, ends)
+                shard = following
+            return total / max(pairs, 1)
+
+        self._run_epochs(training.network, one_epoch, None)
+
+    def _start_training(
+        self,
+        device: torch.device,
+        generator: torch.Generator,
+        rng: np.random.Generator,
+        counts: np.ndarray[Any, Any],
+        vectors: np.ndarray[Any, np.dtype[np.float32]] | None,
+    ) -> Training:
+        """A fresh network (the model's from now on), its optimiser, and the negative sampler
+        and logQ correction from each item's interaction count."""
+        import torch
+
+        from plugins.builtin.gru4rec_network import AdagradM, Adam, Training
+
+        s = self.settings
         network = self._build(device, 0 if vectors is None else vectors.shape[1])
         network.initialise(generator)
         if vectors is not None:
             network.get_buffer("vectors").copy_(torch.from_numpy(vectors))
         self.network = network
-
-        starts, ends = sessions(data.indptr, data.timestamps, float(s["session_gap"]))
-        items = torch.from_numpy(data.items).to(device)
-        counts = np.bincount(data.items, minlength=data.n_items).astype(np.float64)
         sampler = NegativeSampler(
-            popularity_distribution(data.items, data.n_items, float(s["sample_alpha"])),
+            count_distribution(counts, float(s["sample_alpha"])),
             int(s["n_sample"]),
             rng,
             SAMPLE_CHUNK,
         )
-        log_counts = torch.from_numpy(np.log(np.maximum(counts, 1.0))).float().to(device)
+        log_counts = np.log(np.maximum(np.asarray(counts, dtype=np.float64), 1.0))
         optimiser: Optimiser = (
             AdagradM(list(network.parameters()), float(s["learning_rate"]), float(s["momentum"]))
             if s["optimizer"] == "adagrad"
             else Adam(network, float(s["learning_rate"]))
         )
-        batches = _Batches(starts, ends, items, sampler, log_counts, generator)
+        return Training(
+            network, optimiser, sampler, torch.from_numpy(log_counts).float().to(device), generator
+        )
 
-        def one_epoch() -> float:
-            if s["session_order"] == "time":
-                order = np.argsort(data.timestamps[starts], kind="stable")
-            else:
-                order = rng.permutation(len(starts))
-            return self._epoch(network, optimiser, order, batches)
-
-        self._train_epochs(network, data, one_epoch)
-
-    def _epoch(
+    def _order(
         self,
-        network: SessionGRU,
-        optimiser: Optimiser,
-        order: np.ndarray[Any, Any],
-        batches: _Batches,
-    ) -> float:
-        """One pass over every session's pairs, sessions in `order`; the mean loss per pair."""
-        import torch
-
-        from plugins.builtin.gru4rec_network import bpr_max, cross_entropy
-
-        s = self.settings
-        batch_size, hidden = int(s["batch_size"]), int(s["hidden"])
-        items, sampler, log_counts = batches.items, batches.sampler, batches.log_counts
-        device = items.device
-        dropout = (float(s["dropout_embedding"]), float(s["dropout_hidden"]))
-        logq, n_sample = float(s["logq"]), int(s["n_sample"])
-        slots = min(batch_size, len(order))
-        state = [torch.zeros(slots, hidden, device=device) for _ in range(int(s["layers"]))]
-        total, pairs = 0.0, 0
-        for step in session_parallel(batches.starts, batches.ends, order, batch_size):
-            if step.keep is not None:
-                keep = torch.from_numpy(step.keep).to(device)
-                state = [h[keep] for h in state]
-            if step.reset.any():
-                reset = torch.from_numpy(step.reset).to(device)[:, None]
-                state = [h.masked_fill(reset, 0.0) for h in state]
-            if n_sample == 0 and len(step.inputs) < 2:
-                break  # a lone slot without sampled negatives has nothing to rank against
-            positions = torch.from_numpy(step.inputs).to(device)
-            negatives = torch.from_numpy(sampler.draw()).to(device)
-            targets = torch.cat([items[positions + 1], negatives])
-            output = network.step(items[positions], state, dropout, batches.generator)
-            scores = network.score_some(output, targets)
-            if s["loss"] == "bpr-max":
-                loss = bpr_max(scores, float(s["bpreg"]), float(s["elu_param"]))
-            else:
-                # logQ: the in-batch targets were drawn by popularity, the samples by
-                # popularity^alpha (the authors' correction, on raw counts).
-                alpha = float(s["sample_alpha"])
-                correction = None
-                if logq > 0:
-                    rows = len(positions)
-                    log_q = torch.cat([log_counts[targets[:rows]], alpha * log_counts[negatives]])
-                    correction = logq * log_q
-                loss = cross_entropy(scores, correction)
-            optimiser.zero_grad()
-            # As the authors do: summed over the slots, divided by the full batch size.
-            (loss / batch_size).backward()  # type: ignore[no-untyped-call]
-            optimiser.step()
-            state = [h.detach() for h in state]
-            total += float(loss.detach())
-            pairs += len(positions)
-        return total / max(pairs, 1)
+        starts: np.ndarray[Any, Any],
+        timestamps: np.ndarray[Any, Any],
+        rng: np.random.Generator,
+    ) -> np.ndarray[Any, Any]:
+        """The order of the sessions (that begin at `starts`) in a pass: `session_order`."""
+        if self.settings["session_order"] == "time":
+            return np.argsort(timestamps[starts], kind="stable")
+        return rng.permutation(len(starts))
 
     def _item_vectors(self, data: TrainingData) -> np.ndarray[Any, np.dtype[np.float32]] | None:
         """The fixed item vectors that `item_features` asks for (None for ids only)."""
@@ -333,20 +378,6 @@ class GRU4Rec(NextItemAlgorithm):
         network.load_state_dict({k: torch.from_numpy(np.array(a)) for k, a in arrays.items()})
         network.eval()
         self.network = network
-
-
-@dataclass(frozen=True)
-class _Batches:
-    """What each epoch of a fit walks through: the sessions ([start, end) positions), every
-    interaction's item on the device, the negative sampler, log item counts (logQ) and the
-    generator of dropout."""
-
-    starts: np.ndarray[Any, np.dtype[np.int64]]
-    ends: np.ndarray[Any, np.dtype[np.int64]]
-    items: torch.Tensor
-    sampler: NegativeSampler
-    log_counts: torch.Tensor
-    generator: torch.Generator
 
 
 @hookimpl

@@ -1,4 +1,5 @@
-"""The torch side of GRU4Rec: the network, its two losses and the original's Adagrad.
+"""The torch side of GRU4Rec: the network, its two losses, the original's Adagrad and a
+training pass over sessions (which `fit` and `fit_shards` share).
 
 Imported when a GRU4Rec model is built (see gru4rec.py), never with the built-in plugins.
 """
@@ -6,13 +7,17 @@ Imported when a GRU4Rec model is built (see gru4rec.py), never with the built-in
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
+
+from plugins.builtin.sessions import NegativeSampler, Pause, session_parallel
 
 FEATURES = ("id", "vectors", "both")
 
@@ -293,3 +298,96 @@ class Adam:
     def step(self) -> None:
         for optimiser in self.optimisers:
             optimiser.step()
+
+
+@dataclass(frozen=True)
+class Training:
+    """What every pass of a fit shares: the network and its optimiser, the negative sampler,
+    log item counts (logQ) and the generator of dropout."""
+
+    network: SessionGRU
+    optimiser: Optimiser
+    sampler: NegativeSampler
+    log_counts: torch.Tensor
+    generator: torch.Generator
+
+
+@dataclass(frozen=True)
+class Walk:
+    """What one pass walks through: sessions as [start, end) positions into `items`, every
+    interaction's item (on the device)."""
+
+    starts: np.ndarray[Any, np.dtype[np.int64]]
+    ends: np.ndarray[Any, np.dtype[np.int64]]
+    items: torch.Tensor
+
+
+def train_pass(
+    training: Training,
+    walk: Walk,
+    order: np.ndarray[Any, Any],
+    settings: Mapping[str, Any],
+    *,
+    state: list[torch.Tensor] | None = None,
+    pause: Pause | None = None,
+) -> tuple[float, int, list[torch.Tensor]]:
+    """One pass over the pairs of `walk`'s sessions, sessions in `order` (session-parallel, see
+    plugins.builtin.sessions.session_parallel), with a GRU4Rec model's settings: the summed loss,
+    the number of pairs and, where `pause` paused it, the hidden state of its busy slots (one
+    tensor per layer). A pass that goes on from a paused one takes that `state` for the first
+    sessions of `order` (as many as its rows), which are the paused pass's busy ones."""
+    s = settings
+    batch_size, hidden = int(s["batch_size"]), int(s["hidden"])
+    network, sampler, log_counts = training.network, training.sampler, training.log_counts
+    items = walk.items
+    device = items.device
+    dropout = (float(s["dropout_embedding"]), float(s["dropout_hidden"]))
+    logq, n_sample = float(s["logq"]), int(s["n_sample"])
+    slots = min(batch_size, len(order))
+    carried = len(state[0]) if state else 0
+    if state:
+        fresh = torch.zeros(slots - carried, hidden, device=device)
+        state = [torch.cat([h, fresh]) for h in state]
+    else:
+        state = [torch.zeros(slots, hidden, device=device) for _ in range(int(s["layers"]))]
+    total, pairs = 0.0, 0
+    steps = session_parallel(
+        walk.starts, walk.ends, order, batch_size, carried=carried, pause=pause
+    )
+    for step in steps:
+        if step.keep is not None:
+            keep = torch.from_numpy(step.keep).to(device)
+            state = [h[keep] for h in state]
+        if step.reset.any():
+            reset = torch.from_numpy(step.reset).to(device)[:, None]
+            state = [h.masked_fill(reset, 0.0) for h in state]
+        if n_sample == 0 and len(step.inputs) < 2:
+            break  # a lone slot without sampled negatives has nothing to rank against
+        positions = torch.from_numpy(step.inputs).to(device)
+        negatives = torch.from_numpy(sampler.draw()).to(device)
+        targets = torch.cat([items[positions + 1], negatives])
+        output = network.step(items[positions], state, dropout, training.generator)
+        scores = network.score_some(output, targets)
+        if s["loss"] == "bpr-max":
+            loss = bpr_max(scores, float(s["bpreg"]), float(s["elu_param"]))
+        else:
+            # logQ: the in-batch targets were drawn by popularity, the samples by
+            # popularity^alpha (the authors' correction, on raw counts).
+            alpha = float(s["sample_alpha"])
+            correction = None
+            if logq > 0:
+                rows = len(positions)
+                log_q = torch.cat([log_counts[targets[:rows]], alpha * log_counts[negatives]])
+                correction = logq * log_q
+            loss = cross_entropy(scores, correction)
+        training.optimiser.zero_grad()
+        # As the authors do: summed over the slots, divided by the full batch size.
+        (loss / batch_size).backward()  # type: ignore[no-untyped-call]
+        training.optimiser.step()
+        state = [h.detach() for h in state]
+        total += float(loss.detach())
+        pairs += len(positions)
+    if pause is None or not pause.paused:
+        return total, pairs, []
+    busy = torch.from_numpy(pause.busy).to(device)
+    return total, pairs, [h[busy] for h in state]

@@ -165,9 +165,13 @@ class NextItemAlgorithm(Algorithm):
     ) -> tuple[torch.device, torch.Generator, np.random.Generator]:
         """Record the item count and the device of this fit; its seeded torch and numpy
         generators."""
+        return self._start(data.n_items)
+
+    def _start(self, n_items: int) -> tuple[torch.device, torch.Generator, np.random.Generator]:
+        """`_start_fit` from the item count alone (for a fit from shards)."""
         import torch
 
-        self.n_items = data.n_items
+        self.n_items = n_items
         device = torch_device(self.settings["device"])
         self.device_used = device.type
         seed = int(self.settings["seed"])
@@ -181,6 +185,17 @@ class NextItemAlgorithm(Algorithm):
         stopping early on the validation NDCG@10 where there is a validation holdout, and
         keeping the best epoch's weights. `network` must already be the model's, so that the
         validation scores through `user_scores`."""
+        validate = None if data.validation is None else lambda: validation_ndcg(self, data)
+        self._run_epochs(network, one_epoch, validate)
+
+    def _run_epochs(
+        self,
+        network: torch.nn.Module,
+        one_epoch: Callable[[], float],
+        validate: Callable[[], float] | None,
+    ) -> None:
+        """`_train_epochs` with the validation NDCG@10 from `validate` (None: none, all the
+        epochs are trained)."""
         stopping = EarlyStopping(int(self.settings["patience"]))
         self.validation_ndcg, self.losses = stopping.curve, []
         epochs = epoch_bar(self.name, int(self.settings["epochs"]))
@@ -189,9 +204,9 @@ class NextItemAlgorithm(Algorithm):
             self.losses.append(one_epoch())
             self.epochs_trained = epoch
             network.eval()
-            if data.validation is None:
+            if validate is None:
                 continue
-            ndcg = validation_ndcg(self, data)
+            ndcg = validate()
             epochs.set_postfix_str(f"validation NDCG@10 {ndcg:.4f}", refresh=False)
             if stopping.update(epoch, ndcg, network):
                 break

@@ -1,5 +1,6 @@
 """Sessions for the next-item models: users' time-ordered interactions cut where the user paused,
-GRU4Rec's session-parallel mini-batches over them, and the histories a model is validated on.
+GRU4Rec's session-parallel mini-batches over them (also walked in parts, shard after shard,
+the slots carried from one part to the next), and the histories a model is validated on.
 
 Plain numpy: the plugins that use these import torch only when they build a network.
 """
@@ -7,7 +8,7 @@ Plain numpy: the plugins that use these import torch only when they build a netw
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -71,14 +72,77 @@ class Step:
     keep: Bools | None
 
 
+@dataclass
+class Pause:
+    """Asks `session_parallel` to pause rather than drain (for a walk that another follows):
+    once slots finish and too few sessions are left to take for all of them, it stops and
+    records here the slots still busy (`positions` of their next input, their sessions'
+    `ends`, and which of the last step's slots they are: `busy`) and the sessions never taken
+    (`untaken`, indexes into starts/ends)."""
+
+    paused: bool = False
+    positions: Int64s = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    ends: Int64s = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    busy: Bools = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+    untaken: Int64s = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def carried(self, items: Int64s, starts: Int64s, ends: Int64s) -> Carried:
+        """What is left of the paused walk (over `items`), for the next walk to take first."""
+        parts = [items[p:e] for p, e in zip(self.positions, self.ends, strict=True)]
+        parts += [items[starts[s] : ends[s]] for s in self.untaken]
+        return Carried.of(parts, len(self.positions))
+
+
+@dataclass(frozen=True)
+class Carried:
+    """Sessions, or what is left of them, that a paused walk hands to the next: their items
+    back to back, `lengths[k]` each; the first `busy` were under way (their hidden state goes
+    on), the others were never taken."""
+
+    items: Int64s
+    lengths: Int64s
+    busy: int
+
+    @classmethod
+    def of(cls, parts: Sequence[Int64s], busy: int = 0) -> Carried:
+        """Sessions' items, one array each, the first `busy` under way."""
+        lengths = np.array([len(part) for part in parts], dtype=np.int64)
+        joined = np.concatenate(parts) if len(parts) else np.zeros(0, dtype=np.int64)
+        return cls(joined.astype(np.int64), lengths, busy)
+
+    def before(
+        self, items: Int64s, starts: Int64s, ends: Int64s, order: Int64s
+    ) -> tuple[Int64s, Int64s, Int64s, Int64s]:
+        """A walk's items, sessions and order with these sessions first (in order)."""
+        offsets = np.zeros(len(self.lengths) + 1, dtype=np.int64)
+        np.cumsum(self.lengths, out=offsets[1:])
+        shift, count = len(self.items), len(self.lengths)
+        return (
+            np.concatenate([self.items, items]).astype(np.int64),
+            np.concatenate([offsets[:-1], starts + shift]).astype(np.int64),
+            np.concatenate([offsets[1:], ends + shift]).astype(np.int64),
+            np.concatenate([np.arange(count), np.asarray(order) + count]).astype(np.int64),
+        )
+
+
 def session_parallel(
-    starts: Int64s, ends: Int64s, order: Int64s, batch_size: int
+    starts: Int64s,
+    ends: Int64s,
+    order: Int64s,
+    batch_size: int,
+    *,
+    carried: int = 0,
+    pause: Pause | None = None,
 ) -> Iterator[Step]:
     """GRU4Rec's session-parallel mini-batches (Hidasi et al., ICLR 2016): `batch_size` slots
     each walk through one session at a time, in `order` (indexes into `starts`/`ends`), one
     (item, next item) pair per step; a slot whose session has no next pair takes the next
     session in order, and its hidden state starts over. Once no session is left to take, the
-    finished slots drop out and the batch shrinks, until every pair was produced once."""
+    finished slots drop out and the batch shrinks, until every pair was produced once.
+
+    For a walk in parts (shard after shard): the first `carried` sessions of `order` go on from
+    the previous part (their first step does not reset the state), and with `pause` the walk
+    stops where it would start to shrink, leaving the rest in `pause` (see Pause)."""
     order = np.asarray(order, dtype=np.int64)
     taken = min(batch_size, len(order))
     if taken == 0:
@@ -86,6 +150,7 @@ def session_parallel(
     position = starts[order[:taken]].copy()
     end = ends[order[:taken]].copy()
     reset = np.ones(taken, dtype=np.bool_)
+    reset[:carried] = False
     keep: Bools | None = None
     while True:
         yield Step(position.copy(), reset, keep)
@@ -95,6 +160,10 @@ def session_parallel(
             reset, keep = np.zeros(len(position), dtype=np.bool_), None
             continue
         slots = np.flatnonzero(finished)
+        if pause is not None and len(order) - taken < len(slots):
+            pause.paused, pause.busy, pause.untaken = True, ~finished, order[taken:]
+            pause.positions, pause.ends = position[~finished], end[~finished]
+            return
         refill = slots[: len(order) - taken]
         chosen = order[taken : taken + len(refill)]
         taken += len(refill)
@@ -115,7 +184,15 @@ def popularity_distribution(
     """The negative sampling distribution of GRU4Rec: each item's count in `items` to the power
     `alpha`, normalised; items never seen get nothing, whatever alpha (0: uniform over the items
     seen)."""
-    counts = np.bincount(items, minlength=n_items).astype(np.float64)
+    return count_distribution(np.bincount(items, minlength=n_items), alpha)
+
+
+def count_distribution(
+    counts: np.ndarray[Any, Any], alpha: float
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """`popularity_distribution` from each item's count (as SnapshotShards.item_counts gives
+    them, without the interactions at hand)."""
+    counts = np.asarray(counts, dtype=np.float64)
     weights = np.where(counts > 0, counts**alpha, 0.0)
     total = weights.sum()
     return weights / total if total > 0 else weights

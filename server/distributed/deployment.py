@@ -35,6 +35,10 @@ MAX_BODY = 64 * 2**20
 RETRIES = 2
 """Other replicas a request that is safe to repeat is sent to after its replica died."""
 
+QUIET = {"enable_access_log": False, "log_level": "WARNING"}
+"""Serve's logging of each request costs a replica more than reqo's answer (reqo's own logs
+and /-/health count the requests)."""
+
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 """A replica's response: status, headers, body."""
 
@@ -209,6 +213,7 @@ def application(config: Config, config_path: Path, token: str) -> Any:
         ray_actor_options={"num_cpus": settings.replica_cpus},
         health_check_period_s=2,
         graceful_shutdown_timeout_s=10,
+        logging_config=QUIET,
         **scaling,
     )(ReqoReplica)
     router = serve.deployment(
@@ -216,6 +221,7 @@ def application(config: Config, config_path: Path, token: str) -> Any:
         max_ongoing_requests=4 * MAX_ONGOING_REQUESTS,
         # Light (it parses nothing): it shares the replicas' CPUs.
         ray_actor_options={"num_cpus": 0},
+        logging_config=QUIET,
         **scaling,
     )(RouterDeployment)
     return router.bind(replicas.bind(str(config_path.resolve()), token))

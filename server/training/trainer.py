@@ -25,7 +25,13 @@ from server.cluster.client import WriterClient
 from server.cluster.paths import socket_path
 from server.cluster.wire import WireError, encode, read_frame
 from server.config import Config
-from server.training.artifacts import current_version, train_model, training_order
+from server.training.artifacts import (
+    current_version,
+    learns_from_shards,
+    train_model,
+    train_model_from_shards,
+    training_order,
+)
 from storage.database import Database
 from storage.errors import StorageError
 from storage.export import import_snapshot
@@ -156,22 +162,52 @@ class TrainerService:
             writer.write(encode(reply))
 
 
+SHARD_ROWS = 1_000_000
+"""Interaction rows a model that trains in shards reads at a time."""
+
+
 def fit_snapshot(
-    config: Config, registry: Registry, name: str, snapshot: Path, names: list[str]
+    config: Config,
+    registry: Registry,
+    name: str,
+    snapshot: Path,
+    names: list[str],
+    *,
+    batch_rows: int = SHARD_ROWS,
 ) -> dict[str, str]:
     """Fit models of a database on a snapshot directory and publish them in its models
-    directory; their new versions by name."""
+    directory; their new versions by name. Past `train_in_shards_over` interactions, the models
+    that learn from mini-batches read the snapshot's files in shards; the others (and all of
+    them below it) learn from the snapshot loaded into a database of this process."""
     configs = dict(config.models)
     directory = config.models_dir(name)
-    database = Database(name, None, read_threads=1)
+    sharded = interaction_rows(snapshot) > config.train_in_shards_over
+    database: Database | None = None
     try:
-        database.write_sync(lambda ctx: import_snapshot(ctx, snapshot))
         versions: dict[str, str] = {}
         for model in training_order(names, configs, registry):
-            train_model(database, configs[model], registry, directory, configs)
+            if sharded and learns_from_shards(configs[model], registry):
+                train_model_from_shards(
+                    snapshot, configs[model], registry, directory, batch_rows=batch_rows
+                )
+            else:
+                if database is None:
+                    database = Database(name, None, read_threads=1)
+                    loaded = database
+                    loaded.write_sync(lambda ctx: import_snapshot(ctx, snapshot))
+                train_model(database, configs[model], registry, directory, configs)
             version = current_version(directory, model)
             if version is not None:
                 versions[model] = version
         return versions
     finally:
-        database.close()
+        if database is not None:
+            database.close()
+
+
+def interaction_rows(snapshot: Path) -> int:
+    """How many interactions a snapshot directory holds (from its Parquet file's footer)."""
+    import pyarrow.parquet as pq
+
+    path = snapshot / "interactions.parquet"
+    return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0

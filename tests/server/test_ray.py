@@ -274,5 +274,6 @@ def test_server_ray_settings_are_checked_at_load(tmp_path: Path) -> None:
         "shared_dir: shared}\n"
     )
     config = load_config(path)
-    assert config.ray is not None and config.ray.autoscaled
+    assert config.ray is not None
+    assert config.ray.autoscaled
     assert config.models_dir("a") == tmp_path / "shared" / "models" / "a"
