@@ -151,7 +151,13 @@ def kill_round(group: Group, role: str, seconds: float) -> dict[str, Any]:
         killed = time.monotonic()
 
         def recovered() -> bool:
-            return _running_replicas() == len(victims) and victims[0] not in _replica_pids()
+            # A new replica's process is up and Serve counts the deployment whole again.
+            current = _replica_pids()
+            return (
+                len(current) == len(victims)
+                and set(current) != set(victims)
+                and _running_replicas() == len(victims)
+            )
     else:
         handle = ray.get_actor(writer_actor(DATABASE), namespace=NAMESPACE)
         reference: Any = handle.pid.remote()
@@ -159,9 +165,16 @@ def kill_round(group: Group, role: str, seconds: float) -> dict[str, Any]:
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
 
+        restarted: list[float] = []
+
         def recovered() -> bool:
+            # The restarted actor answers with another pid; then a write is acknowledged.
+            if not restarted:
+                if int(ray.get(handle.pid.remote(), timeout=120)) == pid:
+                    return False
+                restarted.append(time.monotonic())
             with lock:
-                return any(at > killed + 0.05 for at, _ in acked[-50:])
+                return any(at > restarted[0] for at, _ in acked[-50:])
 
     while time.monotonic() < killed + 120 and not recovered():
         time.sleep(0.05)
