@@ -18,6 +18,7 @@ Each figure is measured in this one run, beside its peer:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -43,6 +44,7 @@ from bench.roles import (
     REPO_ROOT,
     Group,
     copy_of,
+    cpu_seconds,
     mixed,
     prepare,
     reqo_group,
@@ -79,17 +81,56 @@ def ray_group(directory: Path, replicas: int, address: str) -> Group:
     return Group(name, command, port, directory / f"{name}.log", REPO_ROOT)
 
 
-def rates(group: Group, sizes: Sizes, clients: int, seconds: float) -> dict[str, Any]:
-    """Recommendations only, after a warm-up: rate, p50, p99, errors."""
+def rates(
+    group: Group, sizes: Sizes, clients: int, seconds: float, *, on_ray: bool
+) -> dict[str, Any]:
+    """Recommendations only, after a warm-up: rate, p50, p99, errors, and the CPU per request
+    (ms) of each kind of process (Serve's proxy, reqo's router, the replicas or servers, the
+    writer)."""
     run_load(group.port, clients, min(5.0, seconds), RECOMMEND_ONLY, 0, sizes)
+    roles = ray_roles() if on_ray else group.pids()
+    before = _cpu(roles)
     load = run_load(group.port, clients, seconds, RECOMMEND_ONLY, 1, sizes)
+    after = _cpu(roles)
+    cpu: dict[str, float] = {}
+    for pid, role in roles.items():
+        if pid in before and pid in after:
+            cpu[role] = cpu.get(role, 0.0) + (after[pid] - before[pid]) / load.requests * 1e3
     latencies = load.latencies["recommend"]
     return {
         "rate": load.rate,
         "p50": _percentile_ms(latencies, 50),
         "p99": _percentile_ms(latencies, 99),
         "errors": load.errors() + load.failures,
+        "cpu_ms": cpu,
     }
+
+
+def _cpu(roles: dict[int, str]) -> dict[int, float]:
+    found = {}
+    for pid in roles:
+        with contextlib.suppress(OSError):
+            found[pid] = cpu_seconds(pid)
+    return found
+
+
+def ray_roles() -> dict[int, str]:
+    """The cluster's reqo processes by pid: proxy, router, replica (server), writer, other."""
+    roles = {}
+    for actor in _actors():
+        name = str(actor["name"])
+        if name.startswith("SERVE_PROXY_ACTOR"):
+            role = "proxy"
+        elif name.startswith(f"SERVE_REPLICA::{APPLICATION}#{APPLICATION}-router#"):
+            role = "router"
+        elif name.startswith(f"SERVE_REPLICA::{APPLICATION}#{APPLICATION}#"):
+            role = "server"
+        elif name.startswith("reqo-writer-"):
+            role = "writer"
+        else:
+            role = "other"
+        roles[int(actor["pid"])] = role
+    return roles
 
 
 def _actors() -> list[dict[str, Any]]:
@@ -230,9 +271,13 @@ def main(argv: list[str] | None = None) -> int:
 
         for count in (1, 2):
             work = partial(rates, sizes=sizes, clients=16, seconds=seconds)
-            figures[f"ray-{count}"] = running(on_ray(f"ray-{count}", count), work)
+            figures[f"ray-{count}"] = running(
+                on_ray(f"ray-{count}", count), partial(work, on_ray=True)
+            )
             print(f"ray {count}:", figures[f"ray-{count}"], flush=True)
-            figures[f"own-{count}"] = running(own(f"own-{count}", count), work)
+            figures[f"own-{count}"] = running(
+                own(f"own-{count}", count), partial(work, on_ray=False)
+            )
             print(f"own {count}:", figures[f"own-{count}"], flush=True)
         mix = partial(mixed, sizes=sizes, clients=16, seconds=seconds)
         figures["ray-mixed"] = running(on_ray("ray-mixed", 2), mix)
@@ -284,6 +329,11 @@ def report(sizes: Sizes, seconds: float, figures: dict[str, Any]) -> list[str]:
         + f" = {own_ratio:.2f}x; Ray Serve's ingress against it: "
         f"{figures['ray-1']['rate'] / figures['own-1']['rate']:.0%} (1 process) and "
         f"{figures['ray-2']['rate'] / figures['own-2']['rate']:.0%} (2) of the rate",
+        "- **CPU per recommendation** (ms, summed over the processes of each kind, 1 process "
+        "/ 2): Ray: "
+        + _cpu_text(figures["ray-1"], figures["ray-2"])
+        + "; own HTTP server: "
+        + _cpu_text(figures["own-1"], figures["own-2"]),
         "- **mixed load** (50 % recommendations, 20 % reads, 20 % writes, 10 % batches), 2 "
         f"processes: Ray {figures['ray-mixed']['rate']:,.0f} req/s "
         f"({figures['ray-mixed']['errors']} errors), own HTTP "
@@ -309,6 +359,15 @@ def report(sizes: Sizes, seconds: float, figures: dict[str, Any]) -> list[str]:
             f"requests: {failed}"
         )
     return lines
+
+
+def _cpu_text(one: dict[str, Any], two: dict[str, Any]) -> str:
+    kinds = ("proxy", "router", "server", "writer", "main", "trainer", "other")
+    return ", ".join(
+        f"{kind} {one['cpu_ms'].get(kind, 0.0):.2f} / {two['cpu_ms'].get(kind, 0.0):.2f}"
+        for kind in kinds
+        if kind in one["cpu_ms"] or kind in two["cpu_ms"]
+    )
 
 
 def _p99(figure: dict[str, Any]) -> str:
