@@ -471,36 +471,60 @@ def kill_rounds(group: Group, seconds: float) -> list[dict[str, Any]]:
     return [kill_round(group, role, seconds) for role in ("server", "trainer", "writer")]
 
 
-def kill_round(group: Group, role: str, seconds: float) -> dict[str, Any]:
-    acked: list[str] = []
-    failed = Counter[str]()
-    stop = threading.Event()
-    lock = threading.Lock()
+@dataclass
+class WritesAndReads:
+    """Clients that each write new items (PUT, unique ids) and read one, until stopped: what
+    was acknowledged (with the time) and what failed."""
 
-    def client(number: int) -> None:
+    port: int
+    tag: str
+    acked: list[tuple[float, str]] = field(default_factory=list)
+    failed: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def client(self, number: int) -> None:
         n = 0
-        while not stop.is_set():
-            item = f"kill-{role}-{number}-{n}"
+        while not self.stop.is_set():
+            item = f"kill-{self.tag}-{number}-{n}"
             n += 1
             try:
-                status = send(group.port, "PUT", f"/{DATABASE}/items/{item}", timeout=60)
-                read = send(group.port, "GET", f"/{DATABASE}/items/item-{n % 1000}")
+                status = send(self.port, "PUT", f"/{DATABASE}/items/{item}", timeout=60)
+                read = send(self.port, "GET", f"/{DATABASE}/items/item-{n % 1000}")
             except (OSError, ValueError, IndexError):
-                with lock:
-                    failed["no answer"] += 1
+                with self.lock:
+                    self.failed["no answer"] += 1
                 time.sleep(0.05)
                 continue
-            with lock:
+            with self.lock:
                 if status == 201:
-                    acked.append(item)
+                    self.acked.append((time.monotonic(), item))
                 else:
-                    failed[f"write {status}"] += 1
+                    self.failed[f"write {status}"] += 1
                 if read != 200:
-                    failed[f"read {read}"] += 1
+                    self.failed[f"read {read}"] += 1
 
-    threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(8)]
-    for thread in threads:
-        thread.start()
+    def start(self, clients: int = 8) -> list[threading.Thread]:
+        threads = [
+            threading.Thread(target=self.client, args=(c,), daemon=True) for c in range(clients)
+        ]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def lost(self) -> int:
+        """Acknowledged items that cannot be read back."""
+        stored = {
+            item
+            for _, item in self.acked
+            if send(self.port, "GET", f"/{DATABASE}/items/{item}") == 200
+        }
+        return len(self.acked) - len(stored)
+
+
+def kill_round(group: Group, role: str, seconds: float) -> dict[str, Any]:
+    load = WritesAndReads(group.port, role)
+    threads = load.start()
     time.sleep(seconds / 2)
     victims = [pid for pid, name in group.pids().items() if name == role]
     os.kill(victims[0], signal.SIGKILL)
@@ -513,15 +537,14 @@ def kill_round(group: Group, role: str, seconds: float) -> dict[str, Any]:
         time.sleep(0.1)
     restarted = time.monotonic() - killed
     time.sleep(seconds / 2)
-    stop.set()
+    load.stop.set()
     for thread in threads:
         thread.join()
-    stored = {item for item in acked if send(group.port, "GET", f"/{DATABASE}/items/{item}") == 200}
     return {
         "role": role,
-        "acked": len(acked),
-        "lost": len(acked) - len(stored),
-        "failed": dict(failed),
+        "acked": len(load.acked),
+        "lost": load.lost(),
+        "failed": dict(load.failed),
         "restarted_s": restarted,
     }
 
