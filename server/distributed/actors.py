@@ -19,6 +19,7 @@ from typing import Any
 
 import ray
 
+from plugins.manager import Registry
 from server.config import Config, load_config
 from server.distributed.links import RayLinks, RayWriterClient
 from server.distributed.names import NAMESPACE, writer_actor
@@ -132,7 +133,7 @@ class TrainerActor:
 class RayTrainerService(TrainerService):
     """The trainer whose fits are Ray tasks."""
 
-    def __init__(self, config: Config, registry: Any, *, config_path: str, token: str) -> None:
+    def __init__(self, config: Config, registry: Registry, *, config_path: str, token: str) -> None:
         self.links = RayLinks(token)
         super().__init__(config, registry, client=RayWriterClient(writer_actor, token=token))
         self.config_path = config_path
