@@ -55,7 +55,18 @@ def get_plugin_manager(extra: Sequence[str] = ()) -> pluggy.PluginManager:
             continue
         _check_hooks(manager, spec, module)
         manager.register(module, name=spec)
+    check_pending(manager)
     return manager
+
+
+def check_pending(manager: pluggy.PluginManager) -> None:
+    """Every hook implementation of every registered plugin (installed ones included) must be a
+    reqo hook: pluggy registers a misspelt one without a word, and it never runs."""
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as error:
+        plugin = manager.get_name(error.plugin) or repr(error.plugin)
+        raise PluginError(f"plugin {plugin}: {error}") from None
 
 
 def _check_hooks(manager: pluggy.PluginManager, spec: str, module: ModuleType) -> None:
@@ -162,8 +173,9 @@ def collect(manager: pluggy.PluginManager) -> Registry:
                 raise PluginError(
                     f"plugin {plugin} registers {algorithm!r}, not an Algorithm class"
                 )
-            _claim(algorithms, algorithm.name, plugin, algorithm, "algorithm")
-            by_plugin[plugin][0].append(algorithm.name)
+            name = _name_of(algorithm, plugin, "algorithm")
+            _claim(algorithms, name, plugin, algorithm, "algorithm")
+            by_plugin[plugin][0].append(name)
     for implementation in manager.hook.register_reql_functions.get_hookimpls():
         plugin = implementation.plugin_name
         for function in _registered(implementation):
@@ -176,8 +188,9 @@ def collect(manager: pluggy.PluginManager) -> Registry:
         for embedder in _registered(implementation):
             if not (isinstance(embedder, type) and issubclass(embedder, Embedder)):
                 raise PluginError(f"plugin {plugin} registers {embedder!r}, not an Embedder class")
-            _claim(embedders, embedder.name, plugin, embedder, "embedder")
-            by_plugin[plugin][2].append(embedder.name)
+            name = _name_of(embedder, plugin, "embedder")
+            _claim(embedders, name, plugin, embedder, "embedder")
+            by_plugin[plugin][2].append(name)
     infos = tuple(
         PluginInfo(
             name,
@@ -197,11 +210,26 @@ def collect(manager: pluggy.PluginManager) -> Registry:
     )
 
 
-def _claim(taken: dict[str, tuple[str, Any]], key: str, plugin: str, value: Any, what: str) -> None:
-    if key in taken:
+def _name_of(cls: type, plugin: str, what: str) -> str:
+    """A registered class's `name`: a non-empty string of its own."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
         raise PluginError(
-            f"the {what} '{key}' is registered twice: "
-            f"by plugin {taken[key][0]} and by plugin {plugin}"
+            f"plugin {plugin} registers the {what} class {cls.__name__}, which has no `name` "
+            "(a class attribute: the name configurations use)"
+        )
+    return name
+
+
+def _claim(taken: dict[str, tuple[str, Any]], key: str, plugin: str, value: Any, what: str) -> None:
+    """Take a name; names equal up to case are the same name (a configuration that says
+    `EASE` must not pick one of two algorithms by accident)."""
+    same = next((k for k in taken if k.lower() == key.lower()), None)
+    if same is not None:
+        also = "" if same == key else f" (as '{same}')"
+        raise PluginError(
+            f"the {what} '{key}' is registered twice{also}: "
+            f"by plugin {taken[same][0]} and by plugin {plugin}"
         )
     taken[key] = (plugin, value)
 
@@ -215,8 +243,6 @@ def _version(manager: pluggy.PluginManager, plugin: object) -> str | None:
 
 def _registered(implementation: Any) -> list[Any]:
     result = implementation.function()
-    if result is None:
-        return []
     if not isinstance(result, list | tuple):
         raise PluginError(
             f"plugin {implementation.plugin_name}: {implementation.function.__name__}() "

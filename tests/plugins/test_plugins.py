@@ -29,7 +29,7 @@ import reql
 from plugins import hookspecs
 from plugins.algorithm import Algorithm, ParameterError, UserHistory
 from plugins.builtin.popularity import Popularity
-from plugins.manager import PluginError, collect, get_plugin_manager
+from plugins.manager import PluginError, check_pending, collect, get_plugin_manager
 from plugins.training import DEFAULT_WEIGHTS, TrainingData
 from reql import types as t
 from reql.functions import NUMBER, simple
@@ -391,6 +391,34 @@ class ReturnsNotAFunction:
         return [len]
 
 
+class ReturnsNothing:
+    @hookspecs.hookimpl
+    def register_algorithms(self) -> Any:
+        return None  # forgot the return: its algorithms would silently not exist
+
+
+class Nameless(Algorithm):
+    """An algorithm class whose author forgot `name`."""
+
+    def fit(self, data: TrainingData) -> None:
+        self.n_items = data.n_items
+
+    def user_scores(self, histories: Any) -> Any:
+        return np.zeros((len(histories), self.n_items))
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, arrays: Any) -> None:
+        pass
+
+
+class RegistersANamelessClass:
+    @hookspecs.hookimpl
+    def register_algorithms(self) -> Any:
+        return [Nameless]
+
+
 @pytest.mark.parametrize(
     ("plugin", "message"),
     [
@@ -398,6 +426,11 @@ class ReturnsNotAFunction:
         (ReturnsAString(), r"plugin bad: register_reql_functions\(\) must return a list, not str"),
         (ReturnsNotAnAlgorithm(), "plugin bad registers <class 'int'>, not an Algorithm class"),
         (ReturnsNotAFunction(), "plugin bad registers <built-in function len>, not a reql Func"),
+        (ReturnsNothing(), r"plugin bad: register_algorithms\(\) must return a list, not NoneType"),
+        (
+            RegistersANamelessClass(),
+            "plugin bad registers the algorithm class Nameless, which has no `name`",
+        ),
     ],
 )
 def test_a_hook_that_returns_the_wrong_thing(plugin: object, message: str) -> None:
@@ -405,6 +438,18 @@ def test_a_hook_that_returns_the_wrong_thing(plugin: object, message: str) -> No
     manager.register(plugin, name="bad")
     with pytest.raises(PluginError, match=message):
         collect(manager)
+
+
+def test_a_misspelt_hook_of_an_installed_plugin_is_refused_naming_it() -> None:
+    class Misspelt:
+        @hookspecs.hookimpl
+        def register_algorithm(self) -> Any:  # register_algorithms
+            return [Popularity]
+
+    manager = get_plugin_manager()
+    manager.register(Misspelt(), name="typo-plugin")
+    with pytest.raises(PluginError, match=r"plugin typo-plugin: .*register_algorithm"):
+        check_pending(manager)
 
 
 # -- names registered twice ---------------------------------------------------------------------
@@ -424,6 +469,16 @@ def test_an_algorithm_registered_by_two_plugins(tmp_path: Path) -> None:
     with pytest.raises(PluginError) as error:
         collect(get_plugin_manager([first, second]))
     assert registered_twice(str(error.value), "algorithm", "twin", (first, second)), error.value
+
+
+def test_algorithm_names_equal_up_to_case_are_the_same_name(tmp_path: Path) -> None:
+    path = plugin_file(tmp_path, "reqo_test_plugin_case", algorithm_named("Popularity"))
+    with pytest.raises(PluginError) as error:
+        collect(get_plugin_manager([path]))
+    assert str(error.value) == (
+        "the algorithm 'Popularity' is registered twice (as 'popularity'): by plugin "
+        f"plugins.builtin.popularity and by plugin {path}"
+    )
 
 
 def test_a_builtin_name_registered_again(tmp_path: Path) -> None:
