@@ -53,6 +53,7 @@ from server.serving.expressions import LIMITS
 from server.serving.lifecycle import Live
 from server.serving.live_models import check_models
 from server.serving.store import Served, Store
+from server.training.artifacts import VersionError, model_versions, roll_back
 from storage.errors import BadParameter, NotFound, StorageError
 from storage.params import check_known, read_str
 
@@ -254,9 +255,60 @@ def create_app(
             return SafeJSONResponse(error_body(error), status_code=error.status)
         return SafeJSONResponse({"trained": reply.get("versions", {})})
 
+    async def models(request: Request) -> Response:
+        """Each configured model: the version this server serves, and the versions on disk."""
+        try:
+            served, params = await accept(request)
+            check_known(params.merged, ())
+            directory = store.config.models_dir(served.name)
+            listing = []
+            for name in sorted(served.models.configs):
+                loaded = served.models.peek(name)
+                versions = await asyncio.to_thread(model_versions, directory, name)
+                listing.append(
+                    {
+                        "model": name,
+                        "serving": loaded.version if loaded is not None else None,
+                        "versions": [v.to_json() for v in versions],
+                    }
+                )
+        except StorageError as error:
+            return SafeJSONResponse(error_body(error), status_code=error.status)
+        return SafeJSONResponse(listing)
+
+    async def rollback(request: Request) -> Response:
+        """Serve an older version of a model (`to`, or the one before the live one), on every
+        server: the change travels through the change feed, as a trainer's new version does."""
+        try:
+            served, params = await accept(request, reads=False)
+            check_known(params.merged, ("to",))
+            name = request.path_params["model"]
+            if name not in served.models.configs:
+                raise NotFound(f"model '{name}' is not configured")
+            directory = store.config.models_dir(served.name)
+            try:
+                previous, version = await asyncio.to_thread(
+                    roll_back, directory, name, read_str(params.merged, "to")
+                )
+            except VersionError as error:
+                raise BadParameter("to", str(error)) from None
+            await served.write_and_see("models", {"versions": {name: version}})
+            logger.info(
+                "database %r: model '%s' rolled back from %s to %s",
+                served.name,
+                name,
+                previous,
+                version,
+            )
+        except StorageError as error:
+            return SafeJSONResponse(error_body(error), status_code=error.status)
+        return SafeJSONResponse({"model": name, "previous": previous, "version": version})
+
     routes = [
         *admin_routes(state),
         Route("/{databaseId}/-/train", train, methods=["POST"]),
+        Route("/{databaseId}/-/models", models, methods=["GET"]),
+        Route("/{databaseId}/-/models/{model}/rollback", rollback, methods=["POST"]),
         Route("/{databaseId}/scenarios/", scenarios, methods=["GET"]),
         Route("/{databaseId}/-/kpi", kpi, methods=["GET"]),
         Route("/{databaseId}/recomms/next/items/{recommId}", next_page, methods=["POST", "GET"]),

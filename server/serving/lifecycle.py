@@ -42,6 +42,10 @@ class Live:
         check_models(fresh, self.registry)
         for served in self.store.all():
             served.models.update(dict(fresh.models))
+            # A `current` pointed at another version by hand (a rollback) serves at once.
+            changed = await asyncio.to_thread(served.models.refresh)
+            if changed:
+                logger.info("database %r: now serving other versions of %s", served.name, changed)
         self.config = fresh
         logger.info("reloaded %s", fresh.source)
         if notify:

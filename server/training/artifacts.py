@@ -10,12 +10,14 @@ memory.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from plugins.algorithm import Algorithm
 from plugins.builtin.ensemble import Ensemble
@@ -83,11 +85,82 @@ def _publish(algorithm: Algorithm, home: Path) -> Path:
     algorithm.save(staging)
     target = home / version
     staging.rename(target)
+    _point(home, version)
+    _prune(home, keep={version})
+    return target
+
+
+def _point(home: Path, version: str) -> None:
     pointer = home / ".current.tmp"
     pointer.write_text(version)
     os.replace(pointer, home / "current")
-    _prune(home, keep={version})
-    return target
+
+
+class VersionError(ValueError):
+    """A model version that does not exist (or no version to roll back to)."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One saved version of a model."""
+
+    model: str
+    version: str
+    saved_at: float
+    """When it was saved (seconds since the epoch)."""
+    live: bool
+    """Whether `current` points at it."""
+    meta: Mapping[str, Any]
+    """What the algorithm saved about itself (algorithm, settings, n_items)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "savedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.saved_at)),
+            "live": self.live,
+            "algorithm": self.meta.get("algorithm"),
+            "nItems": self.meta.get("n_items"),
+        }
+
+
+def model_versions(directory: Path, model: str) -> list[ModelVersion]:
+    """The saved versions of a model, oldest first."""
+    home = directory / model
+    if not home.is_dir():
+        return []
+    live = current_version(directory, model)
+    found = []
+    for path in sorted(home.iterdir()):
+        if not path.is_dir() or path.name.startswith("."):
+            continue
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+        except (OSError, ValueError):
+            continue  # not a complete version
+        found.append(ModelVersion(model, path.name, path.stat().st_mtime, path.name == live, meta))
+    return found
+
+
+def roll_back(directory: Path, model: str, to: str | None = None) -> tuple[str | None, str]:
+    """Point a model's `current` at an older version (`to`, or the one before the live one);
+    returns the version that was live and the one that is now."""
+    versions = [v.version for v in model_versions(directory, model)]
+    live = current_version(directory, model)
+    if to is None:
+        older = [v for v in versions if live is None or v < live]
+        if not older:
+            raise VersionError(
+                f"model '{model}' has no version older than {live or 'none'} to roll back to "
+                f"(versions: {', '.join(versions) or 'none'})"
+            )
+        to = older[-1]
+    elif to not in versions:
+        raise VersionError(
+            f"model '{model}' has no version '{to}' (versions: {', '.join(versions) or 'none'})"
+        )
+    _point(directory / model, to)
+    return live, to
 
 
 def current_version(directory: Path, model: str) -> str | None:
