@@ -1,5 +1,8 @@
-"""Popularity: the weighted, time-decayed count of each item's interactions. The same list for
-everyone, so it is the fallback for users with no history."""
+"""Popularity: the weighted count of each item's interactions (optionally decayed with time). The
+same list for everyone, so it is the fallback for users with no history.
+
+No decay by default: after a historical import (MovieLens' 1998 ratings, say), a decay counted in
+days would let a handful of live interactions outweigh every imported one."""
 
 from __future__ import annotations
 
@@ -17,13 +20,17 @@ DAY = 86_400.0
 
 class Popularity(Algorithm):
     name = "popularity"
-    description = "items by their weighted interactions, each halved every `half_life_days`"
+    description = (
+        "items by their weighted interactions (with `half_life_days`, each halved every that "
+        "many days before the training)"
+    )
     parameters = (
         Parameter(
             "half_life_days",
             float,
-            30.0,
-            "an interaction counts half as much after this many days (0: no decay)",
+            0.0,
+            "an interaction counts half as much this many days before the training (0, the "
+            "default: no decay)",
             minimum=0,
         ),
     )
@@ -37,6 +44,9 @@ class Popularity(Algorithm):
         weights = data.weights.astype(np.float64)
         half_life = float(self.settings["half_life_days"]) * DAY
         if half_life > 0 and len(data.timestamps):
+            # Ages from the newest interaction rather than the clock: the same ranking as from
+            # the training time (every weight scales alike), without every weight of an old
+            # import underflowing to 0.
             age = data.timestamps.max() - data.timestamps
             weights = weights * np.exp2(-age / half_life)
         counts = np.bincount(data.items, weights=weights, minlength=data.n_items)
