@@ -1,9 +1,11 @@
 """reqo's own operations outside any database: health, readiness, plugins, reload, the OpenAPI
 document of reqo's extensions.
 
-`/-/health` and `/-/ready` answer anyone with their status alone, at once, without touching a
-database (a probe must never wait behind request work); with the admin token they also report
-each database and the traffic counters. Everything else here needs the admin token.
+`/-/health` (liveness) and `/-/ready` answer anyone with their status alone, at once, without
+touching a database (a probe must never wait behind request work); with the admin token they
+also report each database and the traffic counters, and `/-/ready` what it still waits for.
+`/-/ready` is 200 once every database is open and every model that a scenario serves with has
+a trained version, 503 before. Everything else here needs the admin token.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from server.api.admission import Traffic
 from server.api.auth import is_admin, verify_admin
 from server.api.boundary import SafeJSONResponse
 from server.api.operations import error_body
-from server.config import ConfigError
+from server.config import Config, ConfigError
 from server.serving.lifecycle import Live
 from server.serving.store import Store
 from storage.errors import StorageError
@@ -89,10 +91,18 @@ def admin_routes(state: ServerState) -> list[Route]:
         return SafeJSONResponse(body)
 
     async def ready(request: Request) -> Response:
-        body: dict[str, Any] = {"status": "ready" if state.started else "not ready"}
+        # Ready once every database is open and every model a scenario serves with has a
+        # version (a model without one would be served by the fallback meanwhile).
+        missing = _awaiting_versions(state) if state.started else {}
+        is_ready = state.started and not missing
+        body: dict[str, Any] = {"status": "ready" if is_ready else "not ready"}
         if admin(request):
             body["databases"] = _databases(state)
-        return SafeJSONResponse(body, 200 if state.started else 503)
+            if not state.started:
+                body["missing"] = {"databases": "not open yet"}
+            elif missing:
+                body["missing"] = {"modelVersions": missing}
+        return SafeJSONResponse(body, 200 if is_ready else 503)
 
     async def plugins(request: Request) -> Response:
         return SafeJSONResponse(plugins_json(state.registry))
@@ -114,6 +124,38 @@ def admin_routes(state: ServerState) -> list[Route]:
         Route("/-/reload", guarded(reload), methods=["POST"]),
         Route("/-/openapi.yaml", openapi, methods=["GET"]),
     ]
+
+
+def scenario_models(config: Config, registry: Registry) -> set[str]:
+    """The models the configured scenarios serve with (their variants' and ensembles' members
+    included)."""
+    from server.api.recommendations import DEFAULT_MODEL
+    from server.training.artifacts import ensemble_members
+
+    names: set[str] = set()
+    for scenario in config.scenarios.values():
+        names.add(scenario.model or DEFAULT_MODEL[scenario.endpoint])
+        if scenario.experiment is not None:
+            names.update(v.model for v in scenario.experiment.variants)
+    for name in list(names):
+        if name in config.models:
+            names.update(ensemble_members(config.models[name], registry))
+    return {name for name in names if name in config.models}
+
+
+def _awaiting_versions(state: ServerState) -> dict[str, list[str]]:
+    """By database, the scenarios' models that have no version yet."""
+    from server.training.artifacts import current_version
+
+    config = state.live.config
+    wanted = sorted(scenario_models(config, state.registry))
+    missing = {}
+    for served in state.store.all():
+        directory = config.models_dir(served.name)
+        absent = [name for name in wanted if current_version(directory, name) is None]
+        if absent:
+            missing[served.name] = absent
+    return missing
 
 
 def _databases(state: ServerState) -> dict[str, Any]:
