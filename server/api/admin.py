@@ -11,7 +11,7 @@ a trained version, 503 before. Everything else here needs the admin token.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from plugins.algorithm import Parameter
 from plugins.manager import Registry
 from server.api.admission import Traffic
 from server.api.auth import is_admin, verify_admin
@@ -47,16 +48,40 @@ class ServerState:
 
 
 def plugins_json(registry: Registry) -> dict[str, Any]:
-    return {
-        "plugins": [p.to_json() for p in registry.plugins],
-        "algorithms": {
+    """The plugins, and each algorithm and embedder with its parameters (`parameters`: the
+    defaults by name; `parameterHelp`: type, default, range and description)."""
+
+    def described(classes: Mapping[str, Any]) -> dict[str, Any]:
+        return {
             name: {
                 "description": cls.description,
                 "parameters": {p.name: p.default for p in cls.parameters},
+                "parameterHelp": {p.name: parameter_help(p) for p in cls.parameters},
             }
-            for name, cls in sorted(registry.algorithms.items())
-        },
+            for name, cls in sorted(classes.items())
+        }
+
+    return {
+        "plugins": [p.to_json() for p in registry.plugins],
+        "algorithms": described(registry.algorithms),
+        "embedders": described(registry.embedders),
     }
+
+
+def parameter_help(parameter: Parameter) -> dict[str, Any]:
+    """A parameter as `reqo plugins` shows it."""
+    shown: dict[str, Any] = {
+        "type": parameter.kind.__name__,
+        "default": parameter.default,
+        "description": parameter.description,
+    }
+    if parameter.minimum is not None:
+        shown["minimum"] = parameter.minimum
+    if parameter.maximum is not None:
+        shown["maximum"] = parameter.maximum
+    if parameter.choices:
+        shown["choices"] = list(parameter.choices)
+    return shown
 
 
 def admin_routes(state: ServerState) -> list[Route]:

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from server.cli.models import add_parser as add_models_parser
 from server.cli.roles import add_parser as add_roles_parser
@@ -447,11 +447,27 @@ def _plugins(args: argparse.Namespace) -> int:
     for plugin in listing["plugins"]:
         version = f" {plugin['version']}" if plugin["version"] else ""
         print(f"{plugin['name']}{version}")
-        for algorithm in plugin["algorithms"]:
-            print(f"    algorithm  {algorithm}: {listing['algorithms'][algorithm]['description']}")
+        for kind, key in (("algorithm", "algorithms"), ("embedder", "embedders")):
+            for name in plugin[key]:
+                entry = listing[key][name]
+                print(f"    {kind}  {name}: {entry['description']}")
+                for parameter, shown in entry["parameterHelp"].items():
+                    print(f"        {_parameter_line(parameter, shown)}")
         if plugin["reqlFunctions"]:
             print(f"    ReQL functions  {', '.join(plugin['reqlFunctions'])}")
     return 0
+
+
+def _parameter_line(name: str, shown: dict[str, Any]) -> str:
+    limits = []
+    if "choices" in shown:
+        limits.append("one of " + ", ".join(map(str, shown["choices"])))
+    if "minimum" in shown:
+        limits.append(f">= {shown['minimum']:g}")
+    if "maximum" in shown:
+        limits.append(f"<= {shown['maximum']:g}")
+    extra = f"; {', '.join(limits)}" if limits else ""
+    return f"{name} ({shown['type']}, default {shown['default']!r}{extra}): {shown['description']}"
 
 
 if __name__ == "__main__":

@@ -62,6 +62,20 @@ def test_plugins_listing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     listing = json.loads(capsys.readouterr().out)
     assert {"popularity", "item-knn", "recently-viewed"} <= set(listing["algorithms"])
     assert listing["algorithms"]["item-knn"]["parameters"]["neighbours"] == 100
+    assert listing["algorithms"]["item-knn"]["parameterHelp"]["neighbours"] == {
+        "type": "int",
+        "default": 100,
+        "description": "similar items kept per item",
+        "minimum": 1,
+    }
+    assert "pixels" in listing["embedders"]
+    # The text lists each parameter with its type, default, range and description, and the
+    # embedders as well as the algorithms.
+    assert main(["plugins", "--config", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "        neighbours (int, default 100; >= 1): similar items kept per item\n" in text
+    assert "    embedder  pixels: " in text
+    assert "device (str, default 'auto'; one of auto, cpu, cuda): " in text
 
 
 def test_plugins_over_http(server: RunningServer) -> None:
