@@ -53,6 +53,10 @@ from server.serving.scenarios import (
 if TYPE_CHECKING:
     from server.config_ray import RayConfig
 
+CONFIG_EXIT = 78
+"""A server's exit status when the configuration does not fit its databases (EX_CONFIG): the
+supervisor stops the group instead of restarting it."""
+
 DATABASE_NAME = re.compile(r"[a-zA-Z0-9_\-]{1,64}")
 _TOP_KEYS = {
     "data_dir",

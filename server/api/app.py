@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -48,10 +49,11 @@ from server.api.recommendations import (
 from server.api.table import operation_table
 from server.cluster.client import WriterRefused
 from server.cluster.links import Links
-from server.config import Config, ConfigError
+from server.config import CONFIG_EXIT, Config, ConfigError
 from server.serving.expressions import LIMITS
 from server.serving.lifecycle import Live
 from server.serving.live_models import check_models
+from server.serving.scenario_check import check_scenarios
 from server.serving.store import Served, Store
 from server.training.artifacts import VersionError, model_versions, roll_back
 from storage.errors import BadParameter, NotFound, StorageError
@@ -90,6 +92,18 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
+        # The scenarios' ReQL and property names against the schemas, before any request.
+        try:
+            check_scenarios(
+                live.config, {s.name: s.database.schema for s in store.all()}, registry.functions
+            )
+        except ConfigError as error:
+            await store.close()
+            logger.error("reqo: configuration error: %s", error)
+            logging.shutdown()
+            # Not SystemExit: uvicorn reports any failed start-up as its own exit status 3, and
+            # the supervisor must tell a configuration mistake (stop) from a crash (restart).
+            os._exit(CONFIG_EXIT)
         registry.manager.hook.startup(config=config)
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.cluster.paths import socket_path
-from server.config import Config
+from server.config import CONFIG_EXIT, Config
 
 logger = logging.getLogger("reqo")
 
@@ -172,6 +172,9 @@ class Supervisor:
                 if process is None or process.poll() is None:
                     continue
                 lived = time.monotonic() - role.started
+                if process.returncode == CONFIG_EXIT:
+                    logger.error("reqo: %s refused the configuration; stopping", role.name)
+                    return 2
                 logger.error(
                     "reqo: %s exited with %s after %.1f s; restarting it",
                     role.name,

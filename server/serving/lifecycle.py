@@ -15,6 +15,7 @@ from typing import Any
 from plugins.manager import Registry
 from server.config import Config, ConfigError, load_config
 from server.serving.live_models import check_models
+from server.serving.scenario_check import check_scenarios
 from server.serving.store import Store
 
 logger = logging.getLogger("reqo")
@@ -40,6 +41,11 @@ class Live:
             if old != new:
                 raise ConfigError(fresh.source, key, "changed: that takes a restart, not a reload")
         check_models(fresh, self.registry)
+        check_scenarios(
+            fresh,
+            {s.name: s.database.schema for s in self.store.all()},
+            self.registry.functions,
+        )
         for served in self.store.all():
             served.models.update(dict(fresh.models))
             # A `current` pointed at another version by hand (a rollback) serves at once.
