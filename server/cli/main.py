@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from server.cli.backup import add_parser as add_backup_parser
 from server.cli.check import add_parser as add_check_parser
 from server.cli.models import add_parser as add_models_parser
 from server.cli.roles import add_parser as add_roles_parser
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_roles_parser(commands)
     add_models_parser(commands)
     add_check_parser(commands)
+    add_backup_parser(commands)
 
     importer = commands.add_parser(
         "import", help="bulk-load items, users or interactions from CSV, Parquet or NDJSON"

@@ -37,10 +37,10 @@ from server.cluster.wire import WireError, encode, read_frame
 from server.config import Config
 from server.writer.commands import command
 from storage.bulk import import_file
-from storage.database import CoalescedJob, Database, ReadContext, WriteJob
+from storage.database import CoalescedJob, Database, ReadContext, WriteContext, WriteJob
 from storage.errors import StorageError
-from storage.export import export_snapshot
-from storage.feed import Entry, entries_after
+from storage.export import export_snapshot, import_snapshot
+from storage.feed import RELOAD_ENTRY, Entry, entries_after
 
 logger = logging.getLogger("reqo")
 
@@ -70,6 +70,12 @@ def _frame(entries: Sequence[Entry], committed_at: float | None) -> bytes:
     if committed_at is not None:
         frame["at"] = committed_at  # the commit's time, for the servers' feed lag
     return encode(frame)
+
+
+def restore(ctx: WriteContext, path: Path) -> None:
+    """Replace every table by a backup's; servers load a snapshot after it (a reload entry)."""
+    import_snapshot(ctx, path)
+    ctx.record(RELOAD_ENTRY)
 
 
 def submit(database: Database, name: str, payload: dict[str, Any]) -> Future[Any]:
@@ -256,6 +262,10 @@ class WriterService:
                 progress=False,
             )
             return {"report": report, "seq": served.seq.get()}
+        if op == "restore":
+            path = Path(str(message["path"]))
+            await database.write(lambda ctx: restore(ctx, path))
+            return {"seq": served.seq.get()}
         raise StorageError(f"unknown writer operation '{op}'")
 
     def _database(self, name: object) -> _Served:
