@@ -120,10 +120,25 @@ class Algorithm(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     parameters: ClassVar[tuple[Parameter, ...]] = ()
+    relevance_threshold: ClassVar[float | None] = 0.0
+    """Which scores are evidence for a candidate (it is *relevant*): those above this value.
+    Relevant candidates rank above the others (which `minRelevance: low` pads with by
+    popularity, and `high` leaves out). The default 0 suits scores that are 0 without evidence
+    (counts, similarities); None makes every finite score relevant, for scores of any sign (a
+    log-likelihood, a negative distance). The ranking uses the scores' order only, whatever
+    their scale."""
 
     def __init__(self, **settings: Any) -> None:
         self.settings = self.validate(settings)
         self.n_items = 0
+
+    def relevant(self, scores: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """Which of the (finite or -inf) scores are relevant, by `relevance_threshold`."""
+        finite: np.ndarray[Any, np.dtype[np.bool_]] = np.isfinite(scores)
+        threshold = self.relevance_threshold
+        if threshold is None:
+            return finite
+        return finite & (scores > threshold)
 
     @classmethod
     def validate(cls, settings: Mapping[str, Any]) -> dict[str, Any]:

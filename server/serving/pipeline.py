@@ -154,12 +154,13 @@ class Pipeline:
         shown = self._recently_shown(ctx, query, entity) if rotated else {}
         lap("boost")
         found = None
+        evidence = model.relevant(scores)
         if not rotated:
-            relevant = np.flatnonzero(scores > 0)
+            relevant = np.flatnonzero(evidence)
             found = ranking.relevant_top(relevant, scores[relevant], boosts, pool, padded)
             lap("relevance")
         if found is None:
-            keys = self._relevance(ctx, query, scores, size)
+            keys = self._relevance(ctx, query, evidence, scores, size)
             lap("relevance")
             # Boosters multiply the ranking keys, so that they lift padded (popular) items.
             for values, low, _ in boosts:
@@ -258,20 +259,23 @@ class Pipeline:
         return boosts
 
     def _relevance(
-        self, ctx: ReadContext, query: Query, scores: np.ndarray[Any, Any], size: int
+        self,
+        ctx: ReadContext,
+        query: Query,
+        relevant: np.ndarray[Any, Any],
+        scores: np.ndarray[Any, Any],
+        size: int,
     ) -> np.ndarray[Any, Any]:
-        """Ranking keys: relevant candidates (score > 0) by score, above the rest; with
-        minRelevance low the rest are ranked by popularity, so that a short list is padded."""
+        """Ranking keys: relevant candidates (by the model's relevance threshold) by score,
+        above the rest; with minRelevance low the rest are ranked by popularity, so that a
+        short list is padded."""
         finite = np.isfinite(scores)
-        relevant = finite & (scores > 0)
         keys = np.full(size, -np.inf, dtype=np.float64)
         # Gathering and scattering by index lists: the same values as indexing by the boolean
         # masks, at a fraction of the cost over 100,000s of candidates.
         chosen = np.flatnonzero(relevant)
         if len(chosen):
-            values = scores[chosen]
-            top = float(values.max())
-            keys[chosen] = 2.0 + values / top
+            keys[chosen] = ranking.relevance_keys(scores[chosen])
         pad = query.min_relevance == "low" or (query.min_relevance == "medium" and not len(chosen))
         if pad:
             rest = np.flatnonzero(finite & ~relevant)

@@ -1,9 +1,9 @@
 """Ranking over score vectors: pure numpy functions that the pipeline composes.
 
-Ranking keys: a relevant candidate (score > 0) gets 2 + score / best score, in (2, 3], so that it
-ranks above every padded one (a candidate the model does not score, ranked by popularity below
-1.01); boosters then multiply the keys. Ties at the cut keep the lower index, so a ranking is
-the same however it was computed.
+Ranking keys: a relevant candidate (by its model's `relevance_threshold`) gets a key in (2, 3]
+in the order of its score (`relevance_keys`), so that it ranks above every padded one (a
+candidate without evidence, ranked by popularity below 1.01); boosters then multiply the keys.
+Ties at the cut keep the lower index, so a ranking is the same however it was computed.
 """
 
 from __future__ import annotations
@@ -41,6 +41,20 @@ def top(keys: Array, count: int) -> Array:
     return finite[top_positions(finite, keys[finite], count)]
 
 
+def relevance_keys(values: Array) -> Array:
+    """Keys in (2, 3] for relevant candidates' finite scores, in their order: 2 + score / best
+    where every score is above 0 (evidence that counts up from nothing), else the scores
+    spread linearly from 2.01 (the lowest) to 3 (the best), whatever their sign."""
+    values = values.astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    if low > 0:
+        return 2.0 + values / high
+    span = high - low
+    if span <= 0:
+        return np.full(len(values), 3.0)
+    return 2.01 + 0.99 * (values - low) / span
+
+
 def relevant_top(
     relevant: Array,
     values: Array,
@@ -49,7 +63,7 @@ def relevant_top(
     padded: bool,
 ) -> tuple[Array, Array] | None:
     """The top `pool` candidates and their keys, from the relevant candidates alone (ascending
-    indexes, their scores > 0); None where padded candidates may rank among them.
+    indexes); None where padded candidates may rank among them.
 
     `boosts` are the booster vectors with their minimum and maximum. With positive boosters, a
     padded candidate's key stays below PADDED_CEILING times the product of the maxima: when the
@@ -59,7 +73,7 @@ def relevant_top(
     """
     if not len(relevant) or not np.isfinite(values).all():
         return None
-    keys = (2.0 + values / float(values.max())).astype(np.float64)
+    keys = relevance_keys(values)
     ceiling = PADDED_CEILING
     for array, low, high in boosts:
         if not (low > 0 and np.isfinite(high)):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -62,6 +62,59 @@ def test_scores_have_the_promised_shape(name: str, data: TrainingData) -> None:
     assert model.n_items == data.n_items
     valid(model.score_users(histories(data), data.n_items), 3, data.n_items)
     valid(model.score_items([0, 4], data.n_items), 2, data.n_items)
+
+
+def best_is_relevant(model: Algorithm, data: TrainingData) -> bool:
+    """Where a model's scores prefer some candidates, its best-scored one counts as relevant
+    (by its `relevance_threshold`): otherwise serving would replace its list by popularity, or
+    give nothing with minRelevance high."""
+    for scores in model.score_users(histories(data), data.n_items):
+        finite = scores[np.isfinite(scores)]
+        if len(finite) and finite.max() > finite.min():
+            best = int(np.argmax(np.where(np.isfinite(scores), scores, -np.inf)))
+            if not model.relevant(scores)[best]:
+                return False
+    return True
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_the_best_scored_candidates_are_relevant(name: str, data: TrainingData) -> None:
+    assert best_is_relevant(fitted(name, data), data)
+
+
+class LogPopularity(Algorithm):
+    """Scores every item by the log of its share of the interactions: all negative."""
+
+    name = "log-popularity"
+    relevance_threshold: ClassVar[float | None] = None
+
+    def fit(self, data: TrainingData) -> None:
+        self.n_items = data.n_items
+        counts = np.bincount(data.items, minlength=data.n_items) + 1.0
+        self.log_share = np.log(counts / counts.sum()).astype(np.float32)
+
+    def user_scores(self, histories: Any) -> np.ndarray[Any, Any]:
+        return np.tile(self.log_share, (len(histories), 1))
+
+    def state(self) -> dict[str, np.ndarray[Any, Any]]:
+        return {"log_share": self.log_share}
+
+    def restore(self, arrays: Any) -> None:
+        self.log_share = arrays["log_share"]
+
+
+def test_a_model_whose_scores_are_all_negative_needs_its_threshold(data: TrainingData) -> None:
+    model = LogPopularity()
+    model.fit(data)
+    assert (model.log_share < 0).all()
+    assert best_is_relevant(model, data)
+
+    class Undeclared(LogPopularity):
+        relevance_threshold = 0.0  # the default, wrong for these scores
+
+    undeclared = Undeclared()
+    undeclared.fit(data)
+    assert not best_is_relevant(undeclared, data)
 
 
 @pytest.mark.parametrize("name", ALGORITHMS)

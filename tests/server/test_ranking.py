@@ -83,3 +83,25 @@ def test_top_breaks_ties_by_the_lower_index() -> None:
     keys = np.array([1.0, 3.0, 3.0, -np.inf, 3.0, 2.0])
     np.testing.assert_array_equal(ranking.top(keys, 2), [1, 2])
     np.testing.assert_array_equal(ranking.top(keys, 10), [1, 2, 4, 5, 0])
+
+
+def test_relevance_keys_keep_the_order_of_scores_of_any_sign() -> None:
+    rng = np.random.default_rng(7)
+    for scores in (rng.random(50) + 0.1, -rng.random(50) * 100, rng.normal(size=50)):
+        keys = ranking.relevance_keys(scores)
+        assert ((keys > 2.0) & (keys <= 3.0)).all()
+        np.testing.assert_array_equal(
+            np.argsort(keys, kind="stable"), np.argsort(scores, kind="stable")
+        )
+    # Scores above 0 keep the keys the ranking always gave them: 2 + score / best.
+    positive = np.array([0.5, 2.0, 1.0])
+    np.testing.assert_allclose(ranking.relevance_keys(positive), [2.25, 3.0, 2.5])
+
+
+def test_relevant_top_ranks_negative_scores_by_their_order() -> None:
+    # Log-likelihoods of 6 candidates: every finite one relevant (relevance_threshold None).
+    scores = np.array([-3.2, -0.4, -np.inf, -12.0, -0.9, -5.5])
+    relevant = np.flatnonzero(np.isfinite(scores))
+    found = ranking.relevant_top(relevant, scores[relevant], [], 3, padded=True)
+    assert found is not None
+    assert found[0].tolist() == [1, 4, 0]
