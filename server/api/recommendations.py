@@ -57,6 +57,22 @@ ALLOWED = {
         p for p in _COMMON if p not in ("cascadeCreate", "rotationRate", "rotationTime")
     ),
 }
+
+
+def _configured_expressions(
+    scenario: ScenarioConfig, scenarios: Mapping[str, ScenarioConfig]
+) -> tuple[tuple[str, str], ...]:
+    """The scenario's own filter and booster with their configuration keys (a configured
+    scenario only: a request's scenario name that is not configured brings none)."""
+    if scenarios.get(scenario.name) is not scenario:
+        return ()
+    return tuple(
+        (text, f"scenarios.{scenario.name}.{key}")
+        for key, text in (("filter", scenario.filter), ("booster", scenario.booster))
+        if text
+    )
+
+
 DEFAULT_MODEL = {
     "items-to-user": "item-knn",
     "items-to-item": "item-knn",
@@ -152,6 +168,7 @@ def parse_request(
         item_id=item_id,
         filters=filters,
         boosters=boosters,
+        configured=_configured_expressions(scenario, scenarios),
         diversity=scenario.diversity if diversity is None else diversity,
         rotation_rate=scenario.rotation_rate if rotation_rate is None else rotation_rate,
         rotation_time=scenario.rotation_time if rotation_time is None else rotation_time,

@@ -14,6 +14,7 @@ forth); SQL runs outside that lock.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,19 +27,55 @@ from plugins.algorithm import Algorithm, UserHistory, pad_scores, restrict
 from plugins.builtin.ensemble import Ensemble
 from plugins.training import validate_weights
 from server.serving import ranking
-from server.serving.expressions import Context
+from server.serving.expressions import BadExpression, Context
 from server.serving.histories import HistoryIndex, IdMap
 from server.serving.live_models import LiveModels, LoadedModel
 from server.serving.reql_engine import ExpressionEngine, fitted
 from server.serving.scenarios import FALLBACK_MODEL
 from storage.database import NeedsDatabase, ReadContext
-from storage.errors import EntityNotFound
+from storage.errors import EntityNotFound, StorageError
 from storage.recommendations import recently_recommended
 from storage.schema import Entity
 from storage.snapshot import KIND_NAMES
 
+logger = logging.getLogger("reqo")
+
 DIVERSITY_POOL = 5
 """Diversity re-ranks the best count x this many candidates."""
+
+
+class ScenarioMisconfigured(StorageError):
+    """A scenario's own expression no longer compiles on the database (its schema changed
+    since the configuration was checked): the configuration is at fault, not the request."""
+
+    status = 409
+
+    def __init__(self, key: str, database: str, error: BadExpression) -> None:
+        super().__init__(
+            f"the server's configuration is at fault, not this request: {key} does not compile "
+            f"on database '{database}' any more (its properties changed); fix it and reload: "
+            f"{error.message}"
+        )
+        self.key = key
+
+
+_REPORTED: set[tuple[str, str, str]] = set()
+"""The configuration mistakes logged already (each is logged once)."""
+
+
+@contextlib.contextmanager
+def _configuration_at_fault(query: Query, text: str, database: str) -> Iterator[None]:
+    """Report a scenario's own expression that fails as the configuration's mistake."""
+    try:
+        yield
+    except BadExpression as error:
+        key = dict(query.configured).get(text)
+        if key is None:
+            raise
+        if (database, key, text) not in _REPORTED:
+            _REPORTED.add((database, key, text))
+            logger.error("database %r: %s no longer compiles: %s", database, key, error.message)
+        raise ScenarioMisconfigured(key, database, error) from None
 
 
 @dataclass(frozen=True)
@@ -52,6 +89,9 @@ class Query:
     item_id: str | None = None
     filters: tuple[str, ...] = ()
     boosters: tuple[str, ...] = ()
+    configured: tuple[tuple[str, str], ...] = ()
+    """The expressions among `filters` and `boosters` that the scenario's configuration gave,
+    with their key (`scenarios.<name>.filter`): a mistake there is the configuration's."""
     diversity: float = 0.0
     rotation_rate: float = 0.0
     rotation_time: float = 7200.0
@@ -134,7 +174,8 @@ class Pipeline:
         size = self.engine.index_size(ctx, entity)
         mask = np.array(fitted(self.engine.mask(ctx, "true", entity=entity), size, False))
         for text in query.filters:
-            mask &= fitted(self.engine.mask(ctx, text, context, entity=entity), size, False)
+            with _configuration_at_fault(query, text, self.engine.database.name):
+                mask &= fitted(self.engine.mask(ctx, text, context, entity=entity), size, False)
         lap("filter")
 
         model = self._model(ctx, query.model).algorithm
@@ -253,7 +294,8 @@ class Pipeline:
         """The boosters' vectors over the candidates, with their minimum and maximum."""
         boosts = []
         for text in query.boosters:
-            whole = self.engine.boosts(ctx, text, context, entity=query.candidates)
+            with _configuration_at_fault(query, text, self.engine.database.name):
+                whole = self.engine.boosts(ctx, text, context, entity=query.candidates)
             # The bounds are kept per cached vector: over the slice they would be recomputed.
             boosts.append((fitted(whole, size, 1.0), *self._bounds(whole)))
         return boosts

@@ -109,3 +109,24 @@ def test_serve_refuses_to_start_with_a_scenario_that_does_not_compile(tmp_path: 
     with pytest.raises(RuntimeError, match="exited with 2"):
         running.start(timeout=60)
     assert "scenarios.home.filter: does not compile on database 'shop'" in running.output()
+
+
+def test_a_scenario_broken_by_a_schema_change_blames_the_configuration(
+    shop: RunningServer,
+) -> None:
+    from recombee_api_client.api_requests import DeleteItemProperty
+    from recombee_api_client.exceptions import ResponseException
+
+    client = shop.client("shop")
+    client.send(DeleteItemProperty("genre"))
+    for _ in range(2):
+        with pytest.raises(ResponseException) as caught:
+            client.send(RecommendItemsToUser("u1", 3, scenario="home"))
+        assert caught.value.status_code == 409
+        assert "configuration is at fault, not this request" in caught.value.description
+        assert "scenarios.home.filter" in caught.value.description
+    # The same mistake in a request's own filter is the request's (400).
+    with pytest.raises(ResponseException) as caught:
+        client.send(RecommendItemsToUser("u1", 3, filter="'genre' != \"g0\""))
+    assert caught.value.status_code == 400
+    assert shop.output().count("scenarios.home.filter no longer compiles") == 1
