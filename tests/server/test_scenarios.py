@@ -47,10 +47,11 @@ CONFIG: dict[str, Any] = {
 }
 
 
-@pytest.fixture
-def configured(tmp_path: Path) -> Iterator[RunningServer]:
+def configured_server(directory: Path) -> Iterator[RunningServer]:
+    """A server with CONFIG's models and scenarios, 18 films of 3 genres, 12 users who watched
+    some, and every model trained."""
     server = RunningServer(
-        tmp_path,
+        directory,
         free_port(),
         {"test": "scenario-token"},
         admin_token="scenario-admin-token-0123",
@@ -68,6 +69,18 @@ def configured(tmp_path: Path) -> Iterator[RunningServer]:
     assert server.request("POST", "/-/train", json={}).status_code == 200
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def configured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One such server for the tests that leave its configuration as it is."""
+    yield from configured_server(tmp_path_factory.mktemp("scenarios"))
+
+
+@pytest.fixture
+def reloadable(tmp_path: Path) -> Iterator[RunningServer]:
+    """A server of its own, for a test that changes the configuration."""
+    yield from configured_server(tmp_path)
 
 
 def ids(response: dict[str, Any]) -> list[str]:
@@ -108,7 +121,8 @@ def test_a_request_filter_is_anded_with_the_scenarios(configured: RunningServer)
     assert all(int(i[1:]) % 3 == 1 for i in ids(response))
 
 
-def test_reload_applies_a_changed_scenario(configured: RunningServer) -> None:
+def test_reload_applies_a_changed_scenario(reloadable: RunningServer) -> None:
+    configured = reloadable
     changed = yaml.safe_load(configured.config_path.read_text())
     changed["scenarios"]["related"]["filter"] = "'genre' == \"drama\""
     configured.config_path.write_text(yaml.safe_dump(changed))
@@ -129,7 +143,8 @@ def test_reload_applies_a_changed_scenario(configured: RunningServer) -> None:
     assert all(int(i[1:]) % 3 == 2 for i in recommended)
 
 
-def test_sighup_reloads_and_a_bad_file_is_refused(configured: RunningServer) -> None:
+def test_sighup_reloads_and_a_bad_file_is_refused(reloadable: RunningServer) -> None:
+    configured = reloadable
     bad = yaml.safe_load(configured.config_path.read_text())
     bad["scenarios"]["related"]["model"] = "no-such-model"
     configured.config_path.write_text(yaml.safe_dump(bad))
