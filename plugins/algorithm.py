@@ -41,7 +41,9 @@ class ParameterError(ValueError):
 
 @dataclass(frozen=True)
 class Parameter:
-    """One parameter of an algorithm, as written in the YAML configuration."""
+    """One parameter of an algorithm (or embedder), as written in the YAML configuration:
+    `kind` is the Python type of its value (int, float, bool, str, dict or list); `minimum`,
+    `maximum` and `choices` bound it; `validate` checks a value against all of it."""
 
     name: str
     kind: type  # int, float, bool, str, dict or list
@@ -90,6 +92,7 @@ class UserHistory:
 
     @classmethod
     def empty(cls) -> UserHistory:
+        """The history of a user with no interactions."""
         return cls(np.zeros(0, dtype=np.int64))
 
     @classmethod

@@ -105,10 +105,12 @@ class TrainingData:
 
     @property
     def n_users(self) -> int:
+        """How many user indexes there are (`matrix`'s rows)."""
         return len(self.user_ids)
 
     @property
     def n_items(self) -> int:
+        """How many item indexes there are (`matrix`'s columns)."""
         return len(self.item_ids)
 
     def sequence(self, user: int) -> np.ndarray[Any, np.dtype[np.int64]]:

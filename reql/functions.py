@@ -120,6 +120,7 @@ class Function:
 
     @property
     def arity(self) -> str:
+        """How many arguments it takes, in words (for error messages)."""
         if self.max_args is None:
             return f"at least {self.min_args}"
         if self.min_args == self.max_args:
