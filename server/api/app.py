@@ -94,9 +94,7 @@ def create_app(
         await store.open()
         # The scenarios' ReQL and property names against the schemas, before any request.
         try:
-            check_scenarios(
-                live.config, {s.name: s.database.schema for s in store.all()}, registry.functions
-            )
+            check_scenarios(live.config, store.schemas(), registry.functions)
         except ConfigError as error:
             await store.close()
             logger.error("reqo: configuration error: %s", error)

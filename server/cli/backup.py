@@ -73,14 +73,10 @@ def _export(database: Any, out: Path) -> int:
 
 
 async def _from_writer(config: Config, database: str) -> tuple[Path, int]:
-    from server.cluster.client import WriterClient
-    from server.cluster.paths import socket_path
+    from server.cluster.client import ask_local_writer
 
-    client = WriterClient(socket_path(config.data_dir, "writer"))
-    try:
-        return await client.snapshot(database)
-    finally:
-        await client.close()
+    reply = await ask_local_writer(config.data_dir, {"op": "snapshot", "db": database})
+    return Path(reply["path"]), int(reply["seq"])
 
 
 def _restore(args: argparse.Namespace) -> int:
@@ -113,14 +109,9 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 async def _through_writer(config: Config, database: str, source: Path) -> None:
-    from server.cluster.client import WriterClient
-    from server.cluster.paths import socket_path
+    from server.cluster.client import ask_local_writer
 
-    client = WriterClient(socket_path(config.data_dir, "writer"))
-    try:
-        await client.request({"op": "restore", "db": database, "path": str(source)})
-    finally:
-        await client.close()
+    await ask_local_writer(config.data_dir, {"op": "restore", "db": database, "path": str(source)})
 
 
 def _open(config: Config, name: str, command: str) -> Any:

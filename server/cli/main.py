@@ -258,8 +258,7 @@ def _import_through_writer(config: Config, args: argparse.Namespace) -> int:
     the servers load the result from a snapshot."""
     import asyncio
 
-    from server.cluster.client import WriterClient
-    from server.cluster.paths import socket_path
+    from server.cluster.client import ask_local_writer
     from storage.errors import StorageError
 
     if args.db not in config.databases:
@@ -275,12 +274,8 @@ def _import_through_writer(config: Config, args: argparse.Namespace) -> int:
     }
 
     async def send() -> str:
-        client = WriterClient(socket_path(config.data_dir, "writer"))
-        try:
-            reply = await client.request(message)
-            return str(reply["report"])
-        finally:
-            await client.close()
+        reply = await ask_local_writer(config.data_dir, message)
+        return str(reply["report"])
 
     print(f"reqo import: the server is running; its writer imports {args.file}")
     try:

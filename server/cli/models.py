@@ -73,11 +73,8 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 async def _announce(config: Config, database: str, model: str, version: str) -> None:
-    from server.cluster.client import WriterClient
-    from server.cluster.paths import socket_path
+    from server.cluster.client import ask_local_writer
 
-    client = WriterClient(socket_path(config.data_dir, "writer"))
-    try:
-        await client.write(database, "models", {"versions": {model: version}})
-    finally:
-        await client.close()
+    payload = {"versions": {model: version}}
+    message = {"op": "write", "db": database, "cmd": "models", "payload": payload}
+    await ask_local_writer(config.data_dir, message)

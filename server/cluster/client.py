@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from server.cluster.paths import socket_path
 from server.cluster.wire import WireError, encode, read_frame
 from storage.errors import StorageError
 
@@ -175,6 +176,16 @@ class RemoteCommitted:
             except Exception as error:
                 future.set_exception(error)
                 future.exception()  # retrieved: callers that went away leave no warning
+
+
+async def ask_local_writer(data_dir: Path, message: dict[str, Any]) -> dict[str, Any]:
+    """One request to the writer serving this machine's data directory (a command-line tool's
+    question: a snapshot, an import, a restore, a write); its answer."""
+    client = WriterClient(socket_path(data_dir, "writer"))
+    try:
+        return await client.request(message)
+    finally:
+        await client.close()
 
 
 async def open_connection(

@@ -178,10 +178,6 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-def _build_router(self: Any) -> ASGIApp:
-    return ReqoRouter(self.replicas)
-
-
 @serve.ingress()
 class RouterDeployment:
     """The ingress deployment (its ASGI application is a `ReqoRouter`)."""
@@ -189,7 +185,8 @@ class RouterDeployment:
     def __init__(self, replicas: Any) -> None:
         self.replicas = replicas
 
-    __serve_build_asgi_app__ = _build_router
+    def __serve_build_asgi_app__(self) -> ASGIApp:
+        return ReqoRouter(self.replicas)
 
 
 def application(config: Config, config_path: Path, token: str) -> Any:

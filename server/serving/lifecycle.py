@@ -41,11 +41,7 @@ class Live:
             if old != new:
                 raise ConfigError(fresh.source, key, "changed: that takes a restart, not a reload")
         check_models(fresh, self.registry)
-        check_scenarios(
-            fresh,
-            {s.name: s.database.schema for s in self.store.all()},
-            self.registry.functions,
-        )
+        check_scenarios(fresh, self.store.schemas(), self.registry.functions)
         for served in self.store.all():
             served.models.update(dict(fresh.models))
             # A `current` pointed at another version by hand (a rollback) serves at once.

@@ -25,6 +25,7 @@ from server.serving.reql_engine import ExpressionEngine
 from storage.database import Database
 from storage.kpi import Assignment
 from storage.recommendations import Recommendation, record_to_json
+from storage.schema import Schema
 
 if TYPE_CHECKING:
     from server.api.operations import Operation, Params
@@ -181,6 +182,10 @@ class Store:
 
     def all(self) -> list[Served]:
         return list(self._served.values())
+
+    def schemas(self) -> dict[str, Schema]:
+        """Each database's property schema as its copy holds it now."""
+        return {name: served.database.schema for name, served in self._served.items()}
 
     async def close(self) -> None:
         if self._polling is not None:

@@ -193,8 +193,7 @@ def fit_snapshot(
             else:
                 if database is None:
                     database = Database(name, None, read_threads=1)
-                    loaded = database
-                    loaded.write_sync(lambda ctx: import_snapshot(ctx, snapshot))
+                    database.write_sync(lambda ctx: import_snapshot(ctx, snapshot))
                 train_model(database, configs[model], registry, directory, configs)
             version = current_version(directory, model)
             if version is not None:
