@@ -14,8 +14,10 @@ DuckDB file under `--directory` and reused by later runs while it is complete. T
   warm-up; latency percentiles and the median of each pipeline stage;
 - over HTTP: the real server (`python -m server.cli serve`, a subprocess) under 16 concurrent
   keep-alive clients sending Items to User requests with the scenario, and, in the same run and
-  with the same clients, a bare Starlette endpoint served by uvicorn the same way; requests per
-  second of both, and the server's peak resident memory (VmHWM).
+  with the same clients, the same server on a copy of the data without metrics and access log
+  (their cost), and a bare Starlette endpoint served by uvicorn the same way; requests per
+  second, latency and CPU (of the whole process group) of each, and the largest peak resident
+  memory (VmHWM) among reqo's processes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -411,20 +414,37 @@ class Server:
         self.stop()
         raise RuntimeError(f"{self.name} did not answer within {timeout} s")
 
-    def cpu_seconds(self) -> float:
-        """User and system CPU time the process has used so far."""
+    def pids(self) -> list[int]:
+        """The process and its descendants (`reqo serve`'s writer, servers and trainer)."""
         assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        found, pending = [], [self.process.pid]
+        while pending:
+            pid = pending.pop()
+            found.append(pid)
+            with contextlib.suppress(OSError):
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                pending.extend(int(child) for child in children)
+        return found
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the process and its descendants have used so far."""
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def peak_memory(self) -> int:
-        """The process's peak resident set (VmHWM), in bytes."""
-        assert self.process is not None
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmHWM in /proc/<pid>/status")
+        """The largest peak resident set (VmHWM) among the process and its descendants (in
+        `reqo serve`, the server process's), in bytes."""
+        peaks = [0]
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) * 1024)
+        return max(peaks)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -525,43 +545,58 @@ def run_load(port: int, clients: int, seconds: float, users: int, seed: int) -> 
 def measure_http(
     directory: Path, users: int, clients: int, seconds: float, rounds: int
 ) -> dict[str, Any]:
-    """reqo and the bare endpoint under the same load, alternating, in `rounds` rounds each."""
-    reqo_port, bare_port = free_port(), free_port()
-    config = {
-        "data_dir": "data",
-        "allow_unsigned": True,
-        "server": {"host": "127.0.0.1", "port": reqo_port},
-        "databases": {DATABASE: {"token": "bench-token"}},
-        "scenarios": {
-            SCENARIO: {"endpoint": "items-to-user", "filter": FILTER, "booster": BOOSTER}
-        },
-    }
-    config_path = directory / "reqo.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    serve = [sys.executable, "-m", "server.cli", "serve", "--log-level=warning"]
-    reqo = Server(
-        "reqo",
-        [*serve, "--config", str(config_path)],
-        reqo_port,
-        directory / "reqo-server.log",
-    )
+    """reqo (default settings: metrics, and a JSON access line per request into a file), reqo
+    without them (a copy of its data) and the bare endpoint under the same load, alternating,
+    in `rounds` rounds each."""
+    reqo_port, quiet_port, bare_port = free_port(), free_port(), free_port()
+    quiet_dir = directory / "without-telemetry"
+    shutil.rmtree(quiet_dir, ignore_errors=True)
+    shutil.copytree(directory / "data", quiet_dir / "data", ignore=shutil.ignore_patterns(".reqo"))
+    serve = [sys.executable, "-m", "server.cli", "serve", "--log-level=info"]
+    servers = {}
+    for name, home, port, telemetry in (
+        ("reqo", directory, reqo_port, {}),
+        (
+            "quiet",
+            quiet_dir,
+            quiet_port,
+            {"metrics": {"enabled": False}, "logs": {"access": False}},
+        ),
+    ):
+        config = {
+            "data_dir": "data",
+            "allow_unsigned": True,
+            "server": {"host": "127.0.0.1", "port": port, **telemetry},
+            "databases": {DATABASE: {"token": "bench-token"}},
+            "scenarios": {
+                SCENARIO: {"endpoint": "items-to-user", "filter": FILTER, "booster": BOOSTER}
+            },
+        }
+        config_path = home / "reqo.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        servers[name] = Server(
+            name, [*serve, "--config", str(config_path)], port, home / f"{name}-server.log"
+        )
+    reqo, quiet = servers["reqo"], servers["quiet"]
     bare = Server(
         "bare Starlette",
         [sys.executable, "-m", "bench.recommend", "--serve-bare", str(bare_port)],
         bare_port,
         directory / "bare-server.log",
     )
-    loads: dict[str, list[Load]] = {"reqo": [], "bare": []}
+    loads: dict[str, list[Load]] = {"reqo": [], "quiet": [], "bare": []}
     try:
         reqo.start()
+        quiet.start()
         bare.start()
         # Warm-up: models load on the first request, the history index just after.
-        warm = run_load(reqo_port, clients, max(3.0, seconds / 3), users, seed=0)
+        for server in (reqo, quiet):
+            warm = run_load(server.port, clients, max(3.0, seconds / 3), users, seed=0)
+            if warm.errors:
+                raise RuntimeError(f"{server.name} answered {warm.errors[0]} during the warm-up")
         run_load(bare_port, clients, 1.0, users, seed=0)
-        if warm.errors:
-            raise RuntimeError(f"reqo answered {warm.errors[0]} during the warm-up")
         for number in range(rounds):
-            for name, server in (("bare", bare), ("reqo", reqo)):
+            for name, server in (("bare", bare), ("reqo", reqo), ("quiet", quiet)):
                 cpu = server.cpu_seconds()
                 load = run_load(server.port, clients, seconds, users, seed=number + 1)
                 load.cpu = server.cpu_seconds() - cpu
@@ -569,6 +604,7 @@ def measure_http(
         memory = reqo.peak_memory()
     finally:
         reqo.stop()
+        quiet.stop()
         bare.stop()
     figures: dict[str, Any] = {"memory": memory}
     for name, runs in loads.items():
@@ -586,6 +622,11 @@ def measure_http(
             "cores": sum(run.cpu for run in runs) / sum(run.elapsed for run in runs),
         }
     figures["ratio"] = figures["reqo"]["rate"] / figures["bare"]["rate"]
+    figures["access_lines"] = sum(
+        1
+        for line in reqo.log.read_text(errors="replace").splitlines()
+        if '"event":"request"' in line
+    )
     return figures
 
 
@@ -640,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     http = measure_http(args.directory, sizes.users, args.clients, args.seconds, args.rounds)
 
     stages = ", ".join(f"{stage} {ms:.3f}" for stage, ms in local["stages"].items())
-    reqo, bare = http["reqo"], http["bare"]
+    reqo, quiet, bare = http["reqo"], http["quiet"], http["bare"]
     memory_gib = http["memory"] / 2**30
     lines = [
         f"- {sizes.items:,} items (category of {CATEGORIES}, price, in_stock, brand), "
@@ -674,6 +715,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{bare['p50']:.1f} ms, p99 {bare['p99']:.1f} ms; {bare['cpu_us']:,.0f} us, "
         f"{bare['cores']:.2f} cores) = **{http['ratio']:.0%}** (target >= "
         f"{TARGET_RATIO:.0%}: {_verdict(http['ratio'] >= TARGET_RATIO)})",
+        "- the cost of metrics and logs, in the same rounds: reqo as above (metrics on, a JSON "
+        f"access line per request into a file: {http['access_lines']:,} lines) "
+        f"**{reqo['rate']:,.0f} req/s**, p50 **{reqo['p50']:.1f} ms**, "
+        f"{reqo['cpu_us']:,.0f} us CPU per request vs the same server without them "
+        "(`server.metrics.enabled: false`, `server.logs.access: false`) "
+        f"**{quiet['rate']:,.0f} req/s**, p50 **{quiet['p50']:.1f} ms**, "
+        f"{quiet['cpu_us']:,.0f} us = throughput {reqo['rate'] / quiet['rate'] - 1:+.1%}, "
+        f"CPU per request {reqo['cpu_us'] / quiet['cpu_us'] - 1:+.1%}",
         f"- reqo server's peak resident memory (VmHWM) at the end: **{memory_gib:.2f} GiB** "
         f"(target <= {TARGET_MEMORY_GIB:.0f} GB: "
         f"{_verdict(http['memory'] <= TARGET_MEMORY_GIB * 1e9)})",

@@ -4,7 +4,8 @@
 data_dir: data              # relative to this file; `reqo serve` creates it (must be writable)
 allow_unsigned: false       # true accepts requests without HMAC signatures (loopback only)
 server: {host: 127.0.0.1, port: 8000, workers: 1,  # server processes sharing the port
-         tls: {certfile: cert.pem, keyfile: key.pem}}
+         tls: {certfile: cert.pem, keyfile: key.pem},
+         metrics: {public: false}, logs: {format: auto}}  # see server/config_telemetry.py
 databases:
   shop: {token: "a long random secret"}       # or {token_env: SHOP_TOKEN}
   blog: {token_env: BLOG_TOKEN, signatures: strict}
@@ -52,6 +53,7 @@ from server.serving.scenarios import (
 
 if TYPE_CHECKING:
     from server.config_ray import RayConfig
+    from server.config_telemetry import LogsConfig, MetricsConfig
 
 CONFIG_EXIT = 78
 """A server's exit status when the configuration does not fit its databases (EX_CONFIG): the
@@ -74,7 +76,7 @@ _TOP_KEYS = {
     "admin_token_env",
     "limits",
 }
-_SERVER_KEYS = {"host", "port", "workers", "tls", "ray"}
+_SERVER_KEYS = {"host", "port", "workers", "tls", "ray", "metrics", "logs"}
 _TLS_KEYS = {"certfile", "keyfile"}
 _DATABASE_KEYS = {"token", "token_env", "signatures"}
 _LIMITS_KEYS = {"max_queued", "query_timeout", "retry_after"}
@@ -148,6 +150,10 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     ray: RayConfig | None = None
     """`server.ray:`, how `reqo serve --ray` runs on a cluster."""
+    metrics: MetricsConfig | None = None
+    """`server.metrics:` (None: the defaults)."""
+    logs: LogsConfig | None = None
+    """`server.logs:` (None: the defaults)."""
 
     def models_dir(self, database: str) -> Path:
         """Where the trained models of a database are kept (one versioned directory each): on a
@@ -265,6 +271,10 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
     from server.config_ray import parse_ray  # it builds on this module's errors
 
     ray = parse_ray(source, server.get("ray"), base_dir, workers)
+    from server.config_telemetry import parse_logs, parse_metrics
+
+    metrics = parse_metrics(source, server.get("metrics"))
+    logs = parse_logs(source, server.get("logs"))
     databases = _databases(source, data.get("databases"))
     admin_token = _admin_token(source, data, databases)
     try:
@@ -293,6 +303,8 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
         admin_token=admin_token,
         limits=_limits(source, data.get("limits")),
         ray=ray,
+        metrics=metrics,
+        logs=logs,
     )
 
 

@@ -51,6 +51,7 @@ class RunningServer:
     ray_address: str | None = None
     """Run on this Ray cluster (`reqo serve --ray ADDRESS`), with `ray` as `server.ray`."""
     ray: Mapping[str, Any] = field(default_factory=dict)
+    log_level: str = "warning"
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +88,7 @@ class RunningServer:
         data: bytes | None = None,
         signed: bool = True,
         token: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """A raw HTTP request to `/{database}{path}`, HMAC-signed as Recombee's clients do (with
         the database's token, or `token`)."""
@@ -100,7 +102,7 @@ class RunningServer:
             self.url + url_path,
             json=json,
             data=data,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **(headers or {})},
             timeout=60,
             verify=self.ca_file or True,
         )
@@ -144,7 +146,7 @@ class RunningServer:
             self.process = subprocess.Popen(
                 [
                     *(sys.executable, "-m", "server.cli", "serve"),
-                    *("--config", str(self.config_path), "--log-level", "warning"),
+                    *("--config", str(self.config_path), "--log-level", self.log_level),
                     *(("--ray", self.ray_address) if self.ray_address is not None else ()),
                 ],
                 cwd=REPO_ROOT,

@@ -1,15 +1,18 @@
-"""reqo's own operations outside any database: health, readiness, plugins, reload, the OpenAPI
-document of reqo's extensions.
+"""reqo's own operations outside any database: health, readiness, metrics, plugins, reload, the
+OpenAPI document of reqo's extensions.
 
 `/-/health` (liveness) and `/-/ready` answer anyone with their status alone, at once, without
 touching a database (a probe must never wait behind request work); with the admin token they
 also report each database and the traffic counters, and `/-/ready` what it still waits for.
 `/-/ready` is 200 once every database is open and every model that a scenario serves with has
-a trained version, 503 before. Everything else here needs the admin token.
+a trained version, 503 before. `/-/metrics` (also `/metrics`, which no database named
+"metrics" shadows) is Prometheus' text format, public where `server.metrics.public` says so.
+Everything else here needs the admin token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,8 +30,10 @@ from server.api.auth import is_admin, verify_admin
 from server.api.boundary import SafeJSONResponse
 from server.api.operations import error_body
 from server.config import Config, ConfigError
+from server.config_telemetry import MetricsConfig
 from server.serving.lifecycle import Live
 from server.serving.store import Store
+from server.telemetry.sampler import Sampler
 from storage.errors import StorageError
 
 OPENAPI = Path(__file__).resolve().parent.parent / "openapi.yaml"
@@ -43,6 +48,7 @@ class ServerState:
     live: Live
     registry: Registry
     traffic: Traffic
+    sampler: Sampler
     started: bool = False
     """True once every database is open; false again while the server shuts down."""
 
@@ -129,6 +135,28 @@ def admin_routes(state: ServerState) -> list[Route]:
                 body["missing"] = {"modelVersions": missing}
         return SafeJSONResponse(body, 200 if is_ready else 503)
 
+    async def metrics(request: Request) -> Response:
+        settings = state.live.config.metrics or MetricsConfig()
+        if not settings.enabled:
+            body = {"statusCode": 404, "error": "metrics are off (server.metrics.enabled: false)"}
+            return SafeJSONResponse(body, 404)
+        if not settings.public:
+            try:
+                config = state.live.config
+                verify_admin(
+                    request.scope, config.admin_token, allow_unsigned=config.allow_unsigned
+                )
+            except StorageError as error:
+                return SafeJSONResponse(error_body(error), error.status)
+        from server.telemetry.metrics import exposition
+
+        state.sampler.sample()
+        text, content_type = await asyncio.to_thread(exposition)
+        gathered = await state.store.links.metrics()
+        if gathered is not None:  # a cluster's, from every replica and writer
+            text = gathered
+        return Response(text, media_type=content_type)
+
     async def plugins(request: Request) -> Response:
         return SafeJSONResponse(plugins_json(state.registry))
 
@@ -145,6 +173,9 @@ def admin_routes(state: ServerState) -> list[Route]:
     return [
         Route("/-/health", health, methods=["GET"]),
         Route("/-/ready", ready, methods=["GET"]),
+        Route("/-/metrics", metrics, methods=["GET"]),
+        # Before the databases' routes: a database named "metrics" has /metrics/… paths only.
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/-/plugins", guarded(plugins), methods=["GET"]),
         Route("/-/reload", guarded(reload), methods=["POST"]),
         Route("/-/openapi.yaml", openapi, methods=["GET"]),

@@ -31,6 +31,7 @@ from server.api.image_search import ENDPOINT, read_image_request
 from server.api.image_search import MAX_REQUEST_BYTES as IMAGE_REQUEST_BYTES
 from server.api.image_search import PATH as IMAGE_PATH
 from server.api.kpi import kpi as kpi_report
+from server.api.model_routes import model_routes
 from server.api.operations import (
     Call,
     Mode,
@@ -50,12 +51,16 @@ from server.api.table import operation_table
 from server.cluster.client import WriterRefused
 from server.cluster.links import Links
 from server.config import CONFIG_EXIT, Config, ConfigError
+from server.config_telemetry import LogsConfig, MetricsConfig
 from server.serving.expressions import LIMITS
-from server.serving.lifecycle import Live
+from server.serving.lifecycle import Live, reload_was_asked
 from server.serving.live_models import check_models
 from server.serving.scenario_check import check_scenarios
 from server.serving.store import Served, Store
-from server.training.artifacts import VersionError, model_versions, roll_back
+from server.telemetry.metrics import BATCH_SIZE
+from server.telemetry.middleware import Telemetry, note_scenario
+from server.telemetry.sampler import Sampler, ServerGauges
+from server.telemetry.summary import log_startup
 from storage.errors import BadParameter, NotFound, StorageError
 from storage.params import check_known, read_str
 
@@ -84,7 +89,9 @@ def create_app(
     store = Store(config, registry, links)
     live = Live(config, registry, store)
     table = operation_table()
-    state = ServerState(store, live, registry, Traffic())
+    traffic = Traffic()
+    state = ServerState(store, live, registry, traffic, Sampler("server"))
+    state.sampler.sources.append(ServerGauges(store, traffic))
     # Unknown databases are checked against a token nobody has, so that an unsigned or wrongly
     # signed request learns nothing from the answer about which databases exist.
     nobody = secrets.token_hex(32)
@@ -103,24 +110,27 @@ def create_app(
             # the supervisor must tell a configuration mistake (stop) from a crash (restart).
             os._exit(CONFIG_EXIT)
         registry.manager.hook.startup(config=config)
+        log_startup(live.config, store)
+        sampling = asyncio.create_task(state.sampler.run())
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.create_task(_reload_logged()))
+        if reload_was_asked():  # while this process was starting
+            await _reload_logged()
         state.started = True
         try:
             yield
         finally:
             state.started = False
+            sampling.cancel()
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
             registry.manager.hook.shutdown()
             await store.close()
 
     async def _reload_logged() -> None:
-        try:
+        with contextlib.suppress(ConfigError):  # logged by the reload, with its reason
             await live.reload()
-        except ConfigError as error:
-            logger.error("reload refused: %s", error)
 
     def served_of(request: Request) -> Served:
         """The request's database, once its signature is verified."""
@@ -168,6 +178,7 @@ def create_app(
         try:
             served, params = await accept(request)
             prepared = await asyncio.to_thread(parse_batch, table, params)
+            BATCH_SIZE.labels(served.name).observe(len(prepared.calls))
             current = live.config
 
             async def recommend_one(call: Call, batch: PreparedBatch) -> Any:
@@ -197,6 +208,8 @@ def create_app(
                 args = {k: v for k, v in request.path_params.items() if k != "databaseId"}
                 current = live.config
                 parsed = parse_request(endpoint, args, params, current.scenarios, current.models)
+                if parsed.scenario is not None and parsed.scenario in current.scenarios:
+                    note_scenario(request.scope, parsed.scenario)
                 result = await recommend(served, parsed, endpoint)
             except StorageError as error:
                 return SafeJSONResponse(error_body(error), status_code=error.status)
@@ -267,60 +280,10 @@ def create_app(
             return SafeJSONResponse(error_body(error), status_code=error.status)
         return SafeJSONResponse({"trained": reply.get("versions", {})})
 
-    async def models(request: Request) -> Response:
-        """Each configured model: the version this server serves, and the versions on disk."""
-        try:
-            served, params = await accept(request)
-            check_known(params.merged, ())
-            directory = store.config.models_dir(served.name)
-            listing = []
-            for name in sorted(served.models.configs):
-                loaded = served.models.peek(name)
-                versions = await asyncio.to_thread(model_versions, directory, name)
-                listing.append(
-                    {
-                        "model": name,
-                        "serving": loaded.version if loaded is not None else None,
-                        "versions": [v.to_json() for v in versions],
-                    }
-                )
-        except StorageError as error:
-            return SafeJSONResponse(error_body(error), status_code=error.status)
-        return SafeJSONResponse(listing)
-
-    async def rollback(request: Request) -> Response:
-        """Serve an older version of a model (`to`, or the one before the live one), on every
-        server: the change travels through the change feed, as a trainer's new version does."""
-        try:
-            served, params = await accept(request, reads=False)
-            check_known(params.merged, ("to",))
-            name = request.path_params["model"]
-            if name not in served.models.configs:
-                raise NotFound(f"model '{name}' is not configured")
-            directory = store.config.models_dir(served.name)
-            try:
-                previous, version = await asyncio.to_thread(
-                    roll_back, directory, name, read_str(params.merged, "to")
-                )
-            except VersionError as error:
-                raise BadParameter("to", str(error)) from None
-            await served.write_and_see("models", {"versions": {name: version}})
-            logger.info(
-                "database %r: model '%s' rolled back from %s to %s",
-                served.name,
-                name,
-                previous,
-                version,
-            )
-        except StorageError as error:
-            return SafeJSONResponse(error_body(error), status_code=error.status)
-        return SafeJSONResponse({"model": name, "previous": previous, "version": version})
-
     routes = [
         *admin_routes(state),
         Route("/{databaseId}/-/train", train, methods=["POST"]),
-        Route("/{databaseId}/-/models", models, methods=["GET"]),
-        Route("/{databaseId}/-/models/{model}/rollback", rollback, methods=["POST"]),
+        *model_routes(store, accept),
         Route("/{databaseId}/scenarios/", scenarios, methods=["GET"]),
         Route("/{databaseId}/-/kpi", kpi, methods=["GET"]),
         Route("/{databaseId}/recomms/next/items/{recommId}", next_page, methods=["POST", "GET"]),
@@ -343,6 +306,12 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            Middleware(
+                Telemetry,
+                databases=config.databases,
+                logs=lambda: live.config.logs or LogsConfig(),
+                metrics=lambda: (live.config.metrics or MetricsConfig()).enabled,
+            ),
             Middleware(
                 Admission,
                 databases=config.databases,

@@ -158,8 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import logging
-
     from server.cluster.supervisor import Supervisor
 
     config = load_config(args.config)
@@ -174,7 +172,11 @@ def _serve(args: argparse.Namespace) -> int:
     config.check_address(host, port)
     config.check_tls()
     config.check_data_dir()
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(message)s")
+    from server.config_telemetry import LogsConfig
+    from server.telemetry.logs import configure_logging
+
+    log_format = (config.logs or LogsConfig()).format
+    configure_logging(role="supervisor", level=args.log_level, log_format=log_format)
     if args.ray is not None:
         return _serve_on_ray(config, args)
     supervisor = Supervisor(

@@ -37,27 +37,34 @@ def run_role(args: argparse.Namespace) -> int:
     # change feed, the writer committing): at the default 5 ms switch interval a response
     # could wait that long behind them.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s {args.name}[%(process)d] %(levelname)s %(message)s",
-    )
+    from server.serving.lifecycle import defer_reloads
+
+    defer_reloads()
+    from server.config_telemetry import LogsConfig
+    from server.telemetry.logs import configure_logging
+
+    log_format = (config.logs or LogsConfig()).format
+    configure_logging(role=args.name, level=args.log_level, log_format=log_format)
     if args.name == "writer":
-        return _until_stopped(_writer(config))
+        return _until_stopped(_writer(config), "writer")
     if args.name == "trainer":
-        return _until_stopped(_trainer(config))
+        return _until_stopped(_trainer(config), "trainer")
     return _server(config, args.fd, args.log_level)
 
 
-def _until_stopped(work: Coroutine[Any, Any, None]) -> int:
-    """Run a role's coroutine until SIGTERM or SIGINT."""
+def _until_stopped(work: Coroutine[Any, Any, None], role: str) -> int:
+    """Run a role's coroutine until SIGTERM or SIGINT, sampling its process's gauges."""
+    from server.telemetry.sampler import Sampler
 
     async def main() -> None:
+        sampling = asyncio.create_task(Sampler(role).run())
         task = asyncio.create_task(work)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        sampling.cancel()
 
     asyncio.run(main())
     return 0
@@ -88,6 +95,7 @@ async def _trainer(config: Config) -> None:
     from pathlib import Path
 
     from server.api.app import load_registry
+    from server.serving.lifecycle import reload_was_asked
     from server.training.trainer import TrainerService
 
     service = TrainerService(config, load_registry(config))
@@ -98,6 +106,8 @@ async def _trainer(config: Config) -> None:
             service.config = load_config(Path(config.source))
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    if reload_was_asked():
+        reload()
     await service.run()
 
 
@@ -117,6 +127,10 @@ def _server(config: Config, fd: int | None, log_level: str) -> int:
     settings = uvicorn.Config(
         create_app(config),
         log_level=log_level,
+        # reqo's own access lines (server.telemetry.middleware) and handler: uvicorn's name the
+        # query string, signature included.
+        access_log=False,
+        log_config=None,
         timeout_graceful_shutdown=10,
         # A 10,000-character filter percent-encodes to about 30 KB of request line; h11's
         # default of 16 KiB refused such heads when they arrived in several pieces.

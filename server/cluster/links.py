@@ -41,6 +41,11 @@ class Links(Protocol):
         """Where the writer's committed sequence number of a database is read."""
         ...
 
+    async def metrics(self) -> bytes | None:
+        """Every role's metrics where this process cannot read them itself (None: this
+        process's own exposition covers them)."""
+        ...
+
     async def close(self) -> None:
         """Close every link."""
         ...
@@ -67,6 +72,9 @@ class LocalLinks:
             if loop.time() >= deadline:
                 raise RuntimeError(f"the writer has not opened database '{database}'")
             await asyncio.sleep(0.05)
+
+    async def metrics(self) -> bytes | None:
+        return None  # the group's multiprocess folder, which any server reads
 
     async def close(self) -> None:
         await self._writer.close()

@@ -24,6 +24,12 @@ from pathlib import Path
 
 from server.cluster.paths import socket_path
 from server.config import CONFIG_EXIT, Config
+from server.telemetry.multiprocess import (
+    metrics_folder,
+    prepare_multiprocess,
+    process_died,
+    remove_multiprocess,
+)
 
 logger = logging.getLogger("reqo")
 
@@ -102,6 +108,7 @@ class Supervisor:
             preexec_fn=_die_with_parent,
         )
         role.started = time.monotonic()
+        _role_up(role.name, 1)
 
     def run(self) -> int:
         """Run the group until SIGTERM or SIGINT; returns the exit code."""
@@ -116,6 +123,15 @@ class Supervisor:
                 socket_path(self.config.data_dir, "writer"),
             )
             return 1
+        # Every process of the group records its metrics there; any server's scrape reads all.
+        metrics = metrics_folder(self.config.data_dir)
+        prepare_multiprocess(metrics)
+        try:
+            return self._run_group()
+        finally:
+            remove_multiprocess(metrics)
+
+    def _run_group(self) -> int:
         writer = Role("writer", self._argv("writer"))
         self._start(writer)
         self.roles.append(writer)
@@ -172,6 +188,8 @@ class Supervisor:
                 if process is None or process.poll() is None:
                     continue
                 lived = time.monotonic() - role.started
+                process_died(process.pid)
+                _role_up(role.name, 0)
                 if process.returncode == CONFIG_EXIT:
                     logger.error("reqo: %s refused the configuration; stopping", role.name)
                     return 2
@@ -186,6 +204,7 @@ class Supervisor:
                     logger.error("reqo: %s keeps failing; stopping", role.name)
                     return 1
                 role.restarts += 1
+                _role_restarted(role.name)
                 self._start(role)
             time.sleep(0.1)
         return 0
@@ -216,6 +235,19 @@ class Supervisor:
                 except subprocess.TimeoutExpired:
                     role.process.kill()
                     role.process.wait()
+
+
+def _role_up(name: str, up: int) -> None:
+    """`reqo_role_up{role="writer"|"server-1"|…|"trainer"}`."""
+    from server.telemetry.metrics import ROLE_UP
+
+    ROLE_UP.labels(name).set(up)
+
+
+def _role_restarted(name: str) -> None:
+    from server.telemetry.metrics import ROLE_RESTARTS
+
+    ROLE_RESTARTS.labels(name).inc()
 
 
 def writer_answers(config: Config) -> bool:

@@ -22,7 +22,9 @@ import ray
 from plugins.manager import Registry
 from server.config import Config, load_config
 from server.distributed.links import RayLinks, RayWriterClient
+from server.distributed.metrics import publish_forever
 from server.distributed.names import NAMESPACE, writer_actor
+from server.telemetry.logs import configure_logging
 from server.training.trainer import TrainerService, fit_snapshot
 from server.writer.service import WriterService
 
@@ -32,23 +34,22 @@ TRAIN_RETRIES = 3
 """Times Ray runs a training task again after its process died (a node lost, a kill)."""
 
 
-def _logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s"
-    )
+def _logging(role: str) -> None:
+    configure_logging(role=role, log_format="json")
 
 
 class WriterActor:
     """The writer of one database (a Ray actor; `reqo serve --ray` starts one per database)."""
 
     def __init__(self, config_path: str, database: str, token: str) -> None:
-        _logging()
+        _logging("writer")
         self.config = load_config(Path(config_path))
         self.database = database
         self.token = token
         self._service: WriterService | None = None
         self._address: tuple[str, int] | None = None
         self._lock = asyncio.Lock()
+        self._publishing: asyncio.Task[None] | None = None
 
     async def _started(self) -> WriterService:
         # Ray runs an async actor's constructor outside its event loop: the service opens on
@@ -61,6 +62,7 @@ class WriterActor:
                 host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
                 self._address = await service.listen_tcp(host, 0)
                 self._service = service
+                self._publishing = asyncio.create_task(publish_forever(f"writer-{self.database}"))
             return self._service
 
     async def address(self) -> tuple[str, int]:
@@ -105,7 +107,7 @@ class TrainerActor:
     fit is a Ray task (on a GPU where the cluster has one, retried if its process dies)."""
 
     def __init__(self, config_path: str, token: str) -> None:
-        _logging()
+        _logging("trainer")
         from server.api.app import load_registry
 
         self.config_path = config_path
@@ -155,7 +157,7 @@ class RayTrainerService(TrainerService):
 def fit_task(config_path: str, database: str, names: list[str]) -> dict[str, str]:
     """Fit models of a database on its writer's latest snapshot (from the object store) and
     publish them in the shared models directory; their new versions by name."""
-    _logging()
+    _logging("training")
     from server.api.app import load_registry
 
     config = load_config(Path(config_path))

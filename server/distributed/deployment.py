@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.config import Config, load_config
 from server.distributed.links import RayLinks
+from server.distributed.metrics import publish_forever
 from server.distributed.names import APPLICATION
 
 MAX_ONGOING_REQUESTS = 256
@@ -49,12 +51,17 @@ class ReqoReplica:
 
     async def __init__(self, config_path: str, token: str) -> None:  # type: ignore[misc]
         from server.api.app import create_app
+        from server.config_telemetry import LogsConfig
+        from server.telemetry.logs import configure_logging
 
         config = load_config(Path(config_path))
+        configure_logging(role="server", log_format=(config.logs or LogsConfig()).format)
         self.app = create_app(config, links=RayLinks(token))
         self._lifespan = self.app.router.lifespan_context(self.app)
         # Loads every database's copy from its writer's snapshot, and the models.
         await self._lifespan.__aenter__()
+        replica = serve.get_replica_context().replica_id.unique_id
+        self._publishing = asyncio.create_task(publish_forever(f"replica-{replica}"))
 
     async def call(self, request: dict[str, Any], body: bytes) -> Answer:
         """Run one HTTP request through the application."""
@@ -81,6 +88,7 @@ class ReqoReplica:
         return status, headers, b"".join(chunks)
 
     async def __del__(self) -> None:
+        self._publishing.cancel()
         with contextlib.suppress(Exception):
             await self._lifespan.__aexit__(None, None, None)
 

@@ -23,7 +23,8 @@ from server.config import Config, ConfigError
 from server.config_ray import PROXIES
 from server.distributed.actors import TrainerActor, WriterActor
 from server.distributed.deployment import application
-from server.distributed.names import APPLICATION, NAMESPACE, TRAINER, writer_actor
+from server.distributed.metrics import MetricsBoard
+from server.distributed.names import APPLICATION, METRICS, NAMESPACE, TRAINER, writer_actor
 
 logger = logging.getLogger("reqo")
 
@@ -71,6 +72,12 @@ def start_roles(config: Config, config_path: Path) -> dict[str, Any]:
             .remote(path, database, token)
         )
     ray.get([handle.address.remote() for handle in handles.values()], timeout=STARTUP_WAIT)
+    # Where the replicas and writers publish their metrics for a scrape.
+    handles[METRICS] = (
+        ray.remote(MetricsBoard)
+        .options(name=METRICS, namespace=NAMESPACE, num_cpus=0, max_restarts=-1)
+        .remote()
+    )
     handles[TRAINER] = (
         ray.remote(TrainerActor)
         .options(
@@ -106,9 +113,10 @@ def stop_roles(handles: dict[str, Any]) -> None:
         serve.delete(APPLICATION)
     except Exception as error:
         logger.warning("reqo: stopping the servers: %s", error)
-    trainer = handles.pop(TRAINER, None)
-    if trainer is not None:
-        ray.kill(trainer, no_restart=True)
+    for name in (TRAINER, METRICS):
+        helper = handles.pop(name, None)
+        if helper is not None:
+            ray.kill(helper, no_restart=True)
     for handle in handles.values():
         try:
             ray.get(handle.stop.remote(), timeout=30)

@@ -119,6 +119,11 @@ class RayLinks:
     async def committed(self, database: str) -> RemoteCommitted:
         return RemoteCommitted(self.writer(database), database)
 
+    async def metrics(self) -> bytes | None:
+        from server.distributed.metrics import scrape_board
+
+        return await scrape_board()
+
     async def close(self) -> None:
         for client in self._writers.values():
             await client.close()

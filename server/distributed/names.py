@@ -10,6 +10,9 @@ APPLICATION = "reqo"
 
 TRAINER = "reqo-trainer"
 
+METRICS = "reqo-metrics"
+"""The actor that gathers the replicas' and writers' metrics."""
+
 
 def writer_actor(database: str) -> str:
     """The name of a database's writer actor."""

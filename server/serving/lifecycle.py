@@ -31,7 +31,35 @@ class Live:
         self.store = store
 
     async def reload(self, *, notify: bool = False) -> dict[str, Any]:
-        """Read the configuration file again and apply its scenarios and models."""
+        """Read the configuration file again and apply its scenarios and models; a refusal
+        (ConfigError) leaves everything as it was. Either outcome is logged."""
+        try:
+            fresh = await self._checked()
+        except ConfigError as error:
+            logger.error(
+                "reload of %s refused: %s",
+                self.config.source,
+                error,
+                extra={"event": "reload_refused", "reason": str(error)},
+            )
+            raise
+        for served in self.store.all():
+            served.models.update(dict(fresh.models))
+            # A `current` pointed at another version by hand (a rollback) serves at once.
+            await asyncio.to_thread(served.models.refresh)
+        self.config = fresh
+        logger.info(
+            "reloaded %s: scenarios %s",
+            fresh.source,
+            ", ".join(sorted(fresh.scenarios)) or "none",
+            extra={"event": "reload", "scenarios": sorted(fresh.scenarios)},
+        )
+        if notify:
+            notify_supervisor()
+        return {"scenarios": sorted(fresh.scenarios), "models": sorted(fresh.models)}
+
+    async def _checked(self) -> Config:
+        """The configuration file as it is now, checked against the running server."""
         fresh = await asyncio.to_thread(load_config, Path(self.config.source))
         for key, old, new in (
             ("databases", self.config.databases, fresh.databases),
@@ -42,17 +70,26 @@ class Live:
                 raise ConfigError(fresh.source, key, "changed: that takes a restart, not a reload")
         check_models(fresh, self.registry)
         check_scenarios(fresh, self.store.schemas(), self.registry.functions)
-        for served in self.store.all():
-            served.models.update(dict(fresh.models))
-            # A `current` pointed at another version by hand (a rollback) serves at once.
-            changed = await asyncio.to_thread(served.models.refresh)
-            if changed:
-                logger.info("database %r: now serving other versions of %s", served.name, changed)
-        self.config = fresh
-        logger.info("reloaded %s", fresh.source)
-        if notify:
-            notify_supervisor()
-        return {"scenarios": sorted(fresh.scenarios), "models": sorted(fresh.models)}
+        return fresh
+
+
+class _EarlyReload:
+    asked = False
+
+
+def defer_reloads() -> None:
+    """Until the process handles SIGHUP itself (once started), remember a reload asked for:
+    SIGHUP's default action would kill a process that is still starting."""
+
+    def remember(signum: int, frame: object) -> None:
+        _EarlyReload.asked = True
+
+    signal.signal(signal.SIGHUP, remember)
+
+
+def reload_was_asked() -> bool:
+    """Whether a reload was asked for while the process was starting."""
+    return _EarlyReload.asked
 
 
 SUPERVISOR_ENV = "REQO_SUPERVISOR_PID"

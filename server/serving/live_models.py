@@ -163,6 +163,20 @@ class LiveModels:
                 with self._lock:
                     self._loaded = {**self._loaded, name: fresh}
                 changed.append(name)
+                logger.info(
+                    "database %r: model '%s' serves version %s (was %s)",
+                    self.database.name,
+                    name,
+                    version,
+                    loaded.version,
+                    extra={
+                        "event": "model_swap",
+                        "db": self.database.name,
+                        "model": name,
+                        "version": version,
+                        "previous": loaded.version,
+                    },
+                )
         return changed
 
     def update(self, configs: dict[str, ModelConfig]) -> None:

@@ -156,12 +156,9 @@ class Store:
             await asyncio.sleep(MODEL_POLL_INTERVAL)
             for served in list(self._served.values()):
                 try:
-                    changed = await asyncio.to_thread(served.models.refresh)
+                    await asyncio.to_thread(served.models.refresh)
                 except Exception:
                     logger.exception("database %r: loading a new model version failed", served.name)
-                    continue
-                if changed:
-                    logger.info("database %r: now serving new versions of %s", served.name, changed)
 
     def _longest_sticky(self) -> float:
         """The longest time a configured experiment keeps a user on a variant (seconds)."""
@@ -220,9 +217,7 @@ def _shown(log: RecommendationLog, replica: Replica, user_id: str, since: float)
 async def _load_published(models: LiveModels, name: str, entries: list[dict[str, Any]]) -> None:
     """Swap in the model versions that a trainer published (a `models` entry of the feed)."""
     if any(entry.get("cmd") == "models" for entry in entries):
-        changed = await asyncio.to_thread(models.refresh)
-        if changed:
-            logger.info("database %r: now serving new versions of %s", name, changed)
+        await asyncio.to_thread(models.refresh)
 
 
 def _assignments_to(experiments: Experiments) -> Any:

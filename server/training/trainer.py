@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -186,22 +187,62 @@ def fit_snapshot(
     try:
         versions: dict[str, str] = {}
         for model in training_order(names, configs, registry):
-            if sharded and learns_from_shards(configs[model], registry):
-                train_model_from_shards(
-                    snapshot, configs[model], registry, directory, batch_rows=batch_rows
-                )
-            else:
-                if database is None:
-                    database = Database(name, None, read_threads=1)
-                    database.write_sync(lambda ctx: import_snapshot(ctx, snapshot))
-                train_model(database, configs[model], registry, directory, configs)
+            started = time.monotonic()
+            logger.info(
+                "trainer: training %s of %r%s",
+                model,
+                name,
+                " in shards" if sharded else "",
+                extra={"event": "training_start", "db": name, "model": model},
+            )
+            try:
+                if sharded and learns_from_shards(configs[model], registry):
+                    train_model_from_shards(
+                        snapshot, configs[model], registry, directory, batch_rows=batch_rows
+                    )
+                else:
+                    if database is None:
+                        database = Database(name, None, read_threads=1)
+                        database.write_sync(lambda ctx: import_snapshot(ctx, snapshot))
+                    train_model(database, configs[model], registry, directory, configs)
+            except BaseException:
+                record_training(name, model, None, time.monotonic() - started)
+                raise
             version = current_version(directory, model)
+            record_training(name, model, version, time.monotonic() - started)
             if version is not None:
                 versions[model] = version
         return versions
     finally:
         if database is not None:
             database.close()
+
+
+def record_training(database: str, model: str, version: str | None, seconds: float) -> None:
+    """Log a training's end (or failure: no version) with its figures, and count it."""
+    from server.telemetry.metrics import TRAINED_AT, TRAINING_SECONDS, TRAININGS
+
+    TRAININGS.labels(database, model, "ok" if version else "failed").inc()
+    fields = {"db": database, "model": model, "seconds": round(seconds, 3)}
+    if version is None:
+        logger.error(
+            "trainer: training %s of %r failed after %.1f s",
+            model,
+            database,
+            seconds,
+            extra={"event": "training_failed", **fields},
+        )
+        return
+    TRAINED_AT.labels(database, model).set(time.time())
+    TRAINING_SECONDS.labels(database, model).set(seconds)
+    logger.info(
+        "trainer: trained %s of %r in %.1f s: version %s",
+        model,
+        database,
+        seconds,
+        version,
+        extra={"event": "training_end", "version": version, **fields},
+    )
 
 
 def interaction_rows(snapshot: Path) -> int:

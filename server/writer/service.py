@@ -60,6 +60,19 @@ one commit: each commit costs milliseconds whatever it holds, and each group is 
 feed frame for every server to apply."""
 
 
+def count_writes(database: str, command: str, payload: dict[str, Any], result: Any) -> None:
+    """`reqo_writes_total`: Recombee's writes by operation (those that succeeded), reqo's own
+    (recommendation records, model versions, …) by command."""
+    from server.telemetry.metrics import WRITES
+
+    if command != "calls":
+        WRITES.labels(database, command).inc()
+        return
+    for call, answer in zip(payload.get("calls", ()), result or (), strict=False):
+        if isinstance(answer, dict) and answer.get("code", 500) < 300:
+            WRITES.labels(database, str(call.get("op"))).inc()
+
+
 def _entries_after(ctx: ReadContext, after: int) -> list[Entry] | None:
     return entries_after(ctx.conn, after, CATCH_UP_CHUNK)
 
@@ -244,6 +257,7 @@ class WriterService:
         database = served.database
         if op == "write":
             result = await self._write(database, message["cmd"], message["payload"])
+            count_writes(database.name, message["cmd"], message["payload"], result)
             return {"result": result, "seq": served.seq.get()}
         if op == "snapshot":
             path = await self._snapshot(served)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,23 +183,46 @@ def is_message(line: str) -> bool:
     return bool(line) and not line.startswith((" ", "Traceback", "During", "The above"))
 
 
+_LOG_LINE = re.compile(r"^(\{|\d\d:\d\d:\d\d\.\d{3} |ERROR:|INFO:|WARNING:)")
+"""The start of the next log record (JSON, reqo's text lines, uvicorn's own)."""
+
+
 def server_errors(log: str) -> list[ServerError]:
     """The internal errors that reqo logged (`internal error on METHOD PATH` + traceback), each
-    with its last exception line and the innermost frame in the project's own code."""
+    with its last exception line and the innermost frame in the project's own code; from JSON
+    lines (the traceback in `exception`) or text lines."""
     found: list[ServerError] = []
     lines = log.splitlines()
     for index, line in enumerate(lines):
-        if not line.startswith("internal error on "):
+        if line.startswith("{"):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            message = str(entry.get("message", ""))
+            if message.startswith("internal error on "):
+                trace = str(entry.get("exception", "")).splitlines()
+                found.append(_server_error(message, trace))
             continue
-        where, exception = "?", "?"
+        at = line.find("internal error on ")
+        if at < 0:
+            continue
+        following = []
         for follow in lines[index + 1 :]:
-            if follow.startswith(("internal error on ", "ERROR:", "INFO:", "WARNING:")):
+            if "internal error on " in follow or _LOG_LINE.match(follow):
                 break
-            stripped = follow.strip()
-            if stripped.startswith('File "') and "site-packages" not in stripped:
-                path, _, rest = stripped[len('File "') :].partition('", line ')
-                where = f"{Path(path).parent.name}/{Path(path).name}:{rest.split(',')[0]}"
-            elif EXCEPTION_LINE.match(follow) or (exception == "?" and is_message(follow)):
-                exception = follow
-        found.append(ServerError(line.removeprefix("internal error on "), exception, where))
+            following.append(follow)
+        found.append(_server_error(line[at:], following))
     return found
+
+
+def _server_error(message: str, trace: list[str]) -> ServerError:
+    where, exception = "?", "?"
+    for follow in trace:
+        stripped = follow.strip()
+        if stripped.startswith('File "') and "site-packages" not in stripped:
+            path, _, rest = stripped[len('File "') :].partition('", line ')
+            where = f"{Path(path).parent.name}/{Path(path).name}:{rest.split(',')[0]}"
+        elif EXCEPTION_LINE.match(follow) or (exception == "?" and is_message(follow)):
+            exception = follow
+    return ServerError(message.removeprefix("internal error on "), exception, where)

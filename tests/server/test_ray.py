@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import ray
+from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 from ray.cluster_utils import Cluster
 from recombee_api_client.api_requests import (
@@ -57,6 +58,7 @@ def on_ray(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         TOKENS,
         ray_address=cluster.address,
         ray={"replicas": 2, "writer_cpus": 0.5, "replica_cpus": 1},
+        admin_token="admin-token-of-the-ray-tests",
         extra={"models": {"dae": {"algorithm": "mult-dae", "params": {"epochs": 200}}}},
     )
     running.start(timeout=180)
@@ -201,6 +203,31 @@ def test_replicas_spread_over_nodes_and_the_writer_stays_on_its_node(
     writer = next(a for a in actor_table() if a["name"] == writer_actor("test"))
     assert cluster.head_node is not None
     assert writer["node"] == cluster.head_node.node_id
+
+
+def test_a_scrape_covers_each_replica_and_the_writer_with_their_labels(
+    on_ray: RunningServer,
+) -> None:
+    samples: list[Any] = []
+
+    def every_source_published() -> bool:
+        reply = on_ray.admin("GET", "metrics")
+        assert reply.status_code == 200, reply.text
+        samples[:] = [s for f in text_string_to_metric_families(reply.text) for s in f.samples]
+        sources = {s.labels.get("ray_actor", "") for s in samples}
+        published = {s for s in sources if s.startswith("replica-")}
+        return len(published) == 2 and writer_actor("test").removeprefix("reqo-") in sources
+
+    wait_for(every_source_published, "every replica's and the writer's metrics", wait=30)
+    requests_by_replica = Counter(
+        s.labels["ray_actor"] for s in samples if s.name == "reqo_requests_total"
+    )
+    assert len(requests_by_replica) == 2  # both replicas answered requests
+    writes = [s for s in samples if s.name == "reqo_writes_total"]
+    assert {s.labels["ray_actor"] for s in writes} == {"writer-test"}
+    assert sum(s.value for s in writes if s.labels["kind"] == "add detail views") >= 12
+    assert all(s.labels["node"] for s in samples)
+    assert on_ray.admin("GET", "metrics", token="not-the-admin-token").status_code == 401
 
 
 def test_a_replica_killed_mid_load_is_replaced_without_a_wrong_answer(

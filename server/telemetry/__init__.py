@@ -1,0 +1,1 @@
+"""What reqo tells its operator: Prometheus metrics, structured logs with request ids."""
