@@ -38,6 +38,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -372,8 +373,71 @@ def serve_bare(port: int) -> None:
     import uvicorn
 
     uvicorn.run(
-        bare_app(), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=10
+        bare_app(),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+        # As reqo's servers are (server/cli/roles.py): with Ray installed uvicorn would pick
+        # httptools and uvloop here, and the baseline would measure another HTTP stack.
+        http="h11",
+        loop="asyncio",
     )
+
+
+TELEMETRY_CALLS = 20_000
+
+
+def measure_telemetry() -> dict[str, float]:
+    """Microseconds of a server's CPU that the telemetry of one request takes (its metrics into
+    a multiprocess folder, its access line as JSON into a file), each part alone: in a fresh
+    interpreter, where prometheus-client sees the folder when it is first imported."""
+    with tempfile.TemporaryDirectory() as folder:
+        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=folder)
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.recommend", "--telemetry-cost"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            check=True,
+        )
+    figures: dict[str, float] = json.loads(done.stdout)
+    return figures
+
+
+def _telemetry_cost() -> None:
+    """(In the subprocess of `measure_telemetry`.) Print the figures as JSON."""
+    from server.config_telemetry import LogsConfig
+    from server.telemetry.logs import configure_logging
+    from server.telemetry.middleware import RequestInfo, Telemetry
+
+    class Route:
+        path = "/{databaseId}/recomms/users/{userId}/items/"
+
+    scope = {"path": f"/{DATABASE}/recomms/users/u1/items/", "method": "GET", "route": Route()}
+    info = RequestInfo("0123456789abcdef", SCENARIO)
+    figures = {}
+    with tempfile.TemporaryFile("w") as sink:
+        sys.stderr = sink
+        configure_logging(role="server", level="info", log_format="json")
+        for name, access, metrics in (
+            ("both", True, True),
+            ("metrics", False, True),
+            ("access_log", True, False),
+            ("neither", False, False),
+        ):
+            telemetry = Telemetry(
+                bare_app(),
+                databases=[DATABASE],
+                logs=partial(LogsConfig, access=access),
+                metrics=partial(bool, metrics),
+            )
+            began = time.process_time()
+            for _ in range(TELEMETRY_CALLS):
+                telemetry._report(scope, info, 200, 0.01)
+            figures[name] = (time.process_time() - began) / TELEMETRY_CALLS * 1e6
+        sys.stderr = sys.__stderr__
+    print(json.dumps(figures))
 
 
 def free_port() -> int:
@@ -578,6 +642,7 @@ def measure_http(
             name, [*serve, "--config", str(config_path)], port, home / f"{name}-server.log"
         )
     reqo, quiet = servers["reqo"], servers["quiet"]
+    reqo.log.unlink(missing_ok=True)  # its access lines are counted below
     bare = Server(
         "bare Starlette",
         [sys.executable, "-m", "bench.recommend", "--serve-bare", str(bare_port)],
@@ -655,9 +720,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", action="store_true", help="build the catalog afresh")
     parser.add_argument("--no-report", action="store_true", help="do not touch BENCHMARKS.md")
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--telemetry-cost", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_bare is not None:
         serve_bare(args.serve_bare)
+        return 0
+    if args.telemetry_cost:
+        _telemetry_cost()
         return 0
 
     sizes = Sizes(args.items, args.users, args.interactions)
@@ -679,6 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         database.close()
     http = measure_http(args.directory, sizes.users, args.clients, args.seconds, args.rounds)
+    telemetry = measure_telemetry()
 
     stages = ", ".join(f"{stage} {ms:.3f}" for stage, ms in local["stages"].items())
     reqo, quiet, bare = http["reqo"], http["quiet"], http["bare"]
@@ -722,7 +792,10 @@ def main(argv: list[str] | None = None) -> int:
         "(`server.metrics.enabled: false`, `server.logs.access: false`) "
         f"**{quiet['rate']:,.0f} req/s**, p50 **{quiet['p50']:.1f} ms**, "
         f"{quiet['cpu_us']:,.0f} us = throughput {reqo['rate'] / quiet['rate'] - 1:+.1%}, "
-        f"CPU per request {reqo['cpu_us'] / quiet['cpu_us'] - 1:+.1%}",
+        f"CPU per request {reqo['cpu_us'] / quiet['cpu_us'] - 1:+.1%}; in process, the "
+        f"telemetry of one request (`Telemetry._report`, {TELEMETRY_CALLS:,} calls) takes "
+        f"**{telemetry['both']:.1f} us** of CPU: metrics {telemetry['metrics']:.1f} us, the "
+        f"access line {telemetry['access_log']:.1f} us, neither {telemetry['neither']:.1f} us",
         f"- reqo server's peak resident memory (VmHWM) at the end: **{memory_gib:.2f} GiB** "
         f"(target <= {TARGET_MEMORY_GIB:.0f} GB: "
         f"{_verdict(http['memory'] <= TARGET_MEMORY_GIB * 1e9)})",
