@@ -76,7 +76,10 @@ class TextFormatter(logging.Formatter):
         line = f"{stamp} {_Identity.role}[{record.process}] {record.levelname:<7} "
         line += record.getMessage().translate(_CONTROL)
         fields = _fields(record)
-        fields.pop("event", None)
+        if fields.pop("event", None) in ("request", "slow_request"):
+            for shown_in_message in ("method", "path", "status", "latency_ms"):
+                fields.pop(shown_in_message, None)
+        fields = {k: v for k, v in fields.items() if v != ""}
         if fields:
             line += "  " + " ".join(f"{k}={_shown(v)}" for k, v in fields.items())
         if record.exc_info:
