@@ -13,7 +13,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from server.config import Config, load_config
+from server.config import Config, ConfigError, load_config
 
 MAX_REQUEST_HEAD_BYTES = 256 * 2**10
 SWITCH_INTERVAL = 0.0005
@@ -102,8 +102,17 @@ async def _trainer(config: Config) -> None:
     loop = asyncio.get_running_loop()
 
     def reload() -> None:
-        with contextlib.suppress(Exception):
+        try:
             service.config = load_config(Path(config.source))
+        except ConfigError as error:
+            logging.getLogger("reqo").error(
+                "reload of %s refused: %s",
+                config.source,
+                error,
+                extra={"event": "reload_refused", "reason": str(error)},
+            )
+            return
+        logging.getLogger("reqo").info("reloaded %s", config.source, extra={"event": "reload"})
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     if reload_was_asked():
