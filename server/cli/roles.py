@@ -32,14 +32,16 @@ def add_parser(commands: Any) -> None:
 def run_role(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from server.serving.lifecycle import defer_reloads
+
+    # From here a reload asked for (SIGHUP, ignored until now) is done once the role runs: the
+    # configuration read next may be older than the reload.
+    defer_reloads()
     config = load_config(Path(args.config))
     # The event loop shares the GIL with the database threads (a server's copy applying the
     # change feed, the writer committing): at the default 5 ms switch interval a response
     # could wait that long behind them.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    from server.serving.lifecycle import defer_reloads
-
-    defer_reloads()
     from server.config_telemetry import LogsConfig
     from server.telemetry.logs import configure_logging
 

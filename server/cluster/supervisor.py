@@ -64,7 +64,10 @@ class Role:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the supervisor dies (even by kill -9)."""
+    """In the child before exec: get SIGTERM when the supervisor dies (even by kill -9), and
+    ignore SIGHUP (a reload) until the role handles it: its default action would kill a process
+    that is still starting, and a role that has not read the configuration yet reads it new."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -78,9 +78,14 @@ def configured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServ
 
 
 @pytest.fixture
-def reloadable(tmp_path: Path) -> Iterator[RunningServer]:
-    """A server of its own, for a test that changes the configuration."""
-    yield from configured_server(tmp_path)
+def reloadable(configured: RunningServer) -> Iterator[RunningServer]:
+    """The module's server, for a test that changes its configuration: the file is written
+    back and reloaded afterwards."""
+    original = configured.config_path.read_text()
+    yield configured
+    configured.config_path.write_text(original)
+    restored = configured.admin("POST", "reload", json={})
+    assert restored.status_code == 200, restored.text
 
 
 def ids(response: dict[str, Any]) -> list[str]:
