@@ -339,7 +339,8 @@ def ensure_properties(
 
 
 def reset(ctx: WriteContext) -> str:
-    """Erase items, users, properties and interactions (Recombee's Reset Database)."""
+    """Erase items, users, properties, interactions and search synonyms (Recombee's Reset
+    Database)."""
     for entity in Entity:
         for prop in ctx.schema.of(entity).properties:
             ctx.conn.execute(
@@ -350,6 +351,7 @@ def reset(ctx: WriteContext) -> str:
     ctx.conn.execute("DELETE FROM interactions")
     ctx.conn.execute("DELETE FROM recommendations")
     ctx.conn.execute("DELETE FROM variant_assignments")
+    ctx.conn.execute("DELETE FROM search_synonyms")
     ctx.schema_changed()
     ctx.touched_interactions()
     return "ok"

@@ -163,6 +163,13 @@ _BOOTSTRAP = [
        SELECT 'next_user_index', coalesce(max("$idx") + 1, 0) FROM users""",
     # storage/feed.py: the change feed, each committed write by its sequence number
     "CREATE TABLE IF NOT EXISTS reqo_feed (seq BIGINT NOT NULL, entry VARCHAR NOT NULL)",
+    # storage/synonyms.py: search synonyms
+    """CREATE TABLE IF NOT EXISTS search_synonyms (
+        id VARCHAR PRIMARY KEY,
+        term VARCHAR NOT NULL,
+        synonym VARCHAR NOT NULL,
+        one_way BOOLEAN NOT NULL
+    )""",
     # storage/embeddings.py: image vectors by embedder, its settings and the image's content hash
     """CREATE TABLE IF NOT EXISTS image_embeddings (
         embedder VARCHAR NOT NULL,

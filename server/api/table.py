@@ -9,11 +9,17 @@ from server.api.catalog import catalog_operations
 from server.api.interactions import interaction_operations
 from server.api.operations import OperationTable
 from server.api.recommendation_routes import recommendation_operations
+from server.api.synonyms import synonym_operations
 
 
 @cache
 def operation_table() -> OperationTable:
     """Every operation of Recombee's API that reqo serves."""
     return OperationTable(
-        [*catalog_operations(), *interaction_operations(), *recommendation_operations()]
+        [
+            *catalog_operations(),
+            *interaction_operations(),
+            *recommendation_operations(),
+            *synonym_operations(),
+        ]
     )
