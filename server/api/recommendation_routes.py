@@ -18,6 +18,7 @@ PATHS = {
     "items-to-item": "/recomms/items/{itemId}/items/",
     "users-to-item": "/recomms/items/{itemId}/users/",
     "users-to-user": "/recomms/users/{userId}/users/",
+    "search-items": "/search/users/{userId}/items/",
     "next-items": "/recomms/next/items/{recommId}",
 }
 

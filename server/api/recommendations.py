@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from server.api.image_search import ENDPOINT as ENDPOINT_IMAGE
 from server.api.operations import Params
+from server.search.fulltext import MAX_QUERY_LENGTH
 from server.serving.expressions import Context
 from server.serving.live_models import FALLBACK_VERSION
 from server.serving.pipeline import Pipeline, Query
@@ -56,7 +57,18 @@ ALLOWED = {
     "items-to-image": tuple(
         p for p in _COMMON if p not in ("cascadeCreate", "rotationRate", "rotationTime")
     ),
+    # Recombee's Search Items takes no diversity, relevance or rotation.
+    "search-items": (
+        "searchQuery",
+        *(
+            p
+            for p in _COMMON
+            if p not in ("diversity", "minRelevance", "rotationRate", "rotationTime")
+        ),
+    ),
 }
+SEARCH_CANDIDATES = 500
+"""Items that full-text retrieval hands to the ranking of a search."""
 
 
 def _configured_expressions(
@@ -79,6 +91,7 @@ DEFAULT_MODEL = {
     "users-to-item": "item-knn",
     "users-to-user": "item-knn",
     "items-to-image": "visually-similar",
+    "search-items": "item-knn",
 }
 
 logger = logging.getLogger("reqo")
@@ -160,6 +173,7 @@ def parse_request(
     rotation_time = read_number(merged, "rotationTime", minimum=0)
     user_impact = read_number(merged, "userImpact", minimum=0, maximum=1)
     included = read_str_list(merged, "includedProperties")
+    search_text = _search_query(merged) if endpoint == "search-items" else None
     query = Query(
         endpoint=endpoint,
         count=count,
@@ -173,7 +187,11 @@ def parse_request(
         rotation_rate=scenario.rotation_rate if rotation_rate is None else rotation_rate,
         rotation_time=scenario.rotation_time if rotation_time is None else rotation_time,
         min_relevance=min_relevance,
-        exclude_interacted=scenario.exclude_interacted,
+        # A search finds what the user has seen too.
+        exclude_interacted=scenario.exclude_interacted and search_text is None,
+        search_text=search_text,
+        search_fields=tuple((scenario.search_fields or {}).items()),
+        personalisation=scenario.personalisation,
         user_impact=0.0 if user_impact is None else user_impact,
         # The scenario's member weights are for its own model, not one that `logic` picks.
         ensemble_weights=tuple((scenario.ensemble_weights or {}).items())
@@ -264,8 +282,33 @@ def new_log(request: Request, ids: list[str], endpoint: str) -> Recommendation:
     )
 
 
+def _search_query(merged: Mapping[str, Any]) -> str:
+    text = merged.get("searchQuery")
+    if text is None:
+        raise BadParameter("searchQuery", "is required")
+    if not isinstance(text, str):
+        raise BadParameter("searchQuery", f"must be a string, not {type(text).__name__}")
+    if not text.strip():
+        raise BadParameter("searchQuery", "must not be empty")
+    if len(text) > MAX_QUERY_LENGTH:
+        raise BadParameter("searchQuery", f"is longer than {MAX_QUERY_LENGTH} characters")
+    return text
+
+
+def with_text_hits(served: Served, request: Request) -> Request:
+    """A search with what full-text retrieval finds for its text (in memory: tantivy answers
+    in well under a millisecond for most queries)."""
+    query = request.query
+    if query.search_text is None or query.text_hits is not None:
+        return request
+    weights = dict(query.search_fields) or None
+    hits = served.search.index.search(query.search_text, weights, SEARCH_CANDIDATES)
+    return replace(request, query=replace(query, text_hits=tuple(hits)))
+
+
 async def recommend(served: Served, request: Request, endpoint: str) -> dict[str, Any]:
     database, pipeline = served.database, served.pipeline
+    request = with_text_hits(served, request)
     request = allocate(served.experiments, request)
     assigned = served.experiments.take_pending()
     if assigned:
@@ -388,9 +431,12 @@ async def next_items(
         args["userId"] = record.user_id
     if record.endpoint in ("items-to-item", "users-to-item") and record.item_id is not None:
         args["itemId"] = record.item_id
+    if record.endpoint == "search-items" and record.user_id is not None:
+        args["userId"] = record.user_id
     request = parse_request(
         record.endpoint, args, Params(body={**record.params, "count": count}), scenarios, models
     )
+    request = with_text_hits(served, request)
     query = _excluding(request.query, record.returned)
     # The next page comes from the variant that served the first (no new allocation).
     variant = None

@@ -26,6 +26,7 @@ import numpy as np
 from plugins.algorithm import Algorithm, UserHistory, pad_scores, restrict
 from plugins.builtin.ensemble import Ensemble
 from plugins.training import validate_weights
+from server.search.fulltext import Hit
 from server.serving import ranking
 from server.serving.expressions import BadExpression, Context
 from server.serving.histories import HistoryIndex, IdMap
@@ -103,10 +104,22 @@ class Query:
     """The scenario's weights of its ensemble's members (over the model's own)."""
     vector: np.ndarray[Any, Any] | None = field(default=None, compare=False, repr=False)
     """Items to Image: the query picture's embedding (by the model's embedder)."""
+    search_text: str | None = None
+    """Search Items: the query."""
+    search_fields: tuple[tuple[str, float], ...] = ()
+    """Search Items: the properties searched, with their weights (empty: every one, alike)."""
+    text_hits: tuple[Hit, ...] | None = field(default=None, compare=False, repr=False)
+    """Search Items: what full-text retrieval found for `search_text`, most relevant first."""
+    personalisation: float = 0.0
+    """Search Items: the weight of the user's model scores against text relevance."""
 
     @property
     def candidates(self) -> Entity:
-        return Entity.ITEM if self.endpoint.startswith("items") else Entity.USER
+        return Entity.ITEM if self.endpoint.startswith(("items", "search")) else Entity.USER
+
+    @property
+    def searches(self) -> bool:
+        return self.search_text is not None
 
 
 @dataclass
@@ -188,14 +201,15 @@ class Pipeline:
 
         pool = query.count * (DIVERSITY_POOL if query.diversity > 0 else 1)
         rotated = query.rotation_rate > 0 and query.user_id is not None
-        padded = query.min_relevance == "low"
+        # A search answers with what matches its text, never padded with other items.
+        padded = query.min_relevance == "low" and not query.searches
         scores = self._scores(ctx, query, model, history, item_index, mask, size)
         lap("score")
         boosts = self._boosts(ctx, query, context, size)
         shown = self._recently_shown(ctx, query, entity) if rotated else {}
         lap("boost")
         found = None
-        evidence = model.relevant(scores)
+        evidence = np.isfinite(scores) if query.searches else model.relevant(scores)
         if not rotated:
             relevant = np.flatnonzero(evidence)
             found = ranking.relevant_top(relevant, scores[relevant], boosts, pool, padded)
@@ -260,6 +274,8 @@ class Pipeline:
     ) -> np.ndarray[Any, Any]:
         """Every candidate's score (-inf for the masked-out ones)."""
         scores: np.ndarray[Any, Any]
+        if query.searches:
+            return _search_scores(query, model, history, mask, size)
         if query.endpoint == "items-to-image":
             if query.vector is None:
                 # The model has no trained version yet: the fallback ranks without the picture.
@@ -507,3 +523,28 @@ class Pipeline:
         ).fetchall()
         by_index: Mapping[int, str] = {int(row[0]): row[1] for row in rows}
         return [by_index[int(i)] for i in indexes if int(i) in by_index]
+
+
+def _search_scores(
+    query: Query,
+    model: Algorithm,
+    history: UserHistory,
+    mask: np.ndarray[Any, Any],
+    size: int,
+) -> np.ndarray[Any, Any]:
+    """Search Items: the text relevance of the items that full-text retrieval found (-inf for
+    the others), blended with the user's model scores by the query's `personalisation`."""
+    scores = np.full(size, -np.inf, dtype=np.float32)
+    for hit in reversed(query.text_hits or ()):  # the best last: it wins a duplicate
+        if hit.index < size and mask[hit.index]:
+            scores[hit.index] = hit.score
+    weight = query.personalisation
+    found = np.flatnonzero(np.isfinite(scores))
+    if weight <= 0 or not len(history) or not len(found):
+        return scores
+    personal = model.score_users([history], size, mask)[0][found].astype(np.float64)
+    text = ranking.normalized(scores[found].astype(np.float64))
+    personal = ranking.normalized(np.where(np.isfinite(personal), personal, -np.inf))
+    personal = np.where(np.isfinite(personal), personal, 0.0)
+    scores[found] = ((1 - weight) * text + weight * personal).astype(np.float32)
+    return scores

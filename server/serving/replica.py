@@ -83,6 +83,9 @@ class Replica:
         self.preparers: list[Callable[[list[dict[str, Any]]], Awaitable[None]]] = []
         """Awaited with each batch of entries before the copy counts them as applied (a model
         publication: the server loads the new versions first)."""
+        self.reloaded: list[Callable[[], Awaitable[None]]] = []
+        """Awaited after a snapshot replaced the copy, before the copy counts it as loaded
+        (a full-text index built again)."""
         self.recent = RecentRecords()
         """Recommendation records from the feed, kept in memory until stored in the table."""
         self._advanced = asyncio.Event()
@@ -95,6 +98,8 @@ class Replica:
             seq = await self.database.write(lambda ctx: _load_copy(ctx, path))
         finally:
             await self.client.done_with(path)
+        for reload in self.reloaded:
+            await reload()
         self._advance(seq)
         logger.info("database %r: loaded the snapshot at %d", self.name, seq)
 

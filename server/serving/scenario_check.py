@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import reql
 from server.config import Config, ConfigError
+from server.search.fulltext import SEARCHABLE
 from server.serving.expressions import BadExpression, compile_for
 from storage.schema import Entity, Schema
 
@@ -17,6 +18,7 @@ CONTEXTS: dict[str, tuple[bool, bool]] = {
     "users-to-item": (True, False),
     "users-to-user": (False, True),
     "items-to-image": (False, True),
+    "search-items": (False, True),
 }
 """Whether an endpoint's requests can carry a context item and a context user."""
 
@@ -35,7 +37,10 @@ def check_scenarios(
     the reload after its properties exist checks them whole."""
     for database, schema in sorted(schemas.items()):
         for name, scenario in config.scenarios.items():
-            entity = Entity.ITEM if scenario.endpoint.startswith("items") else Entity.USER
+            searches = scenario.endpoint == "search-items"
+            entity = (
+                Entity.ITEM if scenario.endpoint.startswith("items") or searches else Entity.USER
+            )
             context_item, context_user = CONTEXTS[scenario.endpoint]
             known = schema.of(entity).names
             expressions = (
@@ -69,6 +74,16 @@ def check_scenarios(
                     raise ConfigError(
                         config.source, f"scenarios.{name}.{key}", f"is not ReQL:\n{error}"
                     ) from None
+            for prop in scenario.search_fields or ():
+                found = schema.items.get(prop) if known else None
+                if known and (found is None or found.type not in SEARCHABLE):
+                    what = "no" if found is None else f"a {found.type.value} (not searchable)"
+                    raise ConfigError(
+                        config.source,
+                        f"scenarios.{name}.search_fields.{prop}",
+                        f"database '{database}' has {what} item property '{prop}' (searchable: "
+                        "string and set properties)",
+                    )
             for position, prop in enumerate(scenario.included_properties or ()):
                 if known and prop not in known:
                     raise ConfigError(

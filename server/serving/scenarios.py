@@ -29,14 +29,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from server.experiments.variants import Experiment
 
-ENDPOINTS = ("items-to-user", "items-to-item", "users-to-item", "users-to-user")
+ENDPOINTS = ("items-to-user", "items-to-item", "users-to-item", "users-to-user", "search-items")
 MIN_RELEVANCE = ("low", "medium", "high")
 RECOMBEE_ENDPOINTS = {
     "items-to-user": "recommendItemsToUser",
     "items-to-item": "recommendItemsToItem",
     "users-to-item": "recommendUsersToItem",
     "users-to-user": "recommendUsersToUser",
+    "search-items": "searchItems",
 }
+DEFAULT_PERSONALISATION = 0.3
+"""Search Items: the weight of the user's model against text relevance, unless configured."""
 
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "popularity": {"algorithm": "popularity"},
@@ -73,7 +76,10 @@ _SCENARIO_KEYS = {
     "ensemble_weights",
     "variants",
     "allocation",
+    "personalisation",
+    "search_fields",
 }
+_SEARCH_KEYS = ("personalisation", "search_fields")
 
 
 class ScenarioError(ValueError):
@@ -116,6 +122,12 @@ class ScenarioConfig:
     """Weights of the scenario's ensemble's members, over the model's own (by member name)."""
     experiment: Experiment | None = None
     """Variants that share the traffic (server/variants.py); `model` is then the first one's."""
+    personalisation: float = DEFAULT_PERSONALISATION
+    """Search Items: the weight of the user's model scores against text relevance (0: text
+    relevance alone)."""
+    search_fields: Mapping[str, float] | None = None
+    """Search Items: the properties searched and their weights (None: every string and set
+    property, alike)."""
 
     def to_json(self) -> dict[str, Any]:
         """As Recombee's List Scenarios shows it (plus the model reqo serves it with)."""
@@ -181,6 +193,9 @@ def parse_scenarios(value: object, models: Mapping[str, ModelConfig]) -> dict[st
             raise ScenarioError(f"{key}.endpoint", f"must be one of {', '.join(ENDPOINTS)}")
         if "model" in settings and "logic" in settings:
             raise ScenarioError(key, "give either model or logic, not both")
+        for search_key in _SEARCH_KEYS:
+            if search_key in settings and endpoint != "search-items":
+                raise ScenarioError(f"{key}.{search_key}", "is for endpoint search-items only")
         # Imported here: server.experiments.variants builds on this module's ScenarioError and
         # models.
         from server.experiments.variants import parse_experiment
@@ -218,8 +233,26 @@ def parse_scenarios(value: object, models: Mapping[str, ModelConfig]) -> dict[st
                 f"{key}.ensemble_weights", settings.get("ensemble_weights"), models.get(model or "")
             ),
             experiment=experiment,
+            personalisation=_fraction(
+                f"{key}.personalisation", settings.get("personalisation", DEFAULT_PERSONALISATION)
+            ),
+            search_fields=_field_weights(f"{key}.search_fields", settings.get("search_fields")),
         )
     return scenarios
+
+
+def _field_weights(key: str, value: object) -> dict[str, float] | None:
+    """Searched properties and their weights: names -> numbers > 0."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not value:
+        raise ScenarioError(key, "must be a mapping of property name -> weight")
+    for name, weight in value.items():
+        if not isinstance(name, str) or not name:
+            raise ScenarioError(key, f"a property name must be a non-empty string, not {name!r}")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
+            raise ScenarioError(f"{key}.{name}", f"must be a number above 0, not {weight!r}")
+    return {str(name): float(weight) for name, weight in value.items()}
 
 
 def resolve_model(name: object, models: Mapping[str, ModelConfig], key: str) -> str:

@@ -17,6 +17,7 @@ from server.cluster.client import WriterClient
 from server.cluster.links import Links, LocalLinks
 from server.config import Config, DatabaseConfig
 from server.experiments.bandits import Experiments
+from server.search.following import SearchFollower
 from server.serving.live_models import LiveModels
 from server.serving.pipeline import Pipeline
 from server.serving.recommendation_log import RecommendationLog
@@ -52,6 +53,8 @@ class Served:
     replica: Replica
     writer: WriterClient
     log: RecommendationLog
+    search: SearchFollower
+    """The full-text index of the copy's items (Search Items)."""
 
     async def write(self, cmd: str, payload: dict[str, Any]) -> Any:
         """Hand a write to the writer; returns once it is committed (its result)."""
@@ -126,6 +129,10 @@ class Store:
             await asyncio.to_thread(experiments.load, self._longest_sticky())
             replica.listeners.append(_assignments_to(experiments))
             replica.preparers.append(partial(_load_published, models, name))
+            search = SearchFollower(database)
+            await search.rebuild()
+            replica.preparers.append(search.follow)
+            replica.reloaded.append(search.rebuild)
             self._served[name] = Served(
                 name,
                 database,
@@ -137,6 +144,7 @@ class Store:
                 replica,
                 writer,
                 log,
+                search,
             )
         self._polling = asyncio.create_task(self._poll_models())
 

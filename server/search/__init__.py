@@ -1,0 +1,1 @@
+"""Search Items: full-text retrieval over the catalog, synonyms, and its ranking."""
