@@ -145,9 +145,18 @@ class FullTextIndex:
         sql += f" WHERE {quote_identifier(ID_COLUMN)} IN (SELECT unnest(?::VARCHAR[]))"
         return ctx.conn.execute(sql, [list(item_ids)]).fetchall()
 
-    def search(self, text: str, weights: Mapping[str, float] | None, limit: int) -> list[Hit]:
+    def search(
+        self,
+        text: str,
+        weights: Mapping[str, float] | None,
+        limit: int,
+        *,
+        plain_bm25: bool = False,
+    ) -> list[Hit]:
         """The best `limit` items for a query, most relevant first. `weights`: the fields to
-        search by property, with their weights (None: every indexed property, weight 1)."""
+        search by property, with their weights (None: every indexed property, weight 1).
+        `plain_bm25`: the words' exact matches only, no typos, prefixes, phrases or synonyms
+        (the benchmarks' baseline)."""
         built = self._built
         if built is None:
             return []
@@ -156,7 +165,7 @@ class FullTextIndex:
             for name, weight in (weights or dict.fromkeys(built.fields, 1.0)).items()
             if name in built.fields and weight > 0
         }
-        query = _query(built, text, fields)
+        query = _query(built, text, fields, plain_bm25=plain_bm25)
         if query is None:
             return []
         searcher = built.index.searcher()
@@ -167,7 +176,9 @@ class FullTextIndex:
         return hits
 
 
-def _query(built: _Built, text: str, fields: Mapping[str, float]) -> tantivy.Query | None:
+def _query(
+    built: _Built, text: str, fields: Mapping[str, float], *, plain_bm25: bool = False
+) -> tantivy.Query | None:
     tokens = words(text)[:MAX_QUERY_WORDS]
     if not tokens or not fields:
         return None
@@ -177,6 +188,8 @@ def _query(built: _Built, text: str, fields: Mapping[str, float]) -> tantivy.Que
         for position, token in enumerate(tokens):
             term = tantivy.Query.term_query(schema, field, token)
             clauses.append((should, tantivy.Query.boost_query(term, weight)))
+            if plain_bm25:
+                continue
             if len(token) >= 4:
                 typo = tantivy.Query.fuzzy_term_query(
                     schema, field, token, distance=1 if len(token) < 8 else 2
@@ -187,6 +200,8 @@ def _query(built: _Built, text: str, fields: Mapping[str, float]) -> tantivy.Que
                     schema, field, token, distance=0, prefix=True
                 )
                 clauses.append((should, tantivy.Query.boost_query(prefix, _PREFIX_WEIGHT * weight)))
+        if plain_bm25:
+            continue
         if len(tokens) >= 2:
             phrase = tantivy.Query.phrase_query(schema, field, list[str | tuple[int, str]](tokens))
             clauses.append((should, tantivy.Query.boost_query(phrase, _PHRASE_WEIGHT * weight)))

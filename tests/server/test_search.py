@@ -267,3 +267,17 @@ def test_a_scenarios_search_settings_are_checked_before_it_serves(tmp_path: Path
         check_scenarios(loaded, {"shop": schema})
     assert caught.value.key == "scenarios.find.search_fields.year"
     assert "not searchable" in str(caught.value)
+
+
+def test_a_restore_while_serving_rebuilds_the_index(films: RunningServer, tmp_path: Path) -> None:
+    """A restore reaches the servers as a new snapshot of the database: the index is built
+    again from it, so a film deleted after the backup is found again."""
+    from server.cli.main import main
+
+    out = tmp_path / "backup"
+    config = str(films.config_path)
+    assert main(["backup", "--config", config, "--db", "test", str(out)]) == 0
+    films.client().send(DeleteItem("alien"))
+    assert found(films, "alien") == []
+    assert main(["restore", "--config", config, "--db", "test", str(out)]) == 0
+    assert found(films, "alien") == ["alien"]

@@ -1,0 +1,411 @@
+"""Search Items: known-item quality on MovieLens-100K titles, and latency on 100,000 items.
+
+    .venv/bin/python -m bench.search [--queries N] [--items N] [--seconds S] [--clients N]
+                                     [--directory DIR] [--no-report]
+
+1. Known-item search. The queries are made by this script from the films' own titles, so each
+   is labelled by construction with the one film it was made from: the title with one word
+   dropped (titles of 2+ words), with one typo (a letter of a 4+ letter word replaced, seeded),
+   and lower-cased. MRR@10 of that film over the 1,682 films' titles and genres, for reqo's
+   full-text query (typos, prefixes, phrases) and, in the same run on the same index, plain BM25
+   (the words' exact matches only).
+2. Latency on a synthetic catalog of `--items` items (a title of 3-6 words and 1-3 tags drawn
+   from a Zipf-distributed vocabulary of 20,000 words) with 200,000 interactions and item-kNN:
+   the full-text retrieval alone and Search Items in process (`parse_request` + `respond`, the
+   pipeline with personalisation), then over HTTP (`reqo serve`, `--clients` keep-alive clients
+   for `--seconds`), p50 and p99; plain BM25 retrieval beside reqo's.
+
+Semantic and hybrid retrieval are not built yet; their figures will join these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import yaml
+
+from bench._report import publish
+from bench.evaluate import DATABASE as MOVIELENS
+from bench.evaluate import open_dataset
+from bench.recommend import Server, _read_response, free_port
+from plugins.manager import collect, get_plugin_manager
+from server.api.operations import Params
+from server.api.recommendations import parse_request, respond, with_text_hits
+from server.search.fulltext import FullTextIndex
+from server.serving.live_models import LiveModels
+from server.serving.pipeline import Pipeline
+from server.serving.reql_engine import ExpressionEngine
+from server.serving.scenarios import ScenarioConfig, parse_models
+from server.training.artifacts import train_model
+from storage.database import Database
+
+CATALOG = "bench"
+VOCABULARY = 20_000
+INTERACTIONS = 200_000
+USERS = 5_000
+TARGET_P99_MS = 20.0
+
+
+# -- known-item search ---------------------------------------------------------------------------
+
+
+def known_item_queries(
+    titles: dict[str, str], count: int, seed: int
+) -> dict[str, list[tuple[str, str]]]:
+    """By variant, (query, the film it was made from) for `count` films drawn with `seed`."""
+    rng = random.Random(seed)
+    films = rng.sample(sorted(titles), min(count, len(titles)))
+    variants: dict[str, list[tuple[str, str]]] = {
+        "a word dropped": [],
+        "a typo": [],
+        "lower case": [],
+    }
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    for film in films:
+        title = titles[film]
+        words = title.split()
+        if len(words) >= 2:
+            dropped = rng.randrange(len(words))
+            variants["a word dropped"].append(
+                (" ".join(w for i, w in enumerate(words) if i != dropped), film)
+            )
+        long = [i for i, w in enumerate(words) if sum(c.isalpha() for c in w) >= 4]
+        if long:
+            at = rng.choice(long)
+            word = words[at]
+            spots = [i for i, c in enumerate(word) if c.isalpha()]
+            spot = rng.choice(spots)
+            typo = (
+                word[:spot] + rng.choice(letters.replace(word[spot].lower(), "")) + word[spot + 1 :]
+            )
+            variants["a typo"].append(
+                (" ".join(typo if i == at else w for i, w in enumerate(words)), film)
+            )
+        variants["lower case"].append((title.lower(), film))
+    return variants
+
+
+def reciprocal_rank(ranked: Sequence[str], wanted: str, cutoff: int = 10) -> float:
+    for position, found in enumerate(ranked[:cutoff]):
+        if found == wanted:
+            return 1.0 / (position + 1)
+    return 0.0
+
+
+def measure_known_items(directory: Path, count: int, seed: int) -> dict[str, dict[str, float]]:
+    """MRR@10 per variant, reqo's full text and plain BM25."""
+    open_dataset(directory)
+    database = Database(MOVIELENS, directory / f"{MOVIELENS}.duckdb")
+    try:
+        index = FullTextIndex()
+        database.read_sync(index.rebuild)
+        rows = database.read_sync(
+            lambda ctx: ctx.conn.execute('SELECT "$id", title FROM items').fetchall()
+        )
+    finally:
+        database.close()
+    titles = {str(item): str(title) for item, title in rows if title}
+    figures: dict[str, dict[str, float]] = {}
+    for variant, queries in known_item_queries(titles, count, seed).items():
+        figures[variant] = {"queries": len(queries)}
+        for name, plain in (("reqo", False), ("bm25", True)):
+            ranks = [
+                reciprocal_rank(
+                    [h.item_id for h in index.search(q, None, 10, plain_bm25=plain)], film
+                )
+                for q, film in queries
+            ]
+            figures[variant][name] = statistics.fmean(ranks)
+    return figures
+
+
+# -- latency ---------------------------------------------------------------------------------------
+
+
+def build_catalog(path: Path, items: int, seed: int) -> None:
+    """Items, users and interactions (the items' text comes next, `_texts`)."""
+    for stale in (path, path.with_name(path.name + ".wal")):
+        stale.unlink(missing_ok=True)
+    database = Database(CATALOG, path)
+    try:
+        database.write_sync(lambda ctx: _fill(ctx.conn, items, seed))
+    finally:
+        database.close()
+
+
+def _fill(conn: Any, items: int, seed: int) -> None:
+    conn.execute(f"SELECT setseed({(seed % 1000) / 1000})")
+    conn.execute(
+        f"""INSERT INTO items ("$idx", "$id")
+            SELECT i, 'item-' || i FROM range({items}) t(i)"""
+    )
+    conn.execute(f"UPDATE reqo_counters SET value = {items} WHERE name = 'next_item_index'")
+    conn.execute(
+        f"""INSERT INTO users ("$idx", "$id") SELECT i, 'user-' || i FROM range({USERS}) t(i)"""
+    )
+    conn.execute(f"UPDATE reqo_counters SET value = {USERS} WHERE name = 'next_user_index'")
+    conn.execute(
+        # Detail views (kind 1).
+        f"""INSERT INTO interactions (kind, user_id, item_id, ts)
+            SELECT 1, 'user-' || CAST(floor(random() * {USERS}) AS BIGINT),
+                   'item-' || CAST(floor(pow({items}, random())) - 1 AS BIGINT),
+                   TIMESTAMP '2026-01-01' + to_seconds(CAST(floor(random() * 1e7) AS BIGINT))
+            FROM range({INTERACTIONS})"""
+    )
+
+
+def _texts(database: Database, items: int, seed: int) -> None:
+    """Each item's `title` and `tags`, words w<k> drawn Zipf-like (the k-th ~1/k as often)."""
+    from storage.catalog import add_property
+    from storage.schema import Entity
+
+    def job(ctx: Any) -> None:
+        add_property(ctx, Entity.ITEM, "title", "string")
+        add_property(ctx, Entity.ITEM, "tags", "set")
+        rng = random.Random(seed)
+        words = [f"w{int(VOCABULARY ** rng.random())}" for _ in range(items * 8)]
+        texts = pa.table(
+            {
+                "id": [f"item-{i}" for i in range(items)],
+                "title": [" ".join(words[i * 8 : i * 8 + rng.randint(3, 6)]) for i in range(items)],
+                "tags": [words[i * 8 + 6 : i * 8 + 6 + rng.randint(1, 2)] for i in range(items)],
+            }
+        )
+        ctx.conn.register("texts", texts)
+        ctx.conn.execute(
+            "UPDATE items SET title = texts.title, tags = texts.tags FROM texts "
+            'WHERE items."$id" = texts.id'
+        )
+        ctx.conn.unregister("texts")
+        ctx.schema_changed()
+
+    database.write_sync(job)
+
+
+def _queries(seed: int, n: int) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        " ".join(f"w{int(VOCABULARY ** rng.random())}" for _ in range(rng.randint(1, 3)))
+        for _ in range(n)
+    ]
+
+
+def _percentiles(samples: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000
+
+    return {"p50": pick(50), "p99": pick(99), "n": float(len(ordered))}
+
+
+def _timed(run: Callable[[str], Any], queries: Sequence[str]) -> dict[str, float]:
+    for query in queries[:50]:
+        run(query)
+    samples = []
+    for query in queries:
+        started = time.perf_counter()
+        run(query)
+        samples.append(time.perf_counter() - started)
+    return _percentiles(samples)
+
+
+def measure_in_process(directory: Path, items: int, seed: int) -> dict[str, Any]:
+    path = directory / "data" / f"{CATALOG}.duckdb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    build_catalog(path, items, seed)
+    database = Database(CATALOG, path)
+    figures: dict[str, Any] = {}
+    try:
+        _texts(database, items, seed)
+        figures["build_s"] = time.perf_counter() - started
+        index = FullTextIndex()
+        started = time.perf_counter()
+        database.read_sync(index.rebuild)
+        figures["index_s"] = time.perf_counter() - started
+        registry = collect(get_plugin_manager())
+        models = parse_models(None)
+        models_dir = directory / "data" / "models" / CATALOG
+        started = time.perf_counter()
+        train_model(database, models["item-knn"], registry, models_dir)
+        train_model(database, models["popularity"], registry, models_dir)
+        figures["train_s"] = time.perf_counter() - started
+        queries = _queries(seed + 1, 2000)
+        figures["retrieval"] = _timed(lambda q: index.search(q, None, 500), queries)
+        figures["retrieval_bm25"] = _timed(
+            lambda q: index.search(q, None, 500, plain_bm25=True), queries
+        )
+        engine = ExpressionEngine(database, functions=registry.functions)
+        pipeline = Pipeline(engine, LiveModels(database, dict(models), registry, models_dir))
+        scenarios = {"search": ScenarioConfig("search", "search-items", model="item-knn")}
+        rng = random.Random(seed + 2)
+
+        class Searching:
+            search = type("Follower", (), {"index": index})()
+
+        def search(query: str) -> Any:
+            params = Params(query={"searchQuery": query, "count": 10, "scenario": "search"})
+            user = {"userId": f"user-{rng.randrange(USERS)}"}
+            request = parse_request("search-items", user, params, scenarios, models)
+            request = with_text_hits(Searching(), request)  # type: ignore[arg-type]
+            return database.read_sync(lambda ctx: respond(ctx, pipeline, request))
+
+        figures["search"] = _timed(search, queries)
+    finally:
+        database.close()
+    return figures
+
+
+def measure_http(
+    directory: Path, clients: int, seconds: float, seed: int
+) -> dict[str, dict[str, float]]:
+    """Search Items over HTTP: one client alone (unloaded latency), then `clients` at once."""
+    port = free_port()
+    config = {
+        "data_dir": "data",
+        "allow_unsigned": True,
+        "server": {"host": "127.0.0.1", "port": port, "logs": {"access": False}},
+        "databases": {CATALOG: {"token": "bench-token"}},
+        "scenarios": {"search": {"endpoint": "search-items", "model": "item-knn"}},
+    }
+    (directory / "reqo.yaml").write_text(yaml.safe_dump(config))
+    command = [
+        sys.executable,
+        "-m",
+        "server.cli",
+        "serve",
+        "--config",
+        str(directory / "reqo.yaml"),
+    ]
+    server = Server("reqo", command, port, directory / "search-server.log")
+    queries = _queries(seed + 3, 5000)
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[int] = []
+    deadline = [0.0]
+
+    def client(number: int) -> None:
+        rng = random.Random(seed * 100 + number)
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            reader = conn.makefile("rb")
+            while time.perf_counter() < deadline[0]:
+                query = urllib.parse.quote(rng.choice(queries))
+                target = (
+                    f"/{CATALOG}/search/users/user-{rng.randrange(USERS)}/items/"
+                    f"?searchQuery={query}&count=10&scenario=search"
+                )
+                sent = time.perf_counter()
+                conn.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                status = _read_response(reader)
+                latencies[number].append(time.perf_counter() - sent)
+                if status != 200:
+                    errors.append(status)
+
+    def round_of(threads_count: int, length: float) -> dict[str, float]:
+        for out in latencies:
+            out.clear()
+        deadline[0] = time.perf_counter() + length
+        began = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(threads_count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - began
+        samples = [x for xs in latencies for x in xs]
+        return {**_percentiles(samples), "rate": len(samples) / elapsed}
+
+    try:
+        server.start(timeout=300)
+        round_of(clients, 3.0)  # a warm-up
+        figures = {"one": round_of(1, seconds), "many": round_of(clients, seconds)}
+    finally:
+        server.stop()
+    if errors:
+        raise RuntimeError(f"{len(errors)} searches failed (status {errors[0]})")
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--queries", type=int, default=1000, help="films per query variant")
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=18)
+    parser.add_argument(
+        "--directory", type=Path, default=Path(tempfile.gettempdir()) / "reqo-bench-search"
+    )
+    parser.add_argument(
+        "--movielens",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "reqo-bench-evaluate",
+        help="where the MovieLens-100K DuckDB file is kept (shared with bench.evaluate)",
+    )
+    parser.add_argument("--no-report", action="store_true", help="do not touch BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    args.directory.mkdir(parents=True, exist_ok=True)
+    known = measure_known_items(args.movielens, args.queries, args.seed)
+    for variant, figures in known.items():
+        print(f"{variant}: MRR@10 reqo {figures['reqo']:.3f}, BM25 {figures['bm25']:.3f}")
+    local = measure_in_process(args.directory, args.items, args.seed)
+    print(f"in process: {local}")
+    http = measure_http(args.directory, args.clients, args.seconds, args.seed)
+    print(f"over HTTP: {http}")
+
+    lines = [
+        "- known-item search on MovieLens-100K (1,682 films' titles and genres), queries made by "
+        f"this script from {args.queries} films drawn with seed {args.seed} and labelled by "
+        "construction with the film they came from; MRR@10, reqo's full text vs plain BM25 (the "
+        "words' exact matches only) on the same index:",
+        "",
+        "| query | queries | reqo | BM25 |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {variant} | {int(f['queries'])} | {f['reqo']:.3f} | {f['bm25']:.3f} |"
+            for variant, f in known.items()
+        ),
+        "",
+        f"- latency on {args.items:,} synthetic items (title of 3-6 words, 1-2 tags, a Zipf "
+        f"vocabulary of {VOCABULARY:,} words; {INTERACTIONS:,} interactions, item-kNN), queries "
+        "of 1-3 words: index built in "
+        f"{local['index_s']:.1f} s; full-text retrieval (500 candidates) p50 "
+        f"**{local['retrieval']['p50']:.2f} ms**, p99 **{local['retrieval']['p99']:.2f} ms** "
+        f"(plain BM25: p50 {local['retrieval_bm25']['p50']:.2f} ms, p99 "
+        f"{local['retrieval_bm25']['p99']:.2f} ms); Search Items in process (`parse_request` + "
+        f"`respond`, personalisation 0.3) p50 **{local['search']['p50']:.2f} ms**, p99 "
+        f"**{local['search']['p99']:.2f} ms** (target p99 <= {TARGET_P99_MS:.0f} ms: "
+        f"{'met' if local['search']['p99'] <= TARGET_P99_MS else '**missed**'})",
+        f"- over HTTP (`reqo serve`, one server, unsigned GET requests, keep-alive, "
+        f"{args.seconds:.0f} s each): one client alone p50 **{http['one']['p50']:.1f} ms**, p99 "
+        f"**{http['one']['p99']:.1f} ms** ({http['one']['rate']:,.0f} searches/s; target p99 <= "
+        f"{TARGET_P99_MS:.0f} ms: "
+        f"{'met' if http['one']['p99'] <= TARGET_P99_MS else '**missed**'}); {args.clients} "
+        f"clients at once **{http['many']['rate']:,.0f} searches/s**, p50 "
+        f"{http['many']['p50']:.1f} ms, p99 {http['many']['p99']:.1f} ms (queueing on 2 cores)",
+        "- semantic and hybrid retrieval: not built yet",
+    ]
+    if args.no_report:
+        print("\n".join(lines))
+    else:
+        publish("Search Items: full text", "bench.search", argv, lines)
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
