@@ -21,6 +21,7 @@ Semantic and hybrid retrieval are not built yet; their figures will join these.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import random
 import socket
@@ -261,7 +262,7 @@ def measure_in_process(directory: Path, items: int, seed: int) -> dict[str, Any]
             params = Params(query={"searchQuery": query, "count": 10, "scenario": "search"})
             user = {"userId": f"user-{rng.randrange(USERS)}"}
             request = parse_request("search-items", user, params, scenarios, models)
-            request = with_text_hits(Searching(), request)  # type: ignore[arg-type]
+            request = asyncio.run(with_text_hits(Searching(), request))  # type: ignore[arg-type]
             return database.read_sync(lambda ctx: respond(ctx, pipeline, request))
 
         figures["search"] = _timed(search, queries)

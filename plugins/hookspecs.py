@@ -13,6 +13,7 @@ import pluggy
 if TYPE_CHECKING:
     from plugins.algorithm import Algorithm
     from plugins.embedders import Embedder
+    from plugins.text_embedders import TextEmbedder
     from reql.functions import Function
 
 PROJECT = "reqo"
@@ -31,8 +32,9 @@ def register_reql_functions() -> list[Function]:  # type: ignore[empty-body]
 
 
 @hookspec
-def register_embedders() -> list[type[Embedder]]:  # type: ignore[empty-body]
-    """Image embedder classes that visual models can name (by their `name`)."""
+def register_embedders() -> list[type[Embedder] | type[TextEmbedder]]:  # type: ignore[empty-body]
+    """Image embedder classes that visual models can name, and text embedder classes
+    (`TextEmbedder`) that Search Items can name (by their `name`)."""
 
 
 @hookspec

@@ -17,6 +17,7 @@ import pluggy
 from plugins import hookspecs
 from plugins.algorithm import Algorithm
 from plugins.embedders import Embedder
+from plugins.text_embedders import TextEmbedder
 from reql.functions import Function, FunctionRegistry
 
 ENTRY_POINT_GROUP = "reqo"
@@ -28,6 +29,7 @@ BUILTIN_PLUGINS = (
     "plugins.builtin.ease",
     "plugins.builtin.autoencoders",
     "plugins.builtin.image_embedders",
+    "plugins.builtin.text_embedders",
     "plugins.builtin.small_cnn",
     "plugins.builtin.stored_vectors",
     "plugins.builtin.visual",
@@ -141,6 +143,8 @@ class Registry:
     plugins: tuple[PluginInfo, ...]
     manager: pluggy.PluginManager
     embedders: Mapping[str, type[Embedder]] = field(default_factory=dict)
+    text_embedders: Mapping[str, type[TextEmbedder]] = field(default_factory=dict)
+    """Text embedders (Search Items' semantic retrieval) by name."""
 
     def algorithm(self, name: str) -> type[Algorithm]:
         try:
@@ -156,12 +160,20 @@ class Registry:
             known = ", ".join(sorted(self.embedders))
             raise PluginError(f"unknown embedder '{name}' (known: {known})") from None
 
+    def text_embedder(self, name: str) -> type[TextEmbedder]:
+        try:
+            return self.text_embedders[name]
+        except KeyError:
+            known = ", ".join(sorted(self.text_embedders))
+            raise PluginError(f"unknown text embedder '{name}' (known: {known})") from None
+
 
 def collect(manager: pluggy.PluginManager) -> Registry:
     """Merge the registration hooks' lists; a name registered twice fails, naming both plugins."""
     algorithms: dict[str, tuple[str, type[Algorithm]]] = {}
     functions: dict[str, tuple[str, Function]] = {}
     embedders: dict[str, tuple[str, type[Embedder]]] = {}
+    text_embedders: dict[str, tuple[str, type[TextEmbedder]]] = {}
     by_plugin: dict[str, tuple[list[str], list[str], list[str]]] = {
         name: ([], [], []) for name, _ in manager.list_name_plugin()
     }
@@ -186,8 +198,15 @@ def collect(manager: pluggy.PluginManager) -> Registry:
     for implementation in manager.hook.register_embedders.get_hookimpls():
         plugin = implementation.plugin_name
         for embedder in _registered(implementation):
+            if isinstance(embedder, type) and issubclass(embedder, TextEmbedder):
+                name = _name_of(embedder, plugin, "text embedder")
+                _claim(text_embedders, name, plugin, embedder, "text embedder")
+                by_plugin[plugin][2].append(name)
+                continue
             if not (isinstance(embedder, type) and issubclass(embedder, Embedder)):
-                raise PluginError(f"plugin {plugin} registers {embedder!r}, not an Embedder class")
+                raise PluginError(
+                    f"plugin {plugin} registers {embedder!r}, not an Embedder or TextEmbedder class"
+                )
             name = _name_of(embedder, plugin, "embedder")
             _claim(embedders, name, plugin, embedder, "embedder")
             by_plugin[plugin][2].append(name)
@@ -207,6 +226,7 @@ def collect(manager: pluggy.PluginManager) -> Registry:
         plugins=infos,
         manager=manager,
         embedders={key: cls for key, (_, cls) in embedders.items()},
+        text_embedders={key: cls for key, (_, cls) in text_embedders.items()},
     )
 
 

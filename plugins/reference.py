@@ -12,6 +12,7 @@ from typing import Any
 from plugins import hookspecs
 from plugins.algorithm import Algorithm, Parameter, ParameterError, UserHistory
 from plugins.embedders import Embedder
+from plugins.text_embedders import TextEmbedder
 from plugins.training import ItemEmbeddings, ItemVectorProvider, TrainingData
 from reql import functions as reql_functions
 
@@ -25,6 +26,7 @@ DOCUMENTED: tuple[tuple[str, Any], ...] = (
     ("plugins.training.ItemEmbeddings", ItemEmbeddings),
     ("plugins.training.ItemVectorProvider", ItemVectorProvider),
     ("plugins.embedders.Embedder", Embedder),
+    ("plugins.text_embedders.TextEmbedder", TextEmbedder),
     ("reql.functions.Function", reql_functions.Function),
     ("reql.functions.simple", reql_functions.simple),
 )

@@ -68,6 +68,16 @@ class ItemVectorProvider(Protocol):
     ) -> ItemEmbeddings: ...
 
 
+class ItemTextVectorProvider(Protocol):
+    """How every plugin gets the items' text embeddings (a content-based or cold-start model):
+    the host passes one in `TrainingData.item_text_vectors`. Call it with keyword arguments:
+    `provider(embedder="minilm")`; each item's string and set properties are joined and
+    embedded (`present` false where an item has no text). Raises ValueError for an unknown
+    text embedder."""
+
+    def __call__(self, *, embedder: str) -> ItemEmbeddings: ...
+
+
 ItemVectors = Callable[..., ItemEmbeddings]
 """Any callable with the provider's keyword arguments (a Protocol for the checker, this for
 plain functions)."""
@@ -102,6 +112,8 @@ class TrainingData:
     """Held-out interactions to validate on while fitting (offline evaluation only)."""
     item_vectors: ItemVectorProvider | None = None
     """The host's provider of item image embeddings (see ItemVectorProvider)."""
+    item_text_vectors: ItemTextVectorProvider | None = None
+    """The host's provider of item text embeddings (see ItemTextVectorProvider)."""
 
     @property
     def n_users(self) -> int:

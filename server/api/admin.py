@@ -71,6 +71,7 @@ def plugins_json(registry: Registry) -> dict[str, Any]:
         "plugins": [p.to_json() for p in registry.plugins],
         "algorithms": described(registry.algorithms),
         "embedders": described(registry.embedders),
+        "textEmbedders": described(registry.text_embedders),
     }
 
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from server.api.image_search import ENDPOINT as ENDPOINT_IMAGE
 from server.api.operations import Params
-from server.search.fulltext import MAX_QUERY_LENGTH
+from server.search.fulltext import MAX_QUERY_LENGTH, Hit
+from server.search.semantic import fuse
 from server.serving.expressions import Context
 from server.serving.live_models import FALLBACK_VERSION
 from server.serving.pipeline import Pipeline, Query
@@ -192,6 +193,8 @@ def parse_request(
         search_text=search_text,
         search_fields=tuple((scenario.search_fields or {}).items()),
         personalisation=scenario.personalisation,
+        search_mode=scenario.search_mode,
+        text_embedder=scenario.text_embedder,
         user_impact=0.0 if user_impact is None else user_impact,
         # The scenario's member weights are for its own model, not one that `logic` picks.
         ensemble_weights=tuple((scenario.ensemble_weights or {}).items())
@@ -295,20 +298,28 @@ def _search_query(merged: Mapping[str, Any]) -> str:
     return text
 
 
-def with_text_hits(served: Served, request: Request) -> Request:
-    """A search with what full-text retrieval finds for its text (in memory: tantivy answers
-    in well under a millisecond for most queries)."""
+async def with_text_hits(served: Served, request: Request) -> Request:
+    """A search with what retrieval finds for its text: full text (in memory, on the event
+    loop: tantivy answers in a few milliseconds), semantic (the query embedded on a thread), or
+    both fused by their ranks."""
     query = request.query
     if query.search_text is None or query.text_hits is not None:
         return request
-    weights = dict(query.search_fields) or None
-    hits = served.search.index.search(query.search_text, weights, SEARCH_CANDIDATES)
+    hits: list[Hit] = []
+    if query.search_mode != "semantic":
+        weights = dict(query.search_fields) or None
+        hits = served.search.index.search(query.search_text, weights, SEARCH_CANDIDATES)
+    if query.search_mode != "full-text":
+        semantic = await served.search.semantic_index(query.text_embedder)
+        vector = await asyncio.to_thread(semantic.embed_query, query.search_text)
+        near = semantic.search(vector, SEARCH_CANDIDATES)
+        hits = near if query.search_mode == "semantic" else fuse(hits, near)
     return replace(request, query=replace(query, text_hits=tuple(hits)))
 
 
 async def recommend(served: Served, request: Request, endpoint: str) -> dict[str, Any]:
     database, pipeline = served.database, served.pipeline
-    request = with_text_hits(served, request)
+    request = await with_text_hits(served, request)
     request = allocate(served.experiments, request)
     assigned = served.experiments.take_pending()
     if assigned:
@@ -436,7 +447,7 @@ async def next_items(
     request = parse_request(
         record.endpoint, args, Params(body={**record.params, "count": count}), scenarios, models
     )
-    request = with_text_hits(served, request)
+    request = await with_text_hits(served, request)
     query = _excluding(request.query, record.returned)
     # The next page comes from the variant that served the first (no new allocation).
     variant = None

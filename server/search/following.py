@@ -3,11 +3,15 @@ entries, which items to index again (or the whole index, where properties change
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+from plugins.manager import Registry
 from server.search.fulltext import FullTextIndex
+from server.search.semantic import SemanticIndex
 from storage.database import Database
 
 _ITEM_WRITES = frozenset({"add item", "delete item", "set item values"})
@@ -51,15 +55,41 @@ def changes_of(entries: Iterable[Mapping[str, Any]]) -> Changes:
 
 
 class SearchFollower:
-    """Keeps a database's full-text index in step with the server's copy."""
+    """Keeps a database's full-text index, and its semantic indexes (one per text embedder
+    that a search has named), in step with the server's copy."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, registry: Registry) -> None:
         self.database = database
+        self.registry = registry
         self.index = FullTextIndex()
+        self.semantic: dict[str, SemanticIndex] = {}
+
+    async def semantic_index(self, embedder: str) -> SemanticIndex:
+        """The semantic index of a text embedder (created, and its items queued, on first
+        use)."""
+        found = self.semantic.get(embedder)
+        if found is None:
+            found = SemanticIndex(self.registry.text_embedder(embedder)())
+            self.semantic[embedder] = found
+            await self.database.read(found.rebuild)
+        return found
+
+    async def prepare(self, embedders: Iterable[str]) -> None:
+        """Create the semantic indexes of these text embedders and load their models (seconds),
+        before a request needs them."""
+        for name in sorted(set(embedders)):
+            semantic = await self.semantic_index(name)
+            await asyncio.to_thread(semantic.embed_query, "warm up")
 
     async def rebuild(self) -> None:
         """Index the whole copy (at start-up, and after a snapshot replaced it)."""
         await self.database.read(self.index.rebuild)
+        for semantic in list(self.semantic.values()):
+            await self.database.read(semantic.rebuild)
+
+    def close(self) -> None:
+        for semantic in self.semantic.values():
+            semantic.close()
 
     async def follow(self, entries: list[dict[str, Any]]) -> None:
         """Index again what a batch of applied entries changed (before the copy counts them as
@@ -71,3 +101,6 @@ class SearchFollower:
             await self.database.read(
                 lambda ctx: self.index.update(ctx, changes.items, changes.synonyms)
             )
+            if changes.items:
+                for semantic in list(self.semantic.values()):
+                    await self.database.read(partial(semantic.update, item_ids=changes.items))

@@ -43,7 +43,10 @@ class Live:
                 extra={"event": "reload_refused", "reason": str(error)},
             )
             raise
+        from server.serving.store import semantic_embedders
+
         for served in self.store.all():
+            await served.search.prepare(semantic_embedders(fresh))
             served.models.update(dict(fresh.models))
             # A `current` pointed at another version by hand (a rollback) serves at once.
             await asyncio.to_thread(served.models.refresh)

@@ -39,7 +39,8 @@ class LoadedModel:
 
 
 def check_models(config: Config, registry: Registry) -> None:
-    """Every configured model names a registered algorithm with valid parameters."""
+    """Every configured model names a registered algorithm with valid parameters; every
+    semantic or hybrid search scenario a registered text embedder."""
     for name, model in config.models.items():
         if model.algorithm not in registry.algorithms:
             known = ", ".join(sorted(registry.algorithms))
@@ -59,6 +60,16 @@ def check_models(config: Config, registry: Registry) -> None:
         except WeightError as error:
             raise ConfigError(config.source, f"models.{name}.weights", str(error)) from None
     check_ensembles(config, registry)
+    for name, scenario in config.scenarios.items():
+        if scenario.search_mode != "full-text" and (
+            scenario.text_embedder not in registry.text_embedders
+        ):
+            known = ", ".join(sorted(registry.text_embedders)) or "none"
+            raise ConfigError(
+                config.source,
+                f"scenarios.{name}.text_embedder",
+                f"unknown text embedder '{scenario.text_embedder}' (known: {known})",
+            )
 
 
 def check_ensembles(config: Config, registry: Registry) -> None:

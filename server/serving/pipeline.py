@@ -112,6 +112,10 @@ class Query:
     """Search Items: what full-text retrieval found for `search_text`, most relevant first."""
     personalisation: float = 0.0
     """Search Items: the weight of the user's model scores against text relevance."""
+    search_mode: str = "full-text"
+    """Search Items: full-text, semantic or hybrid retrieval."""
+    text_embedder: str = ""
+    """Search Items: the text embedder of semantic and hybrid retrieval."""
 
     @property
     def candidates(self) -> Entity:

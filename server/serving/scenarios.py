@@ -78,8 +78,12 @@ _SCENARIO_KEYS = {
     "allocation",
     "personalisation",
     "search_fields",
+    "search_mode",
+    "text_embedder",
 }
-_SEARCH_KEYS = ("personalisation", "search_fields")
+_SEARCH_KEYS = ("personalisation", "search_fields", "search_mode", "text_embedder")
+SEARCH_MODES = ("full-text", "semantic", "hybrid")
+DEFAULT_TEXT_EMBEDDER = "minilm"
 
 
 class ScenarioError(ValueError):
@@ -128,6 +132,10 @@ class ScenarioConfig:
     search_fields: Mapping[str, float] | None = None
     """Search Items: the properties searched and their weights (None: every string and set
     property, alike)."""
+    search_mode: str = "full-text"
+    """Search Items: full-text, semantic (sentence embeddings), or hybrid (both, fused)."""
+    text_embedder: str = DEFAULT_TEXT_EMBEDDER
+    """Search Items: the text embedder of semantic and hybrid retrieval."""
 
     def to_json(self) -> dict[str, Any]:
         """As Recombee's List Scenarios shows it (plus the model reqo serves it with)."""
@@ -237,8 +245,20 @@ def parse_scenarios(value: object, models: Mapping[str, ModelConfig]) -> dict[st
                 f"{key}.personalisation", settings.get("personalisation", DEFAULT_PERSONALISATION)
             ),
             search_fields=_field_weights(f"{key}.search_fields", settings.get("search_fields")),
+            search_mode=_choice(
+                f"{key}.search_mode", settings.get("search_mode", "full-text"), SEARCH_MODES
+            ),
+            text_embedder=_name(
+                f"{key}.text_embedder", settings.get("text_embedder", DEFAULT_TEXT_EMBEDDER)
+            ),
         )
     return scenarios
+
+
+def _name(key: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ScenarioError(key, f"must be a name, not {value!r}")
+    return value
 
 
 def _field_weights(key: str, value: object) -> dict[str, float] | None:

@@ -129,8 +129,9 @@ class Store:
             await asyncio.to_thread(experiments.load, self._longest_sticky())
             replica.listeners.append(_assignments_to(experiments))
             replica.preparers.append(partial(_load_published, models, name))
-            search = SearchFollower(database)
+            search = SearchFollower(database, self.registry)
             await search.rebuild()
+            await search.prepare(semantic_embedders(self.config))
             replica.preparers.append(search.follow)
             replica.reloaded.append(search.rebuild)
             self._served[name] = Served(
@@ -198,6 +199,7 @@ class Store:
         for task in list(self._tasks):
             task.cancel()
         for served in self._served.values():
+            served.search.close()
             await served.log.settled()
             await served.replica.stop()
         self._served.clear()
@@ -235,3 +237,12 @@ def _assignments_to(experiments: Experiments) -> Any:
             experiments.learn([Assignment(*row) for row in rows])
 
     return learn
+
+
+def semantic_embedders(config: Config) -> set[str]:
+    """The text embedders that the configured search scenarios use."""
+    return {
+        scenario.text_embedder
+        for scenario in config.scenarios.values()
+        if scenario.search_mode != "full-text"
+    }

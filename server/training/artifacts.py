@@ -25,7 +25,7 @@ from plugins.manager import Registry
 from plugins.shards import SnapshotShards
 from plugins.training import TrainingData
 from server.serving.scenarios import ModelConfig
-from server.training.item_vectors import provider_for
+from server.training.item_vectors import provider_for, text_provider_for
 from storage.database import Database
 from storage.snapshot import take_snapshot
 
@@ -48,7 +48,8 @@ def train_model(
     data = TrainingData.from_snapshot(snapshot, model.weights)
     # Image models (and any plugin that wants item embeddings) get them from the host.
     provider = provider_for(database, registry, data.item_properties, data.n_items)
-    algorithm.fit(replace(data, item_vectors=provider))
+    texts = text_provider_for(registry, data.item_properties, data.n_items)
+    algorithm.fit(replace(data, item_vectors=provider, item_text_vectors=texts))
     return _publish(algorithm, directory / model.name)
 
 

@@ -31,7 +31,8 @@ from tqdm import tqdm
 from plugins.embedders import Embedder
 from plugins.images import ImageBytes, ImageError, image_sources, read_images
 from plugins.manager import PluginError, Registry
-from plugins.training import ItemEmbeddings, ItemVectorProvider
+from plugins.training import ItemEmbeddings, ItemTextVectorProvider, ItemVectorProvider
+from server.search.semantic import item_text
 from storage.database import Database
 from storage.embeddings import cached, embed_with_cache
 
@@ -86,6 +87,44 @@ def provider_for(
         return _cached(database, model, items, n_items, image_property)
 
     return provide
+
+
+def text_provider_for(registry: Registry, items: pa.Table, n_items: int) -> ItemTextVectorProvider:
+    """A provider of the text embeddings of the items of `items` (a snapshot's item table):
+    each item's string and set values joined, as Search Items embeds them."""
+
+    def provide(*, embedder: str) -> ItemEmbeddings:
+        try:
+            model = registry.text_embedder(embedder)()
+        except PluginError as error:
+            raise ValueError(str(error)) from None
+        columns = [
+            name
+            for name, kind in zip(items.schema.names, items.schema.types, strict=True)
+            if _is_text(kind) and not name.startswith("$")
+        ]
+        indexes = items.column("$idx").to_pylist()
+        values = [items.column(name).to_pylist() for name in columns]
+        texts = [item_text([column[row] for column in values]) for row in range(len(indexes))]
+        vectors = np.zeros((n_items, model.dimensions), dtype=np.float32)
+        present = np.zeros(n_items, dtype=bool)
+        chosen = [row for row, text in enumerate(texts) if text.strip() and indexes[row] < n_items]
+        for start in range(0, len(chosen), 1024):
+            rows = chosen[start : start + 1024]
+            embedded = model.embed_texts([texts[row] for row in rows])
+            for position, row in enumerate(rows):
+                vectors[indexes[row]] = embedded[position]
+                present[indexes[row]] = True
+        return ItemEmbeddings(vectors, present)
+
+    return provide
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    """A string column, or a list of strings (a set property)."""
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        kind = kind.value_type
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
 def make_embedder(registry: Registry, name: str, settings: Mapping[str, Any]) -> Embedder:

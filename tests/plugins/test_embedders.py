@@ -213,7 +213,8 @@ def test_a_plugin_must_register_embedder_classes() -> None:
 
     manager = get_plugin_manager()
     manager.register(NotAClass(), name="instances")
-    with pytest.raises(PluginError, match=r"plugin instances registers .*not an Embedder class"):
+    refused = r"plugin instances registers .*not an Embedder or TextEmbedder class"
+    with pytest.raises(PluginError, match=refused):
         collect(manager)
 
 

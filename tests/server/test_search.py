@@ -6,6 +6,7 @@ and bad input (a 400 naming the parameter; no string gives a 500)."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ SCENARIOS = {
     "titles": {"endpoint": "search-items", "search_fields": {"title": 1}, "personalisation": 0},
     "personal": {"endpoint": "search-items", "personalisation": 1, "model": "item-knn"},
     "plain": {"endpoint": "search-items", "personalisation": 0},
+    "meaning": {"endpoint": "search-items", "personalisation": 0, "search_mode": "semantic"},
+    "both": {"endpoint": "search-items", "personalisation": 0, "search_mode": "hybrid"},
 }
 
 
@@ -281,3 +284,52 @@ def test_a_restore_while_serving_rebuilds_the_index(films: RunningServer, tmp_pa
     assert found(films, "alien") == []
     assert main(["restore", "--config", config, "--db", "test", str(out)]) == 0
     assert found(films, "alien") == ["alien"]
+
+
+def eventually(condition: Any, what: str, wait: float = 60.0) -> None:
+    """Poll until `condition()` holds (semantic vectors are computed in the background)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not within {wait} s: {what}")
+
+
+def test_semantic_search_finds_by_meaning_and_follows_writes(films: RunningServer) -> None:
+    # No word of the query is in the catalog: full text finds nothing, meaning does.
+    assert found(films, "space adventure", scenario="plain") == []
+    eventually(
+        lambda: found(films, "space adventure", 3, scenario="meaning"),
+        "the catalog embedded",
+    )
+    near = found(films, "space adventure", 3, scenario="meaning")
+    assert set(near) <= {"sw", "st", "esb", "alien"}, near
+    assert "toy" not in found(films, "space adventure", 7, scenario="meaning")[:4]
+    # Hybrid: the text's matches and the meaning's, fused by rank.
+    both = found(films, "star", 7, scenario="both")
+    assert {"sw", "st"} <= set(both)
+    assert both[0] in ("sw", "st")
+    # A film written now is found by meaning within seconds.
+    films.client().send(
+        SetItemValues("voyage", {"title": "Journey Beyond the Galaxy"}, cascade_create=True)
+    )
+    eventually(
+        lambda: "voyage" in found(films, "interstellar travel", 3, scenario="meaning"),
+        "the new film embedded",
+    )
+    films.client().send(DeleteItem("voyage"))
+    assert "voyage" not in found(films, "interstellar travel", 3, scenario="meaning")
+
+
+def test_an_unknown_text_embedder_is_refused_at_start_up(tmp_path: Path) -> None:
+    from server.api.app import load_registry
+
+    path = tmp_path / "reqo.yaml"
+    scenario = {"endpoint": "search-items", "search_mode": "hybrid", "text_embedder": "nope"}
+    data = {"databases": {"shop": {"token": "t"}}, "scenarios": {"find": scenario}}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as caught:
+        load_registry(load_config(path))
+    assert caught.value.key == "scenarios.find.text_embedder"
+    assert "minilm" in str(caught.value)

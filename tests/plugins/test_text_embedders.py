@@ -1,0 +1,67 @@
+"""Text embedders: the built-in all-MiniLM-L6-v2 (weights from its package, nothing downloaded)
+gives unit vectors whose cosine follows meaning, and every algorithm gets the items' text vectors
+through `TrainingData.item_text_vectors`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from plugins.manager import collect, get_plugin_manager
+from plugins.text_embedders import TextEmbedder
+from plugins.training import TrainingData
+from server.training.item_vectors import text_provider_for
+from storage import catalog
+from storage.database import Database, WriteContext
+from storage.schema import Entity
+from storage.snapshot import take_snapshot
+
+
+def test_minilm_vectors_follow_meaning() -> None:
+    registry = collect(get_plugin_manager())
+    embedder = registry.text_embedder("minilm")()
+    assert isinstance(embedder, TextEmbedder)
+    vectors = embedder.embed_texts(["space adventure", "a voyage among the stars", "tax law", ""])
+    assert vectors.shape == (4, 384)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors[:3], axis=1), 1.0, rtol=1e-5)
+    assert not vectors[3].any()  # an empty text has no direction
+    similar, unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
+    assert similar > unrelated + 0.2
+
+
+def test_training_data_gives_every_algorithm_the_items_text_vectors(tmp_path: Path) -> None:
+    database = Database("films", tmp_path / "films.duckdb")
+
+    def fill(ctx: WriteContext) -> None:
+        catalog.add_property(ctx, Entity.ITEM, "title", "string")
+        catalog.add_property(ctx, Entity.ITEM, "genres", "set")
+        catalog.add_property(ctx, Entity.ITEM, "year", "int")
+        for item, title, genres in (
+            ("sw", "Star Wars", ["Sci-Fi"]),
+            ("alien", "Alien", ["Horror", "Sci-Fi"]),
+            ("fargo", "Fargo", ["Crime"]),
+        ):
+            values = {"title": title, "genres": genres, "year": 1990}
+            catalog.set_values(ctx, Entity.ITEM, item, values, cascade_create=True)
+        catalog.add_entity(ctx, Entity.ITEM, "untitled")
+
+    try:
+        database.write_sync(fill)
+        data = TrainingData.from_snapshot(database.read_sync(take_snapshot))
+    finally:
+        database.close()
+    registry = collect(get_plugin_manager())
+    provider = text_provider_for(registry, data.item_properties, data.n_items)
+    embeddings = provider(embedder="minilm")
+    index = {item: position for position, item in enumerate(data.item_ids)}
+    assert embeddings.vectors.shape == (data.n_items, 384)
+    assert embeddings.present[[index["sw"], index["alien"], index["fargo"]]].all()
+    assert not embeddings.present[index["untitled"]]
+    space = registry.text_embedder("minilm")().embed_texts(["science fiction in space"])[0]
+    scores = embeddings.vectors @ space
+    assert scores[index["sw"]] > scores[index["fargo"]]
+    with pytest.raises(ValueError, match="unknown text embedder"):
+        provider(embedder="nope")
