@@ -13,7 +13,12 @@ from plugins import hookspecs
 from plugins.algorithm import Algorithm, Parameter, ParameterError, UserHistory
 from plugins.embedders import Embedder
 from plugins.text_embedders import TextEmbedder
-from plugins.training import ItemEmbeddings, ItemVectorProvider, TrainingData
+from plugins.training import (
+    ItemEmbeddings,
+    ItemTextVectorProvider,
+    ItemVectorProvider,
+    TrainingData,
+)
 from reql import functions as reql_functions
 
 DOCUMENTED: tuple[tuple[str, Any], ...] = (
@@ -25,6 +30,7 @@ DOCUMENTED: tuple[tuple[str, Any], ...] = (
     ("plugins.training.TrainingData", TrainingData),
     ("plugins.training.ItemEmbeddings", ItemEmbeddings),
     ("plugins.training.ItemVectorProvider", ItemVectorProvider),
+    ("plugins.training.ItemTextVectorProvider", ItemTextVectorProvider),
     ("plugins.embedders.Embedder", Embedder),
     ("plugins.text_embedders.TextEmbedder", TextEmbedder),
     ("reql.functions.Function", reql_functions.Function),

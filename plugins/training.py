@@ -94,7 +94,9 @@ class TrainingData:
     - `item_properties`: the item table (an Arrow table with "$idx", "$id" and the properties);
     - `validation`: in an offline evaluation, the validation holdout (for early stopping);
     - `item_vectors`: where the host can embed item images, the provider of item embeddings
-      (ItemVectorProvider); None elsewhere (offline tests), where image models score nothing.
+      (ItemVectorProvider); None elsewhere (offline tests), where image models score nothing;
+    - `item_text_vectors`: where the host trains, the provider of the items' text embeddings
+      (ItemTextVectorProvider); None in offline evaluations.
     """
 
     matrix: sp.csr_matrix
