@@ -46,6 +46,37 @@ _PHRASE_WEIGHT = 2.0
 _SYNONYM_WEIGHT = 0.8
 _MAX_TOKEN = 40
 """tantivy's default tokenizer drops longer words."""
+STOP_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "he",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "to",
+        "was",
+        "were",
+        "will",
+        "with",
+    ]
+)
+"""English words too common to match on alone (a query of nothing else still searches them)."""
 
 
 def words(text: str) -> list[str]:
@@ -182,10 +213,12 @@ def _query(
     tokens = words(text)[:MAX_QUERY_WORDS]
     if not tokens or not fields:
         return None
+    # Stop words only count inside phrases (and where the query has nothing else).
+    content = [token for token in tokens if token not in STOP_WORDS] or tokens
     schema, should = built.schema, tantivy.Occur.Should
     clauses: list[tuple[tantivy.Occur, tantivy.Query]] = []
     for field, weight in fields.items():
-        for position, token in enumerate(tokens):
+        for position, token in enumerate(content):
             term = tantivy.Query.term_query(schema, field, token)
             clauses.append((should, tantivy.Query.boost_query(term, weight)))
             if plain_bm25:
@@ -195,7 +228,7 @@ def _query(
                     schema, field, token, distance=1 if len(token) < 8 else 2
                 )
                 clauses.append((should, tantivy.Query.boost_query(typo, _FUZZY_WEIGHT * weight)))
-            if position == len(tokens) - 1 and len(token) >= 2:
+            if position == len(content) - 1 and len(token) >= 2:
                 prefix = tantivy.Query.fuzzy_term_query(
                     schema, field, token, distance=0, prefix=True
                 )

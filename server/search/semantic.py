@@ -158,17 +158,28 @@ class SemanticIndex:
                 self._cache.clear()
             for position, i in enumerate(missing):
                 self._cache[keys[i]] = fresh[position]
+        items = [(item_id, dense) for item_id, dense, _ in chunk]
+        self.put(items, np.stack([self._cache[key] for key in keys]), generation)
+
+    def put(
+        self,
+        items: Sequence[tuple[str, int]],
+        vectors: np.ndarray[Any, Any],
+        generation: int | None = None,
+    ) -> None:
+        """Store the vectors of items (id, dense index); those of a rebuild's older generation
+        are dropped (the rebuild queued them again)."""
         with self._lock:
-            if generation != self._generation:
-                return  # rebuilt meanwhile: these rows are queued again
-            for (item_id, dense, _), key in zip(chunk, keys, strict=True):
+            if generation is not None and generation != self._generation:
+                return
+            for (item_id, dense), vector in zip(items, vectors, strict=True):
                 slot = self._slots.get(item_id)
                 if slot is None:
                     slot = len(self._ids)
                     self._slots[item_id] = slot
                     self._ids.append(item_id)
                     self._grow(slot + 1)
-                self._vectors[slot] = self._cache[key]
+                self._vectors[slot] = vector
                 self._dense[slot] = dense
 
     def _grow(self, size: int) -> None:

@@ -279,7 +279,7 @@ class Pipeline:
         """Every candidate's score (-inf for the masked-out ones)."""
         scores: np.ndarray[Any, Any]
         if query.searches:
-            return _search_scores(query, model, history, mask, size)
+            return search_scores(query, model, history, mask, size)
         if query.endpoint == "items-to-image":
             if query.vector is None:
                 # The model has no trained version yet: the fallback ranks without the picture.
@@ -529,7 +529,7 @@ class Pipeline:
         return [by_index[int(i)] for i in indexes if int(i) in by_index]
 
 
-def _search_scores(
+def search_scores(
     query: Query,
     model: Algorithm,
     history: UserHistory,
