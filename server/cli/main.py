@@ -450,8 +450,10 @@ def _plugins(args: argparse.Namespace) -> int:
         print(f"{plugin['name']}{version}")
         for kind, key in (("algorithm", "algorithms"), ("embedder", "embedders")):
             for name in plugin[key]:
-                entry = listing[key][name]
-                print(f"    {kind}  {name}: {entry['description']}")
+                # A plugin's embedders are image or text embedders.
+                text = key == "embedders" and name in listing["textEmbedders"]
+                entry = listing["textEmbedders" if text else key][name]
+                print(f"    {'text embedder' if text else kind}  {name}: {entry['description']}")
                 for parameter, shown in entry["parameterHelp"].items():
                     print(f"        {_parameter_line(parameter, shown)}")
         if plugin["reqlFunctions"]:

@@ -13,8 +13,8 @@ from recombee_api_client.api_requests import AddDetailView, ListItemDetailViews,
 from tests.serving import RunningServer, free_port
 
 
-def test_twenty_concurrent_clients_store_exactly_ten_thousand(live: RunningServer) -> None:
-    clients, per_client = 20, 500
+def test_twenty_concurrent_clients_store_exactly_five_thousand(live: RunningServer) -> None:
+    clients, per_client = 20, 250
 
     def write_all(client_index: int) -> int:
         client = live.client()

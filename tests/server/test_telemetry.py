@@ -76,10 +76,15 @@ def log_lines(server: RunningServer) -> list[dict[str, Any]]:
 def reload_everywhere(group: RunningServer, status: int = 200) -> None:
     """POST /-/reload, then wait until every server process has logged its reload (the
     supervisor passes it on to the others)."""
-    before = len(log_lines(group))
+    lines = log_lines(group)
+    before = len(lines)
+    # Servers still starting read the file afresh (a reload asked for before they could
+    # remember it is not theirs to log): wait for those that had started.
+    started = {e["pid"] for e in lines if e.get("event") == "startup"}
     assert group.admin("POST", "reload").status_code == status
     # A refused reload stays with the server that refused it.
-    servers = {int(pid) for pid in group.role_pids("server")} if status == 200 else set()
+    running = {int(pid) for pid in group.role_pids("server")} & started
+    servers = running if status == 200 else set()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         done = {
@@ -189,6 +194,13 @@ def test_a_dead_process_leaves_the_live_gauges_and_its_restart_is_counted(
         time.sleep(0.2)
     assert value(samples, "reqo_role_restarts_total") == 1
     assert str(victim) not in pids
+    # The next tests find both servers started.
+    eventually_started = time.monotonic() + 60
+    while time.monotonic() < eventually_started:
+        started = {e["pid"] for e in log_lines(group) if e.get("event") == "startup"}
+        if set(map(int, group.role_pids("server"))) <= started:
+            break
+        time.sleep(0.1)
     # Counters keep what the dead process counted.
     assert value(samples, "reqo_writes_total", db="shop", kind="add detail views") >= 17
 

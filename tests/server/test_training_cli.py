@@ -58,6 +58,7 @@ def test_plugins_listing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     text = capsys.readouterr().out
     assert "plugins.builtin.item_knn" in text
     assert "algorithm  item-knn" in text
+    assert "text embedder  minilm: all-MiniLM-L6-v2" in text
     assert main(["plugins", "--config", str(path), "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert {"popularity", "item-knn", "recently-viewed"} <= set(listing["algorithms"])
@@ -69,6 +70,7 @@ def test_plugins_listing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         "minimum": 1,
     }
     assert "pixels" in listing["embedders"]
+    assert "minilm" in listing["textEmbedders"]
     # The text lists each parameter with its type, default, range and description, and the
     # embedders as well as the algorithms.
     assert main(["plugins", "--config", str(path)]) == 0
