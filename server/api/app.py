@@ -164,7 +164,11 @@ def create_app(
     def endpoint(operation: Operation) -> Endpoint:
         async def handle(request: Request) -> Response:
             try:
-                reads = operation.mode is Mode.READ and operation.coalesce is None
+                # A read, or the select of a read-then-write: on a copy that holds every write
+                # acknowledged before the request arrived.
+                reads = (
+                    operation.mode is Mode.READ and operation.coalesce is None
+                ) or operation.read_then_write is not None
                 served, params = await accept(request, reads=reads)
                 args = {k: v for k, v in request.path_params.items() if k != "databaseId"}
                 result = await execute(served, operation, args, params)
