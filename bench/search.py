@@ -45,7 +45,7 @@ import yaml
 from bench._report import publish
 from bench.evaluate import DATABASE as MOVIELENS
 from bench.evaluate import open_dataset
-from bench.recommend import Server, _read_response, free_port
+from bench.recommend import Server, _percentile_ms, _read_response, free_port
 from plugins.manager import collect, get_plugin_manager
 from server.api.operations import Params
 from server.api.recommendations import parse_request, respond, with_text_hits
@@ -272,12 +272,11 @@ def _queries(seed: int, n: int) -> list[str]:
 
 
 def _percentiles(samples: Sequence[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000
-
-    return {"p50": pick(50), "p99": pick(99), "n": float(len(ordered))}
+    return {
+        "p50": _percentile_ms(samples, 50),
+        "p99": _percentile_ms(samples, 99),
+        "n": float(len(samples)),
+    }
 
 
 def _timed(run: Callable[[str], Any], queries: Sequence[str]) -> dict[str, float]:

@@ -149,13 +149,16 @@ def admin_routes(state: ServerState) -> list[Route]:
                 )
             except StorageError as error:
                 return SafeJSONResponse(error_body(error), error.status)
+        from prometheus_client import CONTENT_TYPE_LATEST
+
         from server.telemetry.metrics import exposition
 
+        # A cluster's come from every replica and writer; else this machine's processes.
+        gathered = await state.store.links.metrics()
+        if gathered is not None:
+            return Response(gathered, media_type=CONTENT_TYPE_LATEST)
         state.sampler.sample()
         text, content_type = await asyncio.to_thread(exposition)
-        gathered = await state.store.links.metrics()
-        if gathered is not None:  # a cluster's, from every replica and writer
-            text = gathered
         return Response(text, media_type=content_type)
 
     async def plugins(request: Request) -> Response:

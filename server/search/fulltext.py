@@ -142,9 +142,9 @@ class FullTextIndex:
 
     def rebuild(self, ctx: ReadContext) -> None:
         """Index every item of the database afresh."""
-        properties = [p.name for p in ctx.schema.items.properties if p.type in SEARCHABLE]
+        properties = searchable_properties(ctx)
         built = _Built(properties)
-        built.add(self._rows(ctx, properties, None))
+        built.add(searchable_rows(ctx, properties, None))
         built.commit()
         built.synonyms = expansions(ctx)
         with self._lock:
@@ -159,22 +159,10 @@ class FullTextIndex:
             if item_ids:
                 for item_id in item_ids:
                     built.writer.delete_documents_by_term("id", item_id)
-                built.add(self._rows(ctx, list(built.fields), sorted(item_ids)))
+                built.add(searchable_rows(ctx, list(built.fields), sorted(item_ids)))
                 built.commit()
             if synonyms_changed:
                 built.synonyms = expansions(ctx)
-
-    @staticmethod
-    def _rows(
-        ctx: ReadContext, properties: Sequence[str], item_ids: Sequence[str] | None
-    ) -> list[tuple[Any, ...]]:
-        columns = "".join(f", {quote_identifier(name)}" for name in properties)
-        keys = f"{quote_identifier(ID_COLUMN)}, {quote_identifier(INDEX_COLUMN)}"
-        sql = f"SELECT {keys}{columns} FROM items"
-        if item_ids is None:
-            return ctx.conn.execute(sql).fetchall()
-        sql += f" WHERE {quote_identifier(ID_COLUMN)} IN (SELECT unnest(?::VARCHAR[]))"
-        return ctx.conn.execute(sql, [list(item_ids)]).fetchall()
 
     def search(
         self,
@@ -205,6 +193,24 @@ class FullTextIndex:
             document = searcher.doc(address)
             hits.append(Hit(int(document["idx"][0]), str(document["id"][0]), float(score)))
         return hits
+
+
+def searchable_properties(ctx: ReadContext) -> list[str]:
+    """The items' string and set properties, in creation order."""
+    return [p.name for p in ctx.schema.items.properties if p.type in SEARCHABLE]
+
+
+def searchable_rows(
+    ctx: ReadContext, properties: Sequence[str], item_ids: Sequence[str] | None
+) -> list[tuple[Any, ...]]:
+    """(id, dense index, each property's value) of the items (all, or those of `item_ids`)."""
+    columns = "".join(f", {quote_identifier(name)}" for name in properties)
+    keys = f"{quote_identifier(ID_COLUMN)}, {quote_identifier(INDEX_COLUMN)}"
+    sql = f"SELECT {keys}{columns} FROM items"
+    if item_ids is None:
+        return ctx.conn.execute(sql).fetchall()
+    sql += f" WHERE {quote_identifier(ID_COLUMN)} IN (SELECT unnest(?::VARCHAR[]))"
+    return ctx.conn.execute(sql, [list(item_ids)]).fetchall()
 
 
 def _query(

@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 
 from plugins.text_embedders import TextEmbedder
-from server.search.fulltext import SEARCHABLE, Hit
+from server.search.fulltext import Hit, searchable_properties, searchable_rows
 from storage.contexts import ReadContext
-from storage.schema import ID_COLUMN, INDEX_COLUMN, quote_identifier
 
 logger = logging.getLogger("reqo")
 
@@ -194,20 +193,12 @@ class SemanticIndex:
 
 
 def _rows(ctx: ReadContext, item_ids: Sequence[str] | None) -> list[tuple[str, int, str]]:
-    """(id, dense index, searchable text) of the items (all, or those of `item_ids`)."""
-    properties = [p.name for p in ctx.schema.items.properties if p.type in SEARCHABLE]
+    """(id, dense index, searchable text) of the items that have text (all, or of `item_ids`)."""
+    properties = searchable_properties(ctx)
     if not properties:
         return []
-    columns = ", ".join(quote_identifier(name) for name in properties)
-    keys = f"{quote_identifier(ID_COLUMN)}, {quote_identifier(INDEX_COLUMN)}"
-    sql = f"SELECT {keys}, {columns} FROM items"
-    parameters: list[Any] = []
-    if item_ids is not None:
-        sql += f" WHERE {quote_identifier(ID_COLUMN)} IN (SELECT unnest(?::VARCHAR[]))"
-        parameters.append(list(item_ids))
-    rows = ctx.conn.execute(sql, parameters).fetchall()
     found = []
-    for row in rows:
+    for row in searchable_rows(ctx, properties, item_ids):
         text = item_text(row[2:])
         if text.strip():
             found.append((str(row[0]), int(row[1]), text))
