@@ -40,7 +40,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import scipy.stats
 
 from plugins.algorithm import Algorithm, Parameter, ParameterError, UserHistory
 from plugins.hookspecs import hookimpl
@@ -214,6 +213,8 @@ def normalise(scores: Array, method: str) -> Array:
     if method == "rank":
         # Average ranks, 1..n over the whole row: the -inf entries take the lowest ranks, so a
         # finite entry's rank among the finite ones is its rank minus their count.
+        import scipy.stats  # here: scipy.stats costs half a second of every server's start
+
         ranks = scipy.stats.rankdata(np.where(finite, scores, -np.inf), method="average", axis=1)
         scored = finite.sum(axis=1, keepdims=True)
         shares = (ranks - (scores.shape[1] - scored)) / np.maximum(scored, 1)

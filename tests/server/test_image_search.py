@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,9 +12,20 @@ import requests
 import yaml
 from PIL import Image
 
-from tests.serving import RunningServer
+from tests.serving import RunningServer, free_port
 
 PATH = "/test/recomms/image/items/"
+
+
+@pytest.fixture(scope="module")
+def unsigned_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One server for the module (every test only reads): a bad upload changes nothing."""
+    running = RunningServer(
+        tmp_path_factory.mktemp("uploads"), free_port(), {"test": "t"}, allow_unsigned=True
+    )
+    running.start()
+    yield running
+    running.stop()
 
 
 def png(size: tuple[int, int] = (28, 28), colour: int = 128) -> bytes:
