@@ -178,6 +178,15 @@ _BOOTSTRAP = [
         vector FLOAT[] NOT NULL,
         PRIMARY KEY (embedder, settings_digest, image_sha256)
     )""",
+    # storage/text_vectors.py: item text vectors by text embedder, its settings and the text's
+    # content hash (Search Items' semantic index, TrainingData.item_text_vectors)
+    """CREATE TABLE IF NOT EXISTS text_embeddings (
+        embedder VARCHAR NOT NULL,
+        settings_digest VARCHAR NOT NULL,
+        text_sha256 VARCHAR NOT NULL,
+        vector FLOAT[] NOT NULL,
+        PRIMARY KEY (embedder, settings_digest, text_sha256)
+    )""",
 ]
 
 

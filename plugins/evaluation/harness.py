@@ -35,6 +35,7 @@ from plugins.evaluation.splits import (
 )
 from plugins.training import (
     Holdout,
+    ItemTextVectorProvider,
     ItemVectorProvider,
     TrainingData,
     interaction_weights,
@@ -282,10 +283,12 @@ def evaluate(
     *,
     progress: bool = False,
     item_vectors: ItemVectorProvider | None = None,
+    item_text_vectors: ItemTextVectorProvider | None = None,
 ) -> Evaluation:
     """Fit and measure every model on every seed's split (SplitError: a split that cannot be
-    made, or that leaves no test user). `item_vectors`: the host's provider of item embeddings
-    (server/item_vectors.py), for models that use images."""
+    made, or that leaves no test user). `item_vectors` and `item_text_vectors`: the host's
+    providers of item image and text embeddings (server/training/item_vectors.py), for models
+    that use them."""
     protocol.check()
     candidates = np.array([item is not None for item in snapshot.item_ids], dtype=bool)
     ks = sorted(set(protocol.ks))
@@ -303,7 +306,17 @@ def evaluate(
             for spec in models:
                 bar.set_postfix_str(f"seed {seed}, {spec.name}")
                 runs.append(
-                    run_one(snapshot, spec, protocol, seed, split, candidates, ks, item_vectors)
+                    run_one(
+                        snapshot,
+                        spec,
+                        protocol,
+                        seed,
+                        split,
+                        candidates,
+                        ks,
+                        item_vectors,
+                        item_text_vectors,
+                    )
                 )
                 bar.update()
     dataset = {
@@ -350,10 +363,13 @@ def run_one(
     candidates: np.ndarray[Any, np.dtype[np.bool_]],
     ks: Sequence[int],
     item_vectors: ItemVectorProvider | None = None,
+    item_text_vectors: ItemTextVectorProvider | None = None,
 ) -> Run:
     """Fit one model on the split's train part (the validation holdout at hand for early
     stopping), then rank and measure the test users once."""
-    model, data, train_seconds = fit_one(snapshot, spec, protocol, seed, split, item_vectors)
+    model, data, train_seconds = fit_one(
+        snapshot, spec, protocol, seed, split, item_vectors, item_text_vectors
+    )
     trained = time.perf_counter()
     test = split.holdouts.test
     users = test.users
@@ -394,6 +410,7 @@ def fit_one(
     seed: int,
     split: PreparedSplit,
     item_vectors: ItemVectorProvider | None = None,
+    item_text_vectors: ItemTextVectorProvider | None = None,
 ) -> tuple[Algorithm, TrainingData, float]:
     """One model fitted on the split's train part: the model, its training data and the
     seconds it took."""
@@ -406,7 +423,7 @@ def fit_one(
         kind_weights=kind_weights,
         validation=valid if len(valid.users) else None,
     )
-    data = replace(data, item_vectors=item_vectors)
+    data = replace(data, item_vectors=item_vectors, item_text_vectors=item_text_vectors)
     seed_everything(seed)
     model = spec.algorithm(**seeded_params(spec, seed))
     started = time.perf_counter()

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from server.api.image_search import ENDPOINT as ENDPOINT_IMAGE
 from server.api.operations import Params
 from server.search.fulltext import MAX_QUERY_LENGTH, Hit
@@ -70,6 +72,9 @@ ALLOWED = {
 }
 SEARCH_CANDIDATES = 500
 """Items that full-text retrieval hands to the ranking of a search."""
+SYNONYM_VARIANTS = 2
+"""Synonym variants of a query embedded beside it for semantic search (each costs about as
+much as the query)."""
 
 
 def _configured_expressions(
@@ -311,8 +316,11 @@ async def with_text_hits(served: Served, request: Request) -> Request:
         hits = served.search.index.search(query.search_text, weights, SEARCH_CANDIDATES)
     if query.search_mode != "full-text":
         semantic = await served.search.semantic_index(query.text_embedder)
-        vector = await asyncio.to_thread(semantic.embed_query, query.search_text)
-        near = semantic.search(vector, SEARCH_CANDIDATES)
+        # Synonyms reach a semantic search as variants of the query: an item near any counts.
+        texts = [query.search_text]
+        texts += served.search.index.synonym_variants(query.search_text, SYNONYM_VARIANTS)
+        vectors = await asyncio.to_thread(lambda: [semantic.embed_query(t) for t in texts])
+        near = semantic.search(np.stack(vectors), SEARCH_CANDIDATES)
         hits = near if query.search_mode == "semantic" else fuse(hits, near)
     return replace(request, query=replace(query, text_hits=tuple(hits)))
 

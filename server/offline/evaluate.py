@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from plugins.evaluation.report import describe, markdown_table, write_outputs
     from plugins.evaluation.splits import SplitError
     from server.api.app import load_registry
+    from server.training.item_vectors import text_provider_for
 
     if args.protocol != "temporal" and (args.at is not None or args.quantile is not None):
         return _fail("--at and --quantile belong to --protocol temporal", 2)
@@ -134,7 +135,15 @@ def run(args: argparse.Namespace) -> int:
     if not len(snapshot.users):
         return _fail(f"database '{args.db}' holds no interactions: nothing to evaluate", 1)
     try:
-        evaluation = evaluate(snapshot, specs, protocol, progress=not args.no_progress)
+        # Text vectors are embedded as a model asks for them (no server's cache at hand here).
+        texts = text_provider_for(registry, snapshot.item_properties, snapshot.n_items)
+        evaluation = evaluate(
+            snapshot,
+            specs,
+            protocol,
+            progress=not args.no_progress,
+            item_text_vectors=texts,
+        )
     except SplitError as error:
         return _fail(str(error), 1)
     print(describe(evaluation, args.db))

@@ -1,18 +1,30 @@
-"""How a server's full-text index follows its copy of the database: from the change feed's
-entries, which items to index again (or the whole index, where properties changed)."""
+"""How a server's search indexes follow its copy of the database: from the change feed's
+entries, which items to index again (or the whole index, where properties changed); and where
+the semantic index's vectors are cached (the database's cache, filled through the writer)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from plugins.embedders import EmbedderKey
 from plugins.manager import Registry
 from server.search.fulltext import FullTextIndex
-from server.search.semantic import SemanticIndex
+from server.search.semantic import SemanticIndex, Vector
 from storage.database import Database
+from storage.text_vectors import cached, encode_vectors
+
+logger = logging.getLogger("reqo")
+
+Send = Callable[[dict[str, Any]], Awaitable[Any]]
+"""Hands a `text-vectors` write's payload to the writer."""
+SEND_AT_ONCE = 1_000
+"""Vectors per `text-vectors` write (about 2 MB of base64 at 384 dimensions)."""
 
 _ITEM_WRITES = frozenset({"add item", "delete item", "set item values"})
 _WHOLE = frozenset({"reset database", "add item property", "delete item property"})
@@ -54,13 +66,64 @@ def changes_of(entries: Iterable[Mapping[str, Any]]) -> Changes:
     return changes
 
 
+class DatabaseVectorCache:
+    """The text vector cache of a database (storage/text_vectors.py): read from this server's
+    copy (what its snapshot held), new vectors sent to the writer without waiting."""
+
+    def __init__(
+        self,
+        database: Database,
+        key: EmbedderKey,
+        dimensions: int,
+        send: Send | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.database = database
+        self.key = key
+        self.dimensions = dimensions
+        self.send = send
+        self.loop = loop
+
+    def lookup(self, hashes: Sequence[str]) -> dict[str, Vector]:
+        name, digest = self.key.name, self.key.settings_digest
+        return self.database.read_sync(lambda ctx: cached(ctx, name, digest, hashes))
+
+    def keep(self, vectors: Mapping[str, Vector]) -> None:
+        if self.send is None or not vectors or self.loop.is_closed():
+            return
+        hashes = list(vectors)
+        for start in range(0, len(hashes), SEND_AT_ONCE):
+            chunk = hashes[start : start + SEND_AT_ONCE]
+            payload = {
+                "embedder": self.key.name,
+                "digest": self.key.settings_digest,
+                "dimensions": self.dimensions,
+                "hashes": chunk,
+                "vectors": encode_vectors([vectors[h] for h in chunk]),
+            }
+            future = asyncio.run_coroutine_threadsafe(_awaited(self.send(payload)), self.loop)
+            future.add_done_callback(_unsent)
+
+
+async def _awaited(pending: Awaitable[Any]) -> Any:
+    return await pending
+
+
+def _unsent(future: Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        # A cache: the vectors are embedded again where they are missing.
+        logger.warning("text vectors not cached: %s", future.exception())
+
+
 class SearchFollower:
     """Keeps a database's full-text index, and its semantic indexes (one per text embedder
-    that a search has named), in step with the server's copy."""
+    that a search has named), in step with the server's copy. `send`: where new text vectors
+    go to be cached (None: nowhere)."""
 
-    def __init__(self, database: Database, registry: Registry) -> None:
+    def __init__(self, database: Database, registry: Registry, send: Send | None = None) -> None:
         self.database = database
         self.registry = registry
+        self.send = send
         self.index = FullTextIndex()
         self.semantic: dict[str, SemanticIndex] = {}
 
@@ -69,7 +132,10 @@ class SearchFollower:
         use)."""
         found = self.semantic.get(embedder)
         if found is None:
-            found = SemanticIndex(self.registry.text_embedder(embedder)())
+            model = self.registry.text_embedder(embedder)()
+            loop = asyncio.get_running_loop()
+            cache = DatabaseVectorCache(self.database, model.key, model.dimensions, self.send, loop)
+            found = SemanticIndex(model, cache, self.database.name)
             self.semantic[embedder] = found
             await self.database.read(found.rebuild)
         return found

@@ -194,6 +194,25 @@ class FullTextIndex:
             hits.append(Hit(int(document["idx"][0]), str(document["id"][0]), float(score)))
         return hits
 
+    def synonym_variants(self, text: str, limit: int) -> list[str]:
+        """The query with one of its terms replaced by a synonym, up to `limit` of them (for
+        semantic search, which has no terms to add alternatives to)."""
+        built = self._built
+        if built is None or not built.synonyms or limit <= 0:
+            return []
+        spaced = f" {' '.join(words(text))} "
+        variants: list[str] = []
+        for term, alternatives in sorted(built.synonyms.items()):
+            found = f" {' '.join(words(term))} "
+            if found.strip() and found in spaced:
+                for alternative in alternatives:
+                    variant = spaced.replace(found, f" {normalise(alternative)} ", 1).strip()
+                    if variant and variant not in variants:
+                        variants.append(variant)
+                    if len(variants) >= limit:
+                        return variants
+        return variants
+
 
 def searchable_properties(ctx: ReadContext) -> list[str]:
     """The items' string and set properties, in creation order."""

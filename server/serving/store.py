@@ -129,7 +129,9 @@ class Store:
             await asyncio.to_thread(experiments.load, self._longest_sticky())
             replica.listeners.append(_assignments_to(experiments))
             replica.preparers.append(partial(_load_published, models, name))
-            search = SearchFollower(database, self.registry)
+            search = SearchFollower(
+                database, self.registry, partial(writer.write, name, "text-vectors")
+            )
             await search.rebuild()
             await search.prepare(semantic_embedders(self.config))
             replica.preparers.append(search.follow)

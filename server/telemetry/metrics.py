@@ -57,6 +57,12 @@ WRITES = Counter("reqo_writes", "Writes the writer applied, by database and kind
 BATCH_SIZE = Histogram(
     "reqo_batch_requests", "Requests in one Batch", ("db",), buckets=BATCH_BUCKETS
 )
+TEXT_VECTORS = Counter(
+    "reqo_text_vectors",
+    "Item text vectors that the servers' semantic indexes took, by database, text embedder and "
+    "source (embedded: computed here; cache: found in the database's cache or this process's)",
+    ("db", "embedder", "source"),
+)
 REQL_CACHE = Counter(
     "reqo_reql_cache_lookups",
     "Lookups of evaluated ReQL expressions in the servers' caches, by result (hit or miss)",

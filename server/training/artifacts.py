@@ -48,7 +48,7 @@ def train_model(
     data = TrainingData.from_snapshot(snapshot, model.weights)
     # Image models (and any plugin that wants item embeddings) get them from the host.
     provider = provider_for(database, registry, data.item_properties, data.n_items)
-    texts = text_provider_for(registry, data.item_properties, data.n_items)
+    texts = text_provider_for(registry, data.item_properties, data.n_items, database)
     algorithm.fit(replace(data, item_vectors=provider, item_text_vectors=texts))
     return _publish(algorithm, directory / model.name)
 

@@ -32,9 +32,10 @@ from plugins.embedders import Embedder
 from plugins.images import ImageBytes, ImageError, image_sources, read_images
 from plugins.manager import PluginError, Registry
 from plugins.training import ItemEmbeddings, ItemTextVectorProvider, ItemVectorProvider
-from server.search.semantic import item_text
-from storage.database import Database
+from server.search.semantic import item_text, text_hash
+from storage.database import Database, ReadContext
 from storage.embeddings import cached, embed_with_cache
+from storage.text_vectors import cached as cached_text
 
 log = logging.getLogger("reqo")
 
@@ -89,9 +90,13 @@ def provider_for(
     return provide
 
 
-def text_provider_for(registry: Registry, items: pa.Table, n_items: int) -> ItemTextVectorProvider:
+def text_provider_for(
+    registry: Registry, items: pa.Table, n_items: int, database: Database | None = None
+) -> ItemTextVectorProvider:
     """A provider of the text embeddings of the items of `items` (a snapshot's item table):
-    each item's string and set values joined, as Search Items embeds them."""
+    each item's string and set values joined, as Search Items embeds them. With a `database`,
+    vectors come from its text vector cache (storage/text_vectors.py, which the servers fill)
+    where it has them; only the other texts are embedded."""
 
     def provide(*, embedder: str) -> ItemEmbeddings:
         try:
@@ -109,15 +114,33 @@ def text_provider_for(registry: Registry, items: pa.Table, n_items: int) -> Item
         vectors = np.zeros((n_items, model.dimensions), dtype=np.float32)
         present = np.zeros(n_items, dtype=bool)
         chosen = [row for row, text in enumerate(texts) if text.strip() and indexes[row] < n_items]
+        key = model.key
         for start in range(0, len(chosen), 1024):
             rows = chosen[start : start + 1024]
-            embedded = model.embed_texts([texts[row] for row in rows])
-            for position, row in enumerate(rows):
-                vectors[indexes[row]] = embedded[position]
+            hashes = [text_hash(texts[row]) for row in rows]
+            found: dict[str, np.ndarray[Any, Any]] = {}
+            if database is not None:
+                found = _cached_texts(database, key.name, key.settings_digest, hashes)
+            missing = [row for row, h in zip(rows, hashes, strict=True) if h not in found]
+            embedded = model.embed_texts([texts[row] for row in missing])
+            found.update(
+                (text_hash(texts[row]), embedded[position]) for position, row in enumerate(missing)
+            )
+            for row, h in zip(rows, hashes, strict=True):
+                vectors[indexes[row]] = found[h]
                 present[indexes[row]] = True
         return ItemEmbeddings(vectors, present)
 
     return provide
+
+
+def _cached_texts(
+    database: Database, embedder: str, digest: str, hashes: list[str]
+) -> dict[str, np.ndarray[Any, Any]]:
+    def read(ctx: ReadContext) -> dict[str, np.ndarray[Any, Any]]:
+        return dict(cached_text(ctx, embedder, digest, hashes))
+
+    return database.read_sync(read)
 
 
 def _is_text(kind: pa.DataType) -> bool:

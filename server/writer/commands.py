@@ -15,6 +15,8 @@ filter selected on the writer).
 - `context`: the user or item that a recommendation with cascadeCreate creates.
 - `assign`: users held to a variant of a scenario's experiment.
 - `models`: model versions a trainer published (servers load them as they apply it).
+- `text-vectors`: item text vectors a server embedded, for the cache in the writer's file
+  (storage/text_vectors.py); the change feed carries only their count.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from storage.entities import create_context
 from storage.errors import InvalidInput, StorageError
 from storage.kpi import Assignment, save_assignments
 from storage.recommendations import extend_recommendation, log_recommendations, record_from_json
+from storage.text_vectors import store_payload
 from storage.timestamps import fixed_now
 
 logger = logging.getLogger("reqo")
@@ -127,6 +130,17 @@ def apply_models(ctx: WriteContext, payload: Payload) -> Any:
     return None
 
 
+def apply_text_vectors(ctx: WriteContext, payload: Payload) -> Any:
+    """Cache text vectors in the writer's file. The feed records only that it happened (not the
+    vectors: megabytes that no server needs at once), which moves the sequence number on, so
+    that the next snapshot, the one a server starting now loads, is exported with them."""
+    if "vectors" not in payload:
+        return None  # a server applying the record: nothing to store in its copy
+    stored = store_payload(ctx, payload)
+    ctx.record(dumps({"cmd": "text-vectors", "stored": stored, "now": payload.get("now")}))
+    return stored
+
+
 def apply_assign(ctx: WriteContext, payload: Payload) -> Any:
     save_assignments(ctx, [Assignment(*row) for row in payload["assignments"]])
     ctx.record(dumps({"cmd": "assign", **payload}))
@@ -150,6 +164,7 @@ COMMANDS: dict[str, Command] = {
     "context": Command("context", apply=apply_context),
     "assign": Command("assign", apply=apply_assign),
     "models": Command("models", apply=apply_models),
+    "text-vectors": Command("text-vectors", apply=apply_text_vectors),
 }
 
 

@@ -279,18 +279,24 @@ def test_include_seen_ranks_earlier_items_and_providers_reach_the_model(
     snapshot: Snapshot, probe: ModelSpec
 ) -> None:
     """With `exclude_seen` off, a popularity ranking spends places on the popular items the
-    user had before, so it scores lower; the item-vector provider given to `evaluate` reaches
-    the model's training data."""
+    user had before, so it scores lower; the item-vector providers (images and text) given to
+    `evaluate` reach the model's training data."""
     from plugins.training import ItemEmbeddings
 
     def provider(**_: Any) -> ItemEmbeddings:
         return ItemEmbeddings(np.zeros((0, 0), np.float32), np.zeros(0, bool))
 
+    def text_provider(**_: Any) -> ItemEmbeddings:
+        return ItemEmbeddings(np.zeros((0, 0), np.float32), np.zeros(0, bool))
+
     ndcg = {}
     for exclude_seen in (True, False):
         protocol = Protocol(name="loo", ks=(10,), exclude_seen=exclude_seen)
-        evaluation = evaluate(snapshot, [probe], protocol, item_vectors=provider)
+        evaluation = evaluate(
+            snapshot, [probe], protocol, item_vectors=provider, item_text_vectors=text_provider
+        )
         assert Probe.fitted[-1].item_vectors is provider
+        assert Probe.fitted[-1].item_text_vectors is text_provider
         ndcg[exclude_seen] = evaluation.runs[0].figures["ndcg@10"]
     assert ndcg[True] > ndcg[False]
 

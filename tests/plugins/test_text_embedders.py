@@ -12,11 +12,13 @@ import pytest
 from plugins.manager import collect, get_plugin_manager
 from plugins.text_embedders import TextEmbedder
 from plugins.training import TrainingData
+from server.search.semantic import text_hash
 from server.training.item_vectors import text_provider_for
 from storage import catalog
 from storage.database import Database, WriteContext
 from storage.schema import Entity
 from storage.snapshot import take_snapshot
+from storage.text_vectors import store
 
 
 def test_minilm_vectors_follow_meaning() -> None:
@@ -30,6 +32,22 @@ def test_minilm_vectors_follow_meaning() -> None:
     assert not vectors[3].any()  # an empty text has no direction
     similar, unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
     assert similar > unrelated + 0.2
+
+
+def test_a_query_takes_the_short_path_to_the_same_vector() -> None:
+    """`embed_query` (its own tokenizer, the network called directly) gives what a batch of one
+    gives, whatever else the batch holds (padding must not leak into the pooling)."""
+    embedder = collect(get_plugin_manager()).text_embedder("minilm")()
+    texts = ["star wars", "a much longer text about a voyage among the stars, with robots"]
+    batch = embedder.embed_texts(texts)
+    for text, row in zip(texts, batch, strict=True):
+        query = embedder.embed_query(text)
+        assert query.shape == (384,)
+        assert query.dtype == np.float32
+        np.testing.assert_allclose(query, row, atol=1e-5)
+    assert not embedder.embed_query("   ").any()
+    assert embedder.key.name == "minilm"
+    assert embedder.key == type(embedder)(device="cpu").key  # where it runs changes nothing
 
 
 def test_training_data_gives_every_algorithm_the_items_text_vectors(tmp_path: Path) -> None:
@@ -65,3 +83,32 @@ def test_training_data_gives_every_algorithm_the_items_text_vectors(tmp_path: Pa
     assert scores[index["sw"]] > scores[index["fargo"]]
     with pytest.raises(ValueError, match="unknown text embedder"):
         provider(embedder="nope")
+
+
+def test_training_takes_text_vectors_from_the_database_cache(tmp_path: Path) -> None:
+    """A text that a server embedded (its vector in the database's cache) is not embedded again
+    for training: the cached vector is the one the algorithm gets."""
+    database = Database("films", tmp_path / "films.duckdb")
+    registry = collect(get_plugin_manager())
+    model = registry.text_embedder("minilm")()
+    marker = np.zeros(384, dtype=np.float32)
+    marker[7] = 1.0  # no sentence embeds to this
+    try:
+
+        def fill(ctx: WriteContext) -> None:
+            catalog.add_property(ctx, Entity.ITEM, "title", "string")
+            for item, title in (("sw", "Star Wars"), ("fargo", "Fargo")):
+                catalog.set_values(ctx, Entity.ITEM, item, {"title": title}, cascade_create=True)
+            key = model.key
+            store(ctx, key.name, key.settings_digest, {text_hash("Star Wars"): marker})
+
+        database.write_sync(fill)
+        data = TrainingData.from_snapshot(database.read_sync(take_snapshot))
+        provider = text_provider_for(registry, data.item_properties, data.n_items, database)
+        embeddings = provider(embedder="minilm")
+    finally:
+        database.close()
+    index = {item: position for position, item in enumerate(data.item_ids)}
+    np.testing.assert_array_equal(embeddings.vectors[index["sw"]], marker)
+    fargo = model.embed_texts(["Fargo"])[0]
+    np.testing.assert_allclose(embeddings.vectors[index["fargo"]], fargo, atol=1e-5)
