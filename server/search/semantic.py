@@ -52,6 +52,8 @@ TREES = 25
 REBUILD_AT = 2_000
 """Vectors changed since the last build that make it worth building again (the exact search of
 them costs about 0.1 ms a thousand)."""
+MIN_FETCH = 100
+"""The fewest nearest items asked of the vector index, however few are wanted."""
 BACKGROUND_NICENESS = 10
 """How much lower than a request's the CPU priority of embedding and index builds is."""
 
@@ -142,6 +144,21 @@ class SemanticIndex:
         with self._lock:
             return len(self._slots)
 
+    def snapshot(self) -> tuple[list[str], np.ndarray[Any, Any]]:
+        """The items that have a vector, and their vectors (a copy)."""
+        with self._lock:
+            slots = [slot for slot, item in enumerate(self._ids) if item is not None]
+            return [str(self._ids[s]) for s in slots], self._vectors[slots].copy()
+
+    def states(self) -> dict[str, int]:
+        """Items by state: `indexed` (in the built vector index), `exact` (new or changed since
+        its build: searched exactly) and `queued` (waiting to be embedded)."""
+        with self._lock:
+            delta = self._delta(self._built, len(self._ids))
+            exact = sum(1 for slot in delta.tolist() if self._ids[slot] is not None)
+            live = len(self._slots)
+        return {"indexed": live - exact, "exact": exact, "queued": self._queued}
+
     @property
     def unindexed(self) -> int:
         """Vectors that the search scans exactly: those new or changed since the last build."""
@@ -185,7 +202,8 @@ class SemanticIndex:
         """The `limit` items nearest to a query vector, or to the nearest of several (rows;
         a query and its synonyms' variants), at cosine at least MIN_SIMILARITY."""
         queries = np.asarray(vectors, dtype=np.float32).reshape(-1, self.embedder.dimensions)
-        best: dict[int, float] = {}
+        found: list[np.ndarray[Any, Any]] = []
+        scores: list[np.ndarray[Any, Any]] = []
         with self._lock:
             count = len(self._ids)
             if not count or limit <= 0:
@@ -195,22 +213,32 @@ class SemanticIndex:
                 slots = np.arange(count, dtype=np.int64)
             else:
                 slots = self._delta(built, count)
-                fetch = limit + (len(slots) - (count - built.size))
+                # Annoy looks at `trees x fetch` nodes: a short list would be a rough one.
+                fetch = max(limit, MIN_FETCH) + (len(slots) - (count - built.size))
                 for query in queries:
-                    found, cosines = built.index.nearest(query, fetch)
-                    fresh = self._versions[found] == built.versions[found]
-                    for slot, cosine in zip(found[fresh], cosines[fresh], strict=True):
-                        best[int(slot)] = max(best.get(int(slot), -1.0), float(cosine))
+                    near, cosines = built.index.nearest(query, fetch)
+                    # What changed since the build is in `slots`, searched below: the two
+                    # parts never hold the same slot.
+                    fresh = self._versions[near] == built.versions[near]
+                    found.append(near[fresh])
+                    scores.append(cosines[fresh])
             if len(slots):
                 similarities = (self._vectors[slots] @ queries.T).max(axis=1)
-                for position in top_k(similarities, min(limit, len(slots))):
-                    slot = int(slots[position])
-                    best[slot] = max(best.get(slot, -1.0), float(similarities[position]))
+                best = top_k(similarities, min(limit, len(slots)))
+                found.append(slots[best])
+                scores.append(similarities[best])
+            every = np.concatenate(found)
+            cosines = np.concatenate(scores).astype(np.float32)
+            # Best first; a slot that several queries found keeps its best cosine.
+            order = np.lexsort((every, -cosines))
+            every, cosines = every[order], cosines[order]
+            _, first = np.unique(every, return_index=True)
+            keep = np.sort(first)[:limit]
             hits = []
-            for slot in sorted(best, key=lambda s: (-best[s], s))[:limit]:
+            for slot, cosine in zip(every[keep].tolist(), cosines[keep].tolist(), strict=True):
                 item_id = self._ids[slot]
-                if item_id is not None and best[slot] >= MIN_SIMILARITY:
-                    hits.append(Hit(int(self._dense[slot]), item_id, best[slot]))
+                if item_id is not None and cosine >= MIN_SIMILARITY:
+                    hits.append(Hit(int(self._dense[slot]), item_id, float(cosine)))
         return hits
 
     def _delta(self, built: _Built | None, count: int) -> np.ndarray[Any, np.dtype[np.int64]]:

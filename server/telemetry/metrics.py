@@ -63,6 +63,14 @@ TEXT_VECTORS = Counter(
     "source (embedded: computed here; cache: found in the database's cache or this process's)",
     ("db", "embedder", "source"),
 )
+SEARCH_VECTORS = Gauge(
+    "reqo_search_vectors",
+    "Items of a server's semantic search index, by database, text embedder and state (indexed: "
+    "in the built vector index; exact: new or changed since, searched exactly; queued: waiting "
+    "to be embedded)",
+    ("db", "embedder", "state"),
+    multiprocess_mode="livemin",
+)
 REQL_CACHE = Counter(
     "reqo_reql_cache_lookups",
     "Lookups of evaluated ReQL expressions in the servers' caches, by result (hit or miss)",

@@ -17,6 +17,7 @@ from server.telemetry.metrics import (
     MODEL_AWAITING,
     MODEL_VERSION,
     REQL_CACHE,
+    SEARCH_VECTORS,
     resident_bytes,
     version_time,
 )
@@ -75,6 +76,9 @@ class ServerGauges:
             REQL_CACHE.labels(name, "hit").inc(max(0, hits - last_hits))
             REQL_CACHE.labels(name, "miss").inc(max(0, misses - last_misses))
             self._counted[name] = (hits, misses)
+            for embedder, semantic in list(served.search.semantic.items()):
+                for state, count in semantic.states().items():
+                    SEARCH_VECTORS.labels(name, embedder, state).set(count)
             for model in served.models.configs:
                 loaded = served.models.peek(model)
                 if loaded is None:

@@ -153,6 +153,15 @@ class WriterService:
             served = _Served(database, seq)
             database.feed.listeners.append(self._listener(served))
             self._served[name] = served
+            # Snapshots are named by sequence number, which tells only writes through a writer
+            # apart: a file replaced or written offline since (a restored backup, an import
+            # with the server stopped) may hold other data at the same number.
+            self._forget_snapshots(snapshots_dir(self.config.data_dir, name))
+
+    @staticmethod
+    def _forget_snapshots(parent: Path) -> None:
+        for old in parent.iterdir():
+            shutil.rmtree(old, ignore_errors=True)
 
     def _listener(self, served: _Served) -> Any:
         loop = self._loop

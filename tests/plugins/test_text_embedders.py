@@ -34,10 +34,20 @@ def test_minilm_vectors_follow_meaning() -> None:
     assert similar > unrelated + 0.2
 
 
-def test_a_query_takes_the_short_path_to_the_same_vector() -> None:
-    """`embed_query` (its own tokenizer, the network called directly) gives what a batch of one
-    gives, whatever else the batch holds (padding must not leak into the pooling)."""
-    embedder = collect(get_plugin_manager()).text_embedder("minilm")()
+def test_a_query_takes_the_short_path_to_the_same_vector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`embed_query` (its own tokenizer, the network exported to ONNX and run by ONNX Runtime)
+    gives what a batch of one gives through torch, whatever else the batch holds (padding must
+    not leak into the pooling)."""
+    from plugins.builtin.text_embedders import MiniLM
+
+    monkeypatch.setenv("REQO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(MiniLM, "_sessions", {})  # export afresh, into tmp_path
+    embedder = collect(get_plugin_manager()).text_embedder("minilm")(device="cpu")
+    assert isinstance(embedder, MiniLM)
+    assert embedder._session() is not None
+    assert list(tmp_path.glob("*.onnx")), "the export is kept in the cache directory"
     texts = ["star wars", "a much longer text about a voyage among the stars, with robots"]
     batch = embedder.embed_texts(texts)
     for text, row in zip(texts, batch, strict=True):

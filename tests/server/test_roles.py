@@ -25,6 +25,9 @@ from recombee_api_client.api_requests import (
     SetItemValues,
 )
 
+from storage.catalog import add_entity
+from storage.database import Database
+from storage.schema import Entity
 from tests.serving import REPO_ROOT, RunningServer, free_port
 
 TOKENS = {"test": "roles-token-0123456789"}
@@ -250,3 +253,30 @@ def test_a_second_serve_on_the_same_data_fails_with_a_clear_message(group: Runni
     assert "already" in message, message
     assert "Traceback" not in message, message
     assert group.request("GET", "/items/film-01").status_code == 200
+
+
+def test_a_file_changed_offline_is_served_as_it_is_now(tmp_path: Path) -> None:
+    """Snapshots are named by the change feed's sequence number, which a write made without the
+    writer (the server stopped) does not move: a writer that starts forgets the snapshots it
+    finds, so that no server loads the file as it was before."""
+    running = RunningServer(tmp_path, free_port(), {"test": "offline-token-0123456789"})
+    running.start()
+    try:
+        assert running.request("PUT", "/items/before").status_code == 201
+        # A server that starts again loads a snapshot at the sequence number now.
+        victim = pids_of(running, "server", 1)[0]
+        os.kill(victim, signal.SIGKILL)
+        pids_of(running, "server", 1, gone=victim)
+        assert running.request("GET", "/items/list/").json() == ["before"]
+    finally:
+        running.stop()
+    database = Database("test", tmp_path / "data" / "test.duckdb")
+    try:
+        database.write_sync(lambda ctx: add_entity(ctx, Entity.ITEM, "offline"))
+    finally:
+        database.close()
+    running.start()
+    try:
+        assert sorted(running.request("GET", "/items/list/").json()) == ["before", "offline"]
+    finally:
+        running.stop()

@@ -48,6 +48,14 @@ def vectors(server: RunningServer, source: str) -> float:
     return value(samples, "reqo_text_vectors_total", db="test", embedder="minilm", source=source)
 
 
+def states(server: RunningServer) -> dict[str, float]:
+    samples = scrape(server)
+    return {
+        state: value(samples, "reqo_search_vectors", db="test", state=state)
+        for state in ("indexed", "exact", "queued")
+    }
+
+
 def test_text_vectors_are_cached_in_the_database_across_restarts(tmp_path: Path) -> None:
     server = RunningServer(
         tmp_path,
@@ -67,6 +75,12 @@ def test_text_vectors_are_cached_in_the_database_across_restarts(tmp_path: Path)
             )
         eventually(lambda: vectors(server, "embedded") == len(FILMS), "every film embedded")
         assert vectors(server, "cache") == 0
+        # Seven items are fewer than a vector index is built for: all searched exactly (the
+        # gauges are sampled every second).
+        eventually(
+            lambda: states(server) == {"indexed": 0, "exact": len(FILMS), "queued": 0},
+            "the index's gauges",
+        )
         assert set(found(server, "space adventure")) <= {"sw", "st", "esb", "alien"}
         # Synonyms reach a semantic query: a word the model cannot place, made to mean another.
         client.send(AddSearchSynonym("xyzzy", "cowboy toys", one_way=True))
