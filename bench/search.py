@@ -39,7 +39,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -63,6 +63,8 @@ from server.serving.scenarios import ScenarioConfig, parse_models
 from server.training.artifacts import train_model
 from storage.database import Database
 from storage.text_vectors import store as store_text_vectors
+
+Query = TypeVar("Query")
 
 CATALOG = "bench"
 VOCABULARY = 20_000
@@ -285,8 +287,11 @@ def _percentiles(samples: Sequence[float]) -> dict[str, float]:
     }
 
 
-def _timed(run: Callable[[str], Any], queries: Sequence[str]) -> dict[str, float]:
-    for query in queries[:50]:
+def _timed(
+    run: Callable[[Query], Any], queries: Sequence[Query], warm: int = 50
+) -> dict[str, float]:
+    """p50 and p99 of `run` over the queries (texts or vectors), after `warm` of them."""
+    for query in queries[:warm]:
         run(query)
     samples = []
     for query in queries:
@@ -322,19 +327,6 @@ def _exact(
     scores = matrix @ vector
     best = top_k(scores, min(limit, len(scores)))
     return [(ids[i], float(scores[i])) for i in best]
-
-
-def _timed_vectors(
-    run: Callable[[np.ndarray[Any, Any]], Any], vectors: Sequence[np.ndarray[Any, Any]]
-) -> dict[str, float]:
-    for vector in vectors[:20]:
-        run(vector)
-    samples = []
-    for vector in vectors:
-        started = time.perf_counter()
-        run(vector)
-        samples.append(time.perf_counter() - started)
-    return _percentiles(samples)
 
 
 def measure_in_process(
@@ -392,9 +384,9 @@ def measure_in_process(
         semantic.embed_query("warm up")
         figures["embed_query"] = _timed(semantic.embed_query, queries[:500])
         real = [semantic.embed_query(q) for q in film_queries[:200]]
-        figures["semantic"] = _timed_vectors(lambda v: semantic.search(v, 500), real)
+        figures["semantic"] = _timed(lambda v: semantic.search(v, 500), real, 20)
         ids, matrix = semantic.snapshot()
-        figures["semantic_exact"] = _timed_vectors(lambda v: _exact(ids, matrix, v, 500), real)
+        figures["semantic_exact"] = _timed(lambda v: _exact(ids, matrix, v, 500), real, 20)
         for k, fetched in ((10, 500), (10, 10), (500, 500)):
             # Search Items asks for 500 candidates; the top 10 of them are what a user sees.
             figures[f"recall@{k}/{fetched}"] = statistics.fmean(

@@ -61,7 +61,11 @@ def cached(database: Database, key: CacheKey, hashes: Sequence[str]) -> dict[str
             params=[list(hashes), key.name, key.settings_digest],
         ).to_arrow_table()
 
-    table = database.read_sync(read)
+    return vectors_by_key(database.read_sync(read))
+
+
+def vectors_by_key(table: pa.Table) -> dict[str, Vector]:
+    """A (key, vector) table's vectors by key (a cache's rows, read as Arrow)."""
     if table.num_rows == 0:
         return {}
     names = table.column(0).to_pylist()
@@ -71,22 +75,27 @@ def cached(database: Database, key: CacheKey, hashes: Sequence[str]) -> dict[str
     return {name: values[offsets[i] : offsets[i + 1]].copy() for i, name in enumerate(names)}
 
 
+def vector_table(key_column: str, vectors: Mapping[str, Vector]) -> pa.Table:
+    """Vectors by key as a (key, vector) Arrow table, to insert into a cache table."""
+    keys = list(vectors)
+    rows = [np.asarray(vectors[k], dtype=np.float32).reshape(-1) for k in keys]
+    lengths = np.array([len(row) for row in rows], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = pa.array(np.concatenate(rows), type=pa.float32())
+    return pa.table(
+        {
+            key_column: pa.array(keys, type=pa.string()),
+            "vector": pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values),
+        }
+    )
+
+
 def store(database: Database, key: CacheKey, vectors: Mapping[str, Vector]) -> None:
     """Cache vectors by image hash for the embedder (one write job; a hash already there is
     replaced)."""
     if not vectors:
         return
-    hashes = list(vectors)
-    rows = [np.asarray(vectors[h], dtype=np.float32).reshape(-1) for h in hashes]
-    lengths = np.array([len(row) for row in rows], dtype=np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    values = pa.array(np.concatenate(rows), type=pa.float32())
-    table = pa.table(
-        {
-            "image_sha256": pa.array(hashes, type=pa.string()),
-            "vector": pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values),
-        }
-    )
+    table = vector_table("image_sha256", vectors)
 
     def write(ctx: WriteContext) -> None:
         view = "reqo_new_image_embeddings"

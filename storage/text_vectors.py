@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from storage.contexts import ReadContext, WriteContext
+from storage.embeddings import vector_table, vectors_by_key
 from storage.errors import InvalidInput
 
 Vector = np.ndarray[Any, np.dtype[np.float32]]
@@ -53,38 +54,20 @@ def cached(
     """The cached vectors of the given text hashes (those the cache has)."""
     if not hashes:
         return {}
-    table = ctx.conn.sql(
+    table: pa.Table = ctx.conn.sql(
         "SELECT e.text_sha256, e.vector FROM text_embeddings e "
         "JOIN (SELECT DISTINCT unnest(?::VARCHAR[]) AS h) wanted ON e.text_sha256 = wanted.h "
         "WHERE e.embedder = ? AND e.settings_digest = ?",
         params=[list(hashes), embedder, digest],
     ).to_arrow_table()
-    if table.num_rows == 0:
-        return {}
-    names = table.column(0).to_pylist()
-    lists = table.column(1).combine_chunks()
-    values = lists.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    offsets = lists.offsets.to_numpy()
-    return {name: values[offsets[i] : offsets[i + 1]].copy() for i, name in enumerate(names)}
+    return vectors_by_key(table)
 
 
 def store(ctx: WriteContext, embedder: str, digest: str, vectors: Mapping[str, Vector]) -> None:
     """Cache vectors by text hash (a hash already there is replaced)."""
     if not vectors:
         return
-    hashes = list(vectors)
-    rows = [np.asarray(vectors[h], dtype=np.float32).reshape(-1) for h in hashes]
-    lengths = np.array([len(row) for row in rows], dtype=np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    table = pa.table(
-        {
-            "text_sha256": pa.array(hashes, type=pa.string()),
-            "vector": pa.ListArray.from_arrays(
-                pa.array(offsets, type=pa.int32()),
-                pa.array(np.concatenate(rows), type=pa.float32()),
-            ),
-        }
-    )
+    table = vector_table("text_sha256", vectors)
     view = "reqo_new_text_embeddings"
     ctx.conn.register(view, table)
     try:

@@ -4,8 +4,7 @@ give what the vectors hold now; and the database's text vector cache."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from server.search.semantic import REBUILD_AT, SemanticIndex, text_hash
 from storage.database import Database
 from storage.errors import InvalidInput
 from storage.text_vectors import cached, encode_vectors, store_payload
+from tests.server.test_search import eventually
 
 DIMENSIONS = 32
 
@@ -37,15 +37,6 @@ class Seeded(TextEmbedder):
             np.random.default_rng(int(text_hash(t)[:8], 16)).normal(size=DIMENSIONS) for t in texts
         ]
         return np.stack(rows)
-
-
-def eventually(check: Callable[[], bool], what: str, wait: float = 60.0) -> None:
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not within {wait} s: {what}")
 
 
 def unit(rng: np.random.Generator, rows: int) -> np.ndarray[Any, Any]:

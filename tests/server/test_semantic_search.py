@@ -4,10 +4,7 @@ share what either embedded), and synonyms reach semantic queries."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import duckdb
 from recombee_api_client.api_requests import (
@@ -17,7 +14,7 @@ from recombee_api_client.api_requests import (
     SetItemValues,
 )
 
-from tests.server.test_search import FILMS
+from tests.server.test_search import FILMS, eventually
 from tests.server.test_telemetry import ADMIN, scrape, value
 from tests.serving import RunningServer, free_port
 
@@ -25,15 +22,6 @@ TOKENS = {"test": "semantic-token-0123456789"}
 SCENARIOS = {
     "meaning": {"endpoint": "search-items", "personalisation": 0, "search_mode": "semantic"},
 }
-
-
-def eventually(check: Callable[[], Any], what: str, wait: float = 60.0) -> None:
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not within {wait} s: {what}")
 
 
 def found(server: RunningServer, query: str, count: int = 3) -> list[str]:
