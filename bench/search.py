@@ -373,7 +373,7 @@ def measure_in_process(
             )
         )
         loop = asyncio.new_event_loop()
-        cache = DatabaseVectorCache(database, key, embedder.dimensions, None, loop)
+        cache = DatabaseVectorCache(database, key, None, loop)
         semantic = SemanticIndex(embedder, cache)
         started = time.perf_counter()
         database.read_sync(semantic.rebuild)

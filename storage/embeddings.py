@@ -7,10 +7,12 @@ The table (`image_embeddings`) is created with the database (storage/database.py
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from storage.database import Database, ReadContext, WriteContext
@@ -110,6 +112,30 @@ def store(database: Database, key: CacheKey, vectors: Mapping[str, Vector]) -> N
             ctx.conn.unregister(view)
 
     database.write_sync(write)
+
+
+def added_since(database: Database, snapshot: Path) -> dict[tuple[str, str], dict[str, Vector]]:
+    """The vectors a database loaded from a snapshot directory has cached since (what a
+    trainer embedded), by (embedder, settings digest), then image hash."""
+    parquet = snapshot / "image_embeddings.parquet"
+
+    def read(ctx: ReadContext) -> pa.Table:
+        sql = "SELECT embedder, settings_digest, image_sha256, vector FROM image_embeddings"
+        if parquet.exists():
+            quoted = str(parquet).replace("'", "''")
+            sql += (
+                f" ANTI JOIN read_parquet('{quoted}') s "
+                "USING (embedder, settings_digest, image_sha256)"
+            )
+        return ctx.conn.sql(sql).to_arrow_table()
+
+    table = database.read_sync(read)
+    found: dict[tuple[str, str], dict[str, Vector]] = {}
+    pairs = set(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
+    for embedder, digest in sorted(pairs):
+        mask = pc.and_(pc.equal(table.column(0), embedder), pc.equal(table.column(1), digest))
+        found[(embedder, digest)] = vectors_by_key(table.filter(mask).select([2, 3]))
+    return found
 
 
 def embed_with_cache(

@@ -63,25 +63,59 @@ def cached(
     return vectors_by_key(table)
 
 
-def store(ctx: WriteContext, embedder: str, digest: str, vectors: Mapping[str, Vector]) -> None:
-    """Cache vectors by text hash (a hash already there is replaced)."""
+CACHES = {"text": ("text_embeddings", "text_sha256"), "image": ("image_embeddings", "image_sha256")}
+"""The vector caches by kind: their table and key column."""
+
+
+def store(
+    ctx: WriteContext,
+    embedder: str,
+    digest: str,
+    vectors: Mapping[str, Vector],
+    kind: str = "text",
+) -> None:
+    """Cache vectors by content hash in the cache of `kind` (a hash already there is
+    replaced)."""
     if not vectors:
         return
-    table = vector_table("text_sha256", vectors)
-    view = "reqo_new_text_embeddings"
+    table_name, key_column = CACHES[kind]
+    table = vector_table(key_column, vectors)
+    view = f"reqo_new_{table_name}"
     ctx.conn.register(view, table)
     try:
         ctx.conn.execute(
-            f"INSERT OR REPLACE INTO text_embeddings SELECT ?, ?, text_sha256, vector FROM {view}",
+            f"INSERT OR REPLACE INTO {table_name} SELECT ?, ?, {key_column}, vector FROM {view}",
             [embedder, digest],
         )
     finally:
         ctx.conn.unregister(view)
 
 
-def store_payload(ctx: WriteContext, payload: Mapping[str, Any]) -> int:
-    """Cache the vectors of a `text-vectors` write (`embedder`, `digest`, `hashes`,
-    `dimensions`, `vectors`); how many. A malformed payload stores nothing (InvalidInput)."""
+def payloads(
+    embedder: str, digest: str, vectors: Mapping[str, Vector], at_once: int = 1_000
+) -> list[dict[str, Any]]:
+    """Vectors by hash as the payloads of `text-vectors` (or `image-vectors`) writes, `at_once`
+    vectors each."""
+    hashes = list(vectors)
+    found = []
+    for start in range(0, len(hashes), at_once):
+        chunk = hashes[start : start + at_once]
+        found.append(
+            {
+                "embedder": embedder,
+                "digest": digest,
+                "dimensions": int(np.asarray(vectors[chunk[0]]).size),
+                "hashes": chunk,
+                "vectors": encode_vectors([vectors[h] for h in chunk]),
+            }
+        )
+    return found
+
+
+def store_payload(ctx: WriteContext, payload: Mapping[str, Any], kind: str = "text") -> int:
+    """Cache the vectors of a `text-vectors` (or `image-vectors`, `kind` "image") write
+    (`embedder`, `digest`, `hashes`, `dimensions`, `vectors`); how many. A malformed payload
+    stores nothing (InvalidInput)."""
     embedder, digest = payload.get("embedder"), payload.get("digest")
     hashes, dimensions = payload.get("hashes"), payload.get("dimensions")
     if not isinstance(embedder, str) or not isinstance(digest, str):
@@ -98,5 +132,5 @@ def store_payload(ctx: WriteContext, payload: Mapping[str, Any]) -> int:
     matrix = decode_vectors(text, len(hashes), dimensions)
     if not np.all(np.isfinite(matrix)):
         raise InvalidInput("text vectors: a vector holds a value that is not finite")
-    store(ctx, embedder, digest, dict(zip(hashes, matrix, strict=True)))
+    store(ctx, embedder, digest, dict(zip(hashes, matrix, strict=True)), kind)
     return len(hashes)

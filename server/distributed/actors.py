@@ -20,12 +20,13 @@ from typing import Any
 import ray
 
 from plugins.manager import Registry
+from server.cluster.client import WriterClient
 from server.config import Config, load_config
 from server.distributed.links import RayLinks, RayWriterClient
 from server.distributed.metrics import publish_forever
 from server.distributed.names import NAMESPACE, writer_actor
 from server.telemetry.logs import configure_logging
-from server.training.trainer import TrainerService, fit_snapshot
+from server.training.trainer import NewVectors, TrainerService, fit_snapshot
 from server.writer.service import WriterService
 
 logger = logging.getLogger("reqo")
@@ -140,8 +141,8 @@ class RayTrainerService(TrainerService):
         super().__init__(config, registry, client=RayWriterClient(writer_actor, token=token))
         self.config_path = config_path
 
-    async def publish(self, database: str, versions: dict[str, str]) -> None:
-        await self.links.writer(database).write(database, "models", {"versions": versions})
+    def writer(self, database: str) -> WriterClient:
+        return self.links.writer(database)
 
     async def fit(self, database: str, names: list[str]) -> dict[str, str]:
         gpus = self.config.ray.train_gpus if self.config.ray is not None else None
@@ -149,14 +150,21 @@ class RayTrainerService(TrainerService):
             resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
             gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
         task = fit_task.options(num_gpus=gpus, max_retries=TRAIN_RETRIES)
-        versions: dict[str, str] = await task.remote(self.config_path, database, names)
+        fitted: tuple[dict[str, str], list[NewVectors]] = await task.remote(
+            self.config_path, database, names
+        )
+        versions, embedded = fitted
+        await self.keep_vectors(database, embedded)
         return versions
 
 
 @ray.remote(num_cpus=1)
-def fit_task(config_path: str, database: str, names: list[str]) -> dict[str, str]:
+def fit_task(
+    config_path: str, database: str, names: list[str]
+) -> tuple[dict[str, str], list[NewVectors]]:
     """Fit models of a database on its writer's latest snapshot (from the object store) and
-    publish them in the shared models directory; their new versions by name."""
+    publish them in the shared models directory; their new versions by name, and the image
+    vectors that training embedded (for the writer's cache)."""
     _logging("training")
     from server.api.app import load_registry
 
@@ -170,7 +178,11 @@ def fit_task(config_path: str, database: str, names: list[str]) -> dict[str, str
     snapshot = write_files(files)
     try:
         logger.info("training task: fitting %s of %r at %d", ", ".join(names), database, seq)
-        return fit_snapshot(config, load_registry(config), database, snapshot, names)
+        embedded: list[NewVectors] = []
+        versions = fit_snapshot(
+            config, load_registry(config), database, snapshot, names, embedded=embedded
+        )
+        return versions, embedded
     finally:
         import shutil
 

@@ -17,7 +17,7 @@ from plugins.manager import Registry
 from server.search.fulltext import FullTextIndex
 from server.search.semantic import SemanticIndex, Vector
 from storage.database import Database
-from storage.text_vectors import cached, encode_vectors
+from storage.text_vectors import cached, payloads
 
 logger = logging.getLogger("reqo")
 
@@ -74,13 +74,11 @@ class DatabaseVectorCache:
         self,
         database: Database,
         key: EmbedderKey,
-        dimensions: int,
         send: Send | None,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.database = database
         self.key = key
-        self.dimensions = dimensions
         self.send = send
         self.loop = loop
 
@@ -91,16 +89,8 @@ class DatabaseVectorCache:
     def keep(self, vectors: Mapping[str, Vector]) -> None:
         if self.send is None or not vectors or self.loop.is_closed():
             return
-        hashes = list(vectors)
-        for start in range(0, len(hashes), SEND_AT_ONCE):
-            chunk = hashes[start : start + SEND_AT_ONCE]
-            payload = {
-                "embedder": self.key.name,
-                "digest": self.key.settings_digest,
-                "dimensions": self.dimensions,
-                "hashes": chunk,
-                "vectors": encode_vectors([vectors[h] for h in chunk]),
-            }
+        key = self.key
+        for payload in payloads(key.name, key.settings_digest, vectors, SEND_AT_ONCE):
             future = asyncio.run_coroutine_threadsafe(_awaited(self.send(payload)), self.loop)
             future.add_done_callback(_unsent)
 
@@ -134,7 +124,7 @@ class SearchFollower:
         if found is None:
             model = self.registry.text_embedder(embedder)()
             loop = asyncio.get_running_loop()
-            cache = DatabaseVectorCache(self.database, model.key, model.dimensions, self.send, loop)
+            cache = DatabaseVectorCache(self.database, model.key, self.send, loop)
             found = SemanticIndex(model, cache, self.database.name)
             self.semantic[embedder] = found
             await self.database.read(found.rebuild)

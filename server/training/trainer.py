@@ -21,6 +21,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from plugins.manager import Registry
 from server.cluster.client import WriterClient
 from server.cluster.paths import socket_path
@@ -34,8 +36,10 @@ from server.training.artifacts import (
     training_order,
 )
 from storage.database import Database
+from storage.embeddings import added_since
 from storage.errors import StorageError
 from storage.export import import_snapshot
+from storage.text_vectors import payloads
 
 logger = logging.getLogger("reqo")
 
@@ -111,21 +115,39 @@ class TrainerService:
             await self.publish(database, versions)
             return versions
 
+    def writer(self, database: str) -> WriterClient:
+        """The client of a database's writer."""
+        return self.client
+
     async def publish(self, database: str, versions: dict[str, str]) -> None:
         """Announce new model versions in the database's change feed."""
-        await self.client.write(database, "models", {"versions": versions})
+        await self.writer(database).write(database, "models", {"versions": versions})
 
     async def fit(self, database: str, names: list[str]) -> dict[str, str]:
         """Fit models of a database on the writer's latest snapshot, in this process (a
         thread); their new versions by name. (On a Ray cluster, a task fits them.)"""
         path, seq = await self.client.snapshot(database)
         logger.info("trainer: fitting %s of %r at %d", ", ".join(names), database, seq)
+        embedded: list[NewVectors] = []
         try:
-            return await asyncio.to_thread(
-                fit_snapshot, self.config, self.registry, database, path, names
+            versions = await asyncio.to_thread(
+                fit_snapshot, self.config, self.registry, database, path, names, embedded=embedded
             )
         finally:
             await self.client.done_with(path)
+        await self.keep_vectors(database, embedded)
+        return versions
+
+    async def keep_vectors(self, database: str, embedded: list[NewVectors]) -> None:
+        """Send the image vectors that training embedded to the writer's cache (the copy they
+        were cached in is gone), so that the next round does not embed them again."""
+        try:
+            for found in embedded:
+                for (embedder, digest), vectors in found.items():
+                    for payload in payloads(embedder, digest, vectors, VECTORS_AT_ONCE):
+                        await self.writer(database).write(database, "image-vectors", payload)
+        except (OSError, WireError, StorageError) as error:
+            logger.warning("trainer: image vectors not cached: %s", error)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -163,6 +185,11 @@ class TrainerService:
             writer.write(encode(reply))
 
 
+NewVectors = dict[tuple[str, str], dict[str, np.ndarray[Any, Any]]]
+"""Image vectors by (embedder, settings digest), then image hash."""
+VECTORS_AT_ONCE = 500
+"""Image vectors per `image-vectors` write (about 3.4 MB of base64 at 1,280 dimensions)."""
+
 SHARD_ROWS = 1_000_000
 """Interaction rows a model that trains in shards reads at a time."""
 
@@ -175,11 +202,14 @@ def fit_snapshot(
     names: list[str],
     *,
     batch_rows: int = SHARD_ROWS,
+    embedded: list[NewVectors] | None = None,
 ) -> dict[str, str]:
     """Fit models of a database on a snapshot directory and publish them in its models
     directory; their new versions by name. Past `train_in_shards_over` interactions, the models
     that learn from mini-batches read the snapshot's files in shards; the others (and all of
-    them below it) learn from the snapshot loaded into a database of this process."""
+    them below it) learn from the snapshot loaded into a database of this process.
+    `embedded`: where to add the image vectors that training embedded (for the writer's
+    cache; this process's database goes when training ends)."""
     configs = dict(config.models)
     directory = config.models_dir(name)
     sharded = interaction_rows(snapshot) > config.train_in_shards_over
@@ -212,6 +242,8 @@ def fit_snapshot(
             record_training(name, model, version, time.monotonic() - started)
             if version is not None:
                 versions[model] = version
+        if database is not None and embedded is not None:
+            embedded.append(added_since(database, snapshot))
         return versions
     finally:
         if database is not None:

@@ -17,6 +17,7 @@ filter selected on the writer).
 - `models`: model versions a trainer published (servers load them as they apply it).
 - `text-vectors`: item text vectors a server embedded, for the cache in the writer's file
   (storage/text_vectors.py); the change feed carries only their count.
+- `image-vectors`: image vectors a trainer embedded, likewise (storage/embeddings.py's cache).
 """
 
 from __future__ import annotations
@@ -141,6 +142,16 @@ def apply_text_vectors(ctx: WriteContext, payload: Payload) -> Any:
     return stored
 
 
+def apply_image_vectors(ctx: WriteContext, payload: Payload) -> Any:
+    """Cache image vectors a trainer embedded (its own copy of the database is thrown away
+    after training); recorded as `text-vectors` is, for the same reason."""
+    if "vectors" not in payload:
+        return None
+    stored = store_payload(ctx, payload, "image")
+    ctx.record(dumps({"cmd": "image-vectors", "stored": stored, "now": payload.get("now")}))
+    return stored
+
+
 def apply_assign(ctx: WriteContext, payload: Payload) -> Any:
     save_assignments(ctx, [Assignment(*row) for row in payload["assignments"]])
     ctx.record(dumps({"cmd": "assign", **payload}))
@@ -165,6 +176,7 @@ COMMANDS: dict[str, Command] = {
     "assign": Command("assign", apply=apply_assign),
     "models": Command("models", apply=apply_models),
     "text-vectors": Command("text-vectors", apply=apply_text_vectors),
+    "image-vectors": Command("image-vectors", apply=apply_image_vectors),
 }
 
 

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from recombee_api_client.api_requests import RecommendItemsToItem
 
@@ -140,3 +142,29 @@ def test_more_like_this_picture(server: RunningServer) -> None:
         same += sum(c == names[int(labels[index])] for c in categories)
         total += len(categories)
     assert same / total > 0.4  # chance is 0.1
+
+
+def test_image_vectors_the_trainer_embeds_are_cached_in_the_database(tmp_path: Path) -> None:
+    """The trainer fits on a copy of a snapshot, which goes when training ends: the image
+    vectors it embedded reach the writer's file (`image-vectors` writes), so that the next
+    round, or a restarted group, embeds only images it has not seen."""
+    database_path = tmp_path / "data" / "test.duckdb"
+    database = Database("test", database_path)
+    fashion_mnist.load(database, progress=False, limit=40)
+    database.close()
+    running = RunningServer(tmp_path, free_port(), {"test": "visual-token"}, extra=CONFIG)
+    running.start()
+    try:
+        trained = running.request("POST", "/-/train", json={"model": "visually-similar"})
+        assert trained.status_code == 200, trained.text
+    finally:
+        running.stop()
+    with duckdb.connect(str(database_path), read_only=True) as conn:
+        cached = conn.execute(
+            "SELECT count(*), count(DISTINCT image_sha256) FROM image_embeddings "
+            "WHERE embedder = 'pixels'"
+        ).fetchone()
+        images = conn.execute("SELECT count(DISTINCT image) FROM items").fetchone()
+    assert cached is not None
+    assert images is not None
+    assert cached[0] == cached[1] == images[0] > 0
