@@ -20,6 +20,7 @@ from reql.errors import (
     ReqlNameError,
     ReqlSyntaxError,
     ReqlTypeError,
+    ReqlUnknownProperty,
 )
 from reql.functions import Function, FunctionRegistry
 from reql.parser import parse
@@ -44,6 +45,7 @@ __all__ = [
     "ReqlNameError",
     "ReqlSyntaxError",
     "ReqlTypeError",
+    "ReqlUnknownProperty",
     "Storage",
     "compile_expression",
     "parse",

@@ -12,7 +12,13 @@ from enum import StrEnum
 from reql import ast
 from reql import types as t
 from reql.catalog import Catalog, Column, EntityTable
-from reql.errors import ReqlError, ReqlLimitError, ReqlNameError, ReqlTypeError
+from reql.errors import (
+    ReqlError,
+    ReqlLimitError,
+    ReqlNameError,
+    ReqlTypeError,
+    ReqlUnknownProperty,
+)
 from reql.functions import Argument, Function, FunctionRegistry, SignatureError
 from reql.operators import binary_result, comparison_problem
 from reql.parser import integer_out_of_range, number_out_of_range, start_of
@@ -159,7 +165,7 @@ class _Checker:
         if column is None:
             names = [*table.names, *(n for scope in self.scopes for n in scope)]
             raise self.fail(
-                ReqlNameError,
+                ReqlUnknownProperty,
                 f"unknown property '{node.name}'{_did_you_mean(node.name, names)}",
                 node,
             )
@@ -227,7 +233,7 @@ class _Checker:
         column = table.column(key.value)
         if column is None:
             raise self.fail(
-                ReqlNameError,
+                ReqlUnknownProperty,
                 f"unknown property {_quoted(key.value)} of the context {entity}"
                 f"{_did_you_mean(key.value, table.names)}",
                 key,

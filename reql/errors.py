@@ -47,6 +47,10 @@ class ReqlNameError(ReqlError):
     kind = "name"
 
 
+class ReqlUnknownProperty(ReqlNameError):
+    """A property that the entity (or the context) does not have."""
+
+
 class ReqlTypeError(ReqlError):
     """Operand or argument types that do not fit, or a result of the wrong type for its use."""
 

@@ -6,6 +6,7 @@ Every write function validates everything it can before it writes, so that a ref
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from storage.database import ReadContext, WriteContext
 from storage.entities import ID as _ID
 from storage.entities import create_entities, entity_exists
-from storage.errors import Conflict, EntityNotFound, UnknownProperty
+from storage.errors import BadParameter, Conflict, EntityNotFound, UnknownProperty
 from storage.interactions import InteractionKind
 from storage.schema import (
     ID_COLUMN,
@@ -256,9 +257,65 @@ def merge_users(ctx: WriteContext, target_id: str, source_id: str, *, cascade_cr
 # -- properties ----------------------------------------------------------------------------
 
 
-def add_property(ctx: WriteContext, entity: Entity, name: str, type_name: object) -> str:
+MAX_METADATA = 50
+"""Metadata entries one property may carry."""
+
+
+def _role_entry(parameter: str, value: object) -> dict[str, Any]:
+    """A role or metadata entry: `{"name": <string>, "settings": <object>?}`."""
+    if not isinstance(value, dict):
+        raise BadParameter(parameter, f"must be an object with a 'name', not {_json_kind(value)}")
+    unknown = sorted(set(value) - {"name", "settings"})
+    if unknown:
+        raise BadParameter(parameter, f"has unknown field '{unknown[0]}' (it takes name, settings)")
+    name = value.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 100:
+        raise BadParameter(parameter, "needs a 'name': a string of 1 to 100 characters")
+    settings = value.get("settings")
+    if settings is not None and not isinstance(settings, dict):
+        raise BadParameter(parameter, f"'settings' must be an object, not {_json_kind(settings)}")
+    return {"name": name, **({"settings": settings} if settings is not None else {})}
+
+
+def parse_role(value: object) -> dict[str, Any] | None:
+    """A property's `role` (None where not given)."""
+    return None if value is None else _role_entry("role", value)
+
+
+def parse_metadata(value: object) -> list[dict[str, Any]] | None:
+    """A property's `metadata` entries (None where not given)."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise BadParameter("metadata", f"must be a list of objects, not {_json_kind(value)}")
+    if len(value) > MAX_METADATA:
+        raise BadParameter("metadata", f"holds {len(value)} entries; at most {MAX_METADATA}")
+    return [_role_entry(f"metadata[{i}]", entry) for i, entry in enumerate(value)]
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "null" if value is None else type(value).__name__
+
+
+def add_property(
+    ctx: WriteContext,
+    entity: Entity,
+    name: str,
+    type_name: object,
+    role: object = None,
+    metadata: object = None,
+) -> str:
     validate_property_name(entity, name)
     ptype = parse_property_type(entity, type_name)
+    parsed_role, parsed_metadata = parse_role(role), parse_metadata(metadata)
     schema = ctx.schema.of(entity)
     existing = schema.find_case_insensitive(name)
     if existing is not None:
@@ -277,7 +334,15 @@ def add_property(ctx: WriteContext, entity: Entity, name: str, type_name: object
     ).fetchone()
     position = position_row[0] if position_row else 1
     ctx.conn.execute(
-        f"INSERT INTO {entity.properties_table} VALUES (?, ?, ?)", [name, ptype.value, position]
+        f"INSERT INTO {entity.properties_table} (name, type, position, role, metadata) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [
+            name,
+            ptype.value,
+            position,
+            None if parsed_role is None else json.dumps(parsed_role),
+            None if parsed_metadata is None else json.dumps(parsed_metadata),
+        ],
     )
     ctx.schema_changed()
     return "ok"
@@ -293,16 +358,34 @@ def delete_property(ctx: WriteContext, entity: Entity, name: str) -> str:
     return "ok"
 
 
-def get_property(ctx: ReadContext, entity: Entity, name: str) -> dict[str, str]:
+def get_property(ctx: ReadContext, entity: Entity, name: str) -> dict[str, Any]:
     validate_property_name(entity, name)
     prop = ctx.schema.of(entity).get(name)
     if prop is None:
         raise UnknownProperty(entity.value, name)
-    return prop.to_json()
+    return {**prop.to_json(), **_roles(ctx, entity).get(name, {})}
 
 
-def list_properties(ctx: ReadContext, entity: Entity) -> list[dict[str, str]]:
-    return [prop.to_json() for prop in ctx.schema.of(entity).properties]
+def list_properties(ctx: ReadContext, entity: Entity) -> list[dict[str, Any]]:
+    roles = _roles(ctx, entity)
+    return [
+        {**prop.to_json(), **roles.get(prop.name, {})} for prop in ctx.schema.of(entity).properties
+    ]
+
+
+def _roles(ctx: ReadContext, entity: Entity) -> dict[str, dict[str, Any]]:
+    """The role and metadata of the properties that have them, by name."""
+    rows = ctx.conn.execute(
+        f"SELECT name, role, metadata FROM {entity.properties_table} "
+        "WHERE role IS NOT NULL OR metadata IS NOT NULL"
+    ).fetchall()
+    found: dict[str, dict[str, Any]] = {}
+    for name, role, metadata in rows:
+        found[name] = {
+            **({"role": json.loads(role)} if role is not None else {}),
+            **({"metadata": json.loads(metadata)} if metadata is not None else {}),
+        }
+    return found
 
 
 def ensure_properties(

@@ -115,6 +115,12 @@ _BOOTSTRAP = [
     "(name VARCHAR PRIMARY KEY, type VARCHAR NOT NULL, position BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS user_properties "
     "(name VARCHAR PRIMARY KEY, type VARCHAR NOT NULL, position BIGINT NOT NULL)",
+    # A property's role and metadata (Recombee's SDK 6 fields of Add Property), as JSON text;
+    # files from before them gain the columns here
+    "ALTER TABLE item_properties ADD COLUMN IF NOT EXISTS role VARCHAR",
+    "ALTER TABLE item_properties ADD COLUMN IF NOT EXISTS metadata VARCHAR",
+    "ALTER TABLE user_properties ADD COLUMN IF NOT EXISTS role VARCHAR",
+    "ALTER TABLE user_properties ADD COLUMN IF NOT EXISTS metadata VARCHAR",
     """CREATE TABLE IF NOT EXISTS interactions (
         kind UTINYINT NOT NULL,
         user_id VARCHAR NOT NULL,

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import reql
 from server.api.operations import Mode, Operation, Params, ReadThenWrite
-from server.serving.expressions import condition, run_guarded
+from server.serving.expressions import BadExpression, condition, run_guarded
 from storage import catalog
 from storage.database import ReadContext, WriteContext
-from storage.errors import BadParameter
+from storage.errors import BadParameter, NotFound
 from storage.params import check_known, read_bool, read_int, read_str_list
 from storage.schema import Entity, coerce_values
 
@@ -49,7 +50,13 @@ def entity_operations(entity: Entity) -> list[Operation]:
         merged = params.merged
         check_known(merged, _LIST_PARAMS)
         text = merged.get("filter")
-        where = None if text in (None, "") else condition(ctx, text, candidate=entity)
+        try:
+            where = None if text in (None, "") else condition(ctx, text, candidate=entity)
+        except BadExpression as error:
+            if isinstance(error.reql_error, reql.ReqlUnknownProperty):
+                # Recombee's List Items answers a filter on a missing property with 404.
+                raise NotFound(str(error.reql_error)) from None
+            raise
         count = read_int(merged, "count")
         offset = read_int(merged, "offset", default=0) or 0
         return_properties = read_bool(merged, "returnProperties", False)
@@ -72,7 +79,14 @@ def entity_operations(entity: Entity) -> list[Operation]:
     def add_property(ctx: WriteContext, args: Mapping[str, str], params: Params) -> str:
         merged = params.merged
         check_known(merged, ("type", "role", "metadata"))
-        return catalog.add_property(ctx, entity, args["propertyName"], merged.get("type"))
+        return catalog.add_property(
+            ctx,
+            entity,
+            args["propertyName"],
+            merged.get("type"),
+            role=merged.get("role"),
+            metadata=merged.get("metadata"),
+        )
 
     def delete_property(ctx: WriteContext, args: Mapping[str, str], params: Params) -> str:
         check_known(params.merged, ())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -438,6 +439,10 @@ async def next_items(
     if count is None:
         raise BadParameter("count", "is required")
     database, pipeline = served.database, served.pipeline
+    try:
+        uuid.UUID(recomm_id)
+    except ValueError:
+        raise BadParameter("recommId", f"'{recomm_id[:64]}' is not a UUID") from None
     record = await find_recommendation(served, recomm_id)
     if record is None or time.time() - record.timestamp > NEXT_ITEMS_LIFETIME:
         raise NotFound(f"recommendation '{recomm_id}' does not exist or has expired")

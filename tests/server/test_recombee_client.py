@@ -54,6 +54,7 @@ from recombee_api_client.api_requests import (
 )
 from recombee_api_client.api_requests.request import Request
 from recombee_api_client.exceptions import ResponseException
+from recombee_api_client.inputs import PropertyRole
 
 from tests.serving import RunningServer
 
@@ -84,6 +85,39 @@ def test_item_properties_of_every_type(live: RunningServer) -> None:
     assert send(live, DeleteItemProperty("p0")) == "ok"
     assert status_of(live, GetItemPropertyInfo("p0")) == 404
     assert status_of(live, DeleteItemProperty("p0")) == 404
+
+
+def test_a_property_keeps_its_role_and_metadata(live: RunningServer) -> None:
+    """SDK 6's `role` and `metadata` of Add Property are stored and read back; a malformed one
+    is a 400 naming it, and creates nothing."""
+    role = PropertyRole("title", {"language": "en"})
+    assert send(live, AddItemProperty("title", "string", role=role)) == "ok"
+    # SDK 6.3.1 cannot serialise a list of PropertyMetadata (TypeError): sent as its JSON.
+    metadata = [{"name": "searchable"}, {"name": "weight", "settings": {"value": 3}}]
+    added = live.request("PUT", "/items/properties/tags?type=set", json={"metadata": metadata})
+    assert added.status_code == 201, added.text
+    assert send(live, AddUserProperty("country", "string", role=PropertyRole("country"))) == "ok"
+    title = {
+        "name": "title",
+        "type": "string",
+        "role": {"name": "title", "settings": {"language": "en"}},
+    }
+    tags = {"name": "tags", "type": "set", "metadata": metadata}
+    assert send(live, GetItemPropertyInfo("title")) == title
+    assert send(live, GetItemPropertyInfo("tags")) == tags
+    assert send(live, ListItemProperties()) == [title, tags]
+    assert send(live, GetUserPropertyInfo("country"))["role"] == {"name": "country"}
+    for bad, words in (
+        ({"role": 42}, "parameter 'role': must be an object"),
+        ({"role": {"settings": {}}}, "needs a 'name'"),
+        ({"role": {"name": "title", "colour": 1}}, "unknown field 'colour'"),
+        ({"metadata": {"name": "x"}}, "parameter 'metadata': must be a list"),
+        ({"metadata": [{"name": "x", "settings": 3}]}, "parameter 'metadata[0]'"),
+    ):
+        response = live.request("PUT", "/items/properties/other?type=int", json=bad)
+        assert response.status_code == 400, response.text
+        assert words in response.json()["error"]
+    assert status_of(live, GetItemPropertyInfo("other")) == 404
 
 
 def test_user_properties_refuse_image_types(live: RunningServer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -113,6 +114,10 @@ def test_next_items_never_repeat(shop: RunningServer) -> None:
     assert not (set(ids(first)) | set(ids(second))) & set(ids(third))
     with pytest.raises(ResponseException) as caught:
         client.send(RecommendNextItems("no-such-recommendation", 4))
+    assert caught.value.status_code == 400  # not a UUID, as Recombee's document says
+    assert "recommId" in caught.value.description
+    with pytest.raises(ResponseException) as caught:
+        client.send(RecommendNextItems(str(uuid.uuid4()), 4))
     assert caught.value.status_code == 404
 
 

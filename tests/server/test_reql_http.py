@@ -72,13 +72,24 @@ def test_list_users_with_a_filter(shop: RunningServer) -> None:
     assert shop.client().send(ListUsers(filter="'userId' != \"bob\"")) == ["alice"]
 
 
-def test_a_misspelt_property_is_a_400_with_position_and_caret(shop: RunningServer) -> None:
+def test_a_misspelt_property_is_reported_with_position_and_caret(shop: RunningServer) -> None:
+    """List Items answers a filter on a property that does not exist with 404, as Recombee
+    documents; everywhere else it is a bad filter (400). The report is the same."""
+    report = "ReQL: unknown property 'prise' (did you mean 'price'?) at 1:1\n'prise' < 100\n^"
     response = shop.request("GET", "/items/list/?filter=%27prise%27%20%3C%20100")
-    assert response.status_code == 400
-    assert response.json() == {
-        "statusCode": 400,
-        "error": "ReQL: unknown property 'prise' (did you mean 'price'?) at 1:1\n'prise' < 100\n^",
-    }
+    assert response.status_code == 404
+    assert response.json() == {"statusCode": 404, "error": report}
+    users = shop.request("GET", "/users/list/?filter=%27cty%27%20%3D%3D%20%22Brno%22")
+    assert users.status_code == 404
+    assert "unknown property 'cty' (did you mean 'city'?)" in users.json()["error"]
+    recommended = shop.request(
+        "GET", "/recomms/users/alice/items/?count=3&filter=%27prise%27%20%3C%20100"
+    )
+    assert recommended.status_code == 400
+    assert recommended.json() == {"statusCode": 400, "error": report}
+    # An unknown function is not a missing property: 400 on List Items too.
+    function = shop.request("GET", "/items/list/?filter=sizee(%27tags%27)%20%3E%200")
+    assert function.status_code == 400
 
 
 @pytest.mark.parametrize(
