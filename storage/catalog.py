@@ -29,6 +29,7 @@ from storage.schema import (
     validate_id,
     validate_property_name,
 )
+from storage.series import forget_items
 
 
 def _interaction_column(entity: Entity) -> str:
@@ -55,6 +56,8 @@ def delete_entity(ctx: WriteContext, entity: Entity, entity_id: str) -> str:
     ctx.conn.execute(
         f"DELETE FROM interactions WHERE {_interaction_column(entity)} = ?", [entity_id]
     )
+    if entity is Entity.ITEM:
+        forget_items(ctx, [entity_id])
     ctx.touched_catalog()
     ctx.touched_interactions()
     return "ok"
@@ -182,6 +185,7 @@ def delete_items(ctx: WriteContext, ids: Sequence[str]) -> dict[str, Any]:
                 f"DELETE FROM {table} WHERE {column} IN (SELECT unnest($ids::VARCHAR[]))",
                 {"ids": deleted},
             )
+        forget_items(ctx, deleted)
         ctx.touched_catalog()
         ctx.touched_interactions()
     return {"itemIds": deleted, "count": len(deleted)}
@@ -422,8 +426,8 @@ def ensure_properties(
 
 
 def reset(ctx: WriteContext) -> str:
-    """Erase items, users, properties, interactions and search synonyms (Recombee's Reset
-    Database)."""
+    """Erase items, users, properties, interactions, series and search synonyms (Recombee's
+    Reset Database)."""
     for entity in Entity:
         for prop in ctx.schema.of(entity).properties:
             ctx.conn.execute(
@@ -435,6 +439,8 @@ def reset(ctx: WriteContext) -> str:
     ctx.conn.execute("DELETE FROM recommendations")
     ctx.conn.execute("DELETE FROM variant_assignments")
     ctx.conn.execute("DELETE FROM search_synonyms")
+    ctx.conn.execute("DELETE FROM series")
+    ctx.conn.execute("DELETE FROM series_items")
     ctx.schema_changed()
     ctx.touched_interactions()
     return "ok"

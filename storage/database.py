@@ -169,6 +169,15 @@ _BOOTSTRAP = [
        SELECT 'next_user_index', coalesce(max("$idx") + 1, 0) FROM users""",
     # storage/feed.py: the change feed, each committed write by its sequence number
     "CREATE TABLE IF NOT EXISTS reqo_feed (seq BIGINT NOT NULL, entry VARCHAR NOT NULL)",
+    # storage/series.py: series, and their members (items or series) in time order
+    "CREATE TABLE IF NOT EXISTS series (id VARCHAR PRIMARY KEY)",
+    """CREATE TABLE IF NOT EXISTS series_items (
+        series_id VARCHAR NOT NULL,
+        item_type VARCHAR NOT NULL,
+        item_id VARCHAR NOT NULL,
+        time DOUBLE NOT NULL,
+        PRIMARY KEY (series_id, item_type, item_id, time)
+    )""",
     # storage/synonyms.py: search synonyms
     """CREATE TABLE IF NOT EXISTS search_synonyms (
         id VARCHAR PRIMARY KEY,

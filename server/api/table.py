@@ -9,6 +9,7 @@ from server.api.catalog import catalog_operations
 from server.api.interactions import interaction_operations
 from server.api.operations import OperationTable
 from server.api.recommendation_routes import recommendation_operations
+from server.api.series import series_operations
 from server.api.synonyms import synonym_operations
 
 
@@ -21,5 +22,6 @@ def operation_table() -> OperationTable:
             *interaction_operations(),
             *recommendation_operations(),
             *synonym_operations(),
+            *series_operations(),
         ]
     )
