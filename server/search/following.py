@@ -29,6 +29,8 @@ SEND_AT_ONCE = 1_000
 _ITEM_WRITES = frozenset({"add item", "delete item", "set item values"})
 _WHOLE = frozenset({"reset database", "add item property", "delete item property"})
 _SYNONYMS = frozenset({"add search synonym", "delete search synonym", "delete all search synonyms"})
+_SERIES = frozenset({"add series", "delete series", "insert to series"})
+"""Series writes that create (cascadeCreate) or delete (cascadeDelete) items."""
 
 
 @dataclass
@@ -57,6 +59,11 @@ def changes_of(entries: Iterable[Mapping[str, Any]]) -> Changes:
                     changes.everything = True
                 elif operation in _SYNONYMS:
                     changes.synonyms = True
+                elif operation in _SERIES:
+                    changes.items.add(str(call["args"]["seriesId"]))
+                    member = {**(call.get("query") or {}), **(call.get("body") or {})}
+                    if isinstance(member.get("itemId"), str):
+                        changes.items.add(member["itemId"])
         elif command == "selected":
             selected = entry.get("selected")
             if entry.get("op") == "delete more items" and isinstance(selected, list):

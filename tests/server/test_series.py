@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from recombee_api_client.api_requests import (
     AddItem,
+    AddItemProperty,
     AddSeries,
     DeleteItem,
     DeleteSeries,
@@ -18,6 +19,8 @@ from recombee_api_client.api_requests import (
     ListSeriesItems,
     RemoveFromSeries,
     ResetDatabase,
+    SearchItems,
+    SetItemValues,
 )
 from recombee_api_client.api_requests.request import Request
 from recombee_api_client.exceptions import ResponseException
@@ -140,3 +143,17 @@ def test_series_in_a_batch_and_after_a_reset(live: RunningServer) -> None:
     assert answers[3]["json"] == [{"itemType": "item", "itemId": "e1", "time": 1}]
     send(live, ResetDatabase())
     assert send(live, ListSeries()) == []
+
+
+def test_an_item_that_deleting_a_series_deletes_leaves_the_search(live: RunningServer) -> None:
+    send(live, AddItemProperty("title", "string"))
+    send(live, AddSeries("show"))
+    send(live, SetItemValues("show", {"title": "Galactic Voyage"}))
+
+    def found() -> list[str]:
+        answer = send(live, SearchItems("viewer", "galactic", 5, cascade_create=True))
+        return [r["id"] for r in answer["recomms"]]
+
+    assert found() == ["show"]
+    send(live, DeleteSeries("show", cascade_delete=True))
+    assert found() == []
