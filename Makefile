@@ -38,7 +38,14 @@ serve-fashion: install
 	$(BIN)/reqo train --config examples/fashion.yaml --db fashion --missing-only
 	$(BIN)/reqo serve --config examples/fashion.yaml
 
-test: install
+# Recombee's client-side SDK for the tests that run it in Node (tests/js; no lockfile kept).
+JS_CLIENT := tests/js/node_modules/recombee-js-api-client/package.json
+
+$(JS_CLIENT): tests/js/package.json
+	npm install --prefix tests/js --no-package-lock --no-audit --no-fund --silent
+	touch $@
+
+test: install $(JS_CLIENT)
 	$(BIN)/python -m pytest
 
 lint: install

@@ -76,9 +76,9 @@ _TOP_KEYS = {
     "admin_token_env",
     "limits",
 }
-_SERVER_KEYS = {"host", "port", "workers", "tls", "ray", "metrics", "logs"}
+_SERVER_KEYS = {"host", "port", "workers", "tls", "ray", "metrics", "logs", "cors"}
 _TLS_KEYS = {"certfile", "keyfile"}
-_DATABASE_KEYS = {"token", "token_env", "signatures"}
+_DATABASE_KEYS = {"token", "token_env", "signatures", "public_token"}
 _LIMITS_KEYS = {"max_queued", "query_timeout", "retry_after"}
 _SIGNATURES = ("recombee", "strict")
 # An admin token guards every database at once; shorter ones can be guessed.
@@ -104,6 +104,9 @@ class DatabaseConfig:
     strict_signatures: bool = False
     """`signatures: strict`: a request must also carry a digest of its body (False: Recombee's
     scheme, which the official clients use)."""
+    public_token: str | None = None
+    """What Recombee's client-side SDKs sign with: interactions, recommendations and search
+    only (server/config_client.py)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,8 @@ class Config:
     """`server.metrics:` (None: the defaults)."""
     logs: LogsConfig | None = None
     """`server.logs:` (None: the defaults)."""
+    cors_origins: tuple[str, ...] = ()
+    """`server.cors.origins`: the web origins that browsers may call from (none: no CORS)."""
 
     def models_dir(self, database: str) -> Path:
         """Where the trained models of a database are kept (one versioned directory each): on a
@@ -275,6 +280,9 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
 
     metrics = parse_metrics(source, server.get("metrics"))
     logs = parse_logs(source, server.get("logs"))
+    from server.config_client import parse_cors
+
+    cors_origins = parse_cors(source, server.get("cors"))
     databases = _databases(source, data.get("databases"))
     admin_token = _admin_token(source, data, databases)
     try:
@@ -305,6 +313,7 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
         ray=ray,
         metrics=metrics,
         logs=logs,
+        cors_origins=cors_origins,
     )
 
 
@@ -474,7 +483,14 @@ def _databases(source: str, value: object) -> dict[str, DatabaseConfig]:
                 "must be recombee (Recombee's scheme, as its official clients sign) or strict "
                 f"(requests carry a digest of their body too), not {signatures!r}",
             )
-        databases[name] = DatabaseConfig(name, token, strict_signatures=signatures == "strict")
+        from server.config_client import parse_public_token  # it builds on this module's errors
+
+        public = parse_public_token(
+            source, key + ".public_token", settings.get("public_token"), token
+        )
+        databases[name] = DatabaseConfig(
+            name, token, strict_signatures=signatures == "strict", public_token=public
+        )
     return databases
 
 

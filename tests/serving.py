@@ -51,6 +51,10 @@ class RunningServer:
     ray_address: str | None = None
     """Run on this Ray cluster (`reqo serve --ray ADDRESS`), with `ray` as `server.ray`."""
     ray: Mapping[str, Any] = field(default_factory=dict)
+    server_settings: Mapping[str, Any] = field(default_factory=dict)
+    """More `server:` keys (cors, logs, metrics)."""
+    database_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """More keys per database (public_token, signatures), by name."""
     log_level: str = "warning"
     log: Path = field(init=False)
 
@@ -128,11 +132,16 @@ class RunningServer:
             server["tls"] = dict(self.tls)
         if self.ray_address is not None:
             server["ray"] = dict(self.ray)
+        server.update(self.server_settings)
+        databases = {
+            name: {"token": token, **self.database_settings.get(name, {})}
+            for name, token in self.tokens.items()
+        }
         config = {
             "data_dir": "data",
             "allow_unsigned": self.allow_unsigned,
             "server": server,
-            "databases": {name: {"token": token} for name, token in self.tokens.items()},
+            "databases": databases,
             **self.extra,
         }
         if self.admin_token is not None:

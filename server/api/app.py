@@ -16,6 +16,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -23,7 +24,17 @@ from starlette.routing import Route
 from plugins.manager import PluginError, Registry, collect, get_plugin_manager
 from server.api.admin import ServerState, admin_routes
 from server.api.admission import Admission, Traffic
-from server.api.auth import check_digest, verify_request
+from server.api.auth import (
+    PUBLIC_OPERATIONS,
+    PUBLIC_RECOMMENDATIONS,
+    PUBLIC_SCOPE_KEY,
+    Forbidden,
+    Unauthorized,
+    check_digest,
+    signed_publicly,
+    verify_public,
+    verify_request,
+)
 from server.api.batch import BatchOn, PreparedBatch, call_payload, parse_batch, run_batch
 from server.api.body import read_params
 from server.api.boundary import ErrorBoundary, SafeJSONResponse
@@ -132,14 +143,25 @@ def create_app(
         with contextlib.suppress(ConfigError):  # logged by the reload, with its reason
             await live.reload()
 
-    def served_of(request: Request) -> Served:
-        """The request's database, once its signature is verified."""
+    def served_of(request: Request, *, public: bool = False) -> Served:
+        """The request's database, once its signature is verified. `public`: whether the
+        operation is one that the public token may call (Recombee's client-side SDKs)."""
         name = request.path_params["databaseId"]
         found = store.get(name)
         if found is None:
             verify_request(request.scope, nobody, allow_unsigned=config.allow_unsigned)
             raise NotFound(f"database '{name}' does not exist on this server")
         settings = found.settings
+        if signed_publicly(request.scope):
+            if settings.public_token is None:
+                raise Unauthorized(
+                    f"database '{name}' has no public token: sign with its private token"
+                )
+            verify_public(request.scope, settings.public_token)
+            if not public:
+                raise _PUBLIC_REFUSAL
+            request.scope[PUBLIC_SCOPE_KEY] = True
+            return found
         verify_request(
             request.scope,
             settings.token,
@@ -148,11 +170,13 @@ def create_app(
         )
         return found
 
-    async def accept(request: Request, *, reads: bool = True) -> tuple[Served, Params]:
+    async def accept(
+        request: Request, *, reads: bool = True, public: bool = False
+    ) -> tuple[Served, Params]:
         """The request's database and parameters, its signature (and body digest) verified;
         for a request that reads, once this server's copy holds every write that the writer
         had acknowledged when the request arrived."""
-        served = served_of(request)
+        served = served_of(request, public=public)
         target = await served.replica.target()
         params, raw = await read_params(request)
         if served.settings.strict_signatures and not _unsigned(request, config):
@@ -169,7 +193,8 @@ def create_app(
                 reads = (
                     operation.mode is Mode.READ and operation.coalesce is None
                 ) or operation.read_then_write is not None
-                served, params = await accept(request, reads=reads)
+                public = operation.name in PUBLIC_OPERATIONS
+                served, params = await accept(request, reads=reads, public=public)
                 args = {k: v for k, v in request.path_params.items() if k != "databaseId"}
                 result = await execute(served, operation, args, params)
             except StorageError as error:
@@ -180,8 +205,18 @@ def create_app(
 
     async def batch(request: Request) -> Response:
         try:
-            served, params = await accept(request)
+            served, params = await accept(request, public=True)
             prepared = await asyncio.to_thread(parse_batch, table, params)
+            if request.scope.get(PUBLIC_SCOPE_KEY):
+                for prepared_call in prepared.calls:
+                    operation = prepared_call.call.operation
+                    name = operation.name
+                    kind = operation.recommendation
+                    if name not in PUBLIC_OPERATIONS and kind not in PUBLIC_RECOMMENDATIONS:
+                        raise Forbidden(
+                            f"a batch signed with the public token holds '{name}', which takes "
+                            "the private token"
+                        )
             BATCH_SIZE.labels(served.name).observe(len(prepared.calls))
             current = live.config
 
@@ -208,7 +243,8 @@ def create_app(
     def recommendation(endpoint: str) -> Endpoint:
         async def handle(request: Request) -> Response:
             try:
-                served, params = await accept(request)
+                public = endpoint in PUBLIC_RECOMMENDATIONS
+                served, params = await accept(request, public=public)
                 args = {k: v for k, v in request.path_params.items() if k != "databaseId"}
                 current = live.config
                 parsed = parse_request(endpoint, args, params, current.scenarios, current.models)
@@ -240,7 +276,7 @@ def create_app(
 
     async def next_page(request: Request) -> Response:
         try:
-            served, params = await accept(request)
+            served, params = await accept(request, public=True)
             result = await next_items(
                 served,
                 request.path_params["recommId"],
@@ -316,6 +352,20 @@ def create_app(
                 logs=lambda: live.config.logs or LogsConfig(),
                 metrics=lambda: (live.config.metrics or MetricsConfig()).enabled,
             ),
+            *(
+                [
+                    Middleware(
+                        CORSMiddleware,
+                        allow_origins=list(config.cors_origins),
+                        allow_methods=["GET", "POST", "PUT", "DELETE"],
+                        allow_headers=["Accept", "Content-Type", "X-Request-ID"],
+                        expose_headers=["X-Request-ID"],
+                        max_age=600,
+                    )
+                ]
+                if config.cors_origins
+                else []
+            ),
             Middleware(
                 Admission,
                 databases=config.databases,
@@ -356,11 +406,21 @@ async def execute(
     return answer["json"]
 
 
+_PUBLIC_REFUSAL = Forbidden(
+    "the public token may only send interactions and ask for recommendations and searches; "
+    "this operation takes the private token"
+)
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = exc.detail
     if exc.status_code == 404:
         message = f"no endpoint {request.method} {request.url.path}"
     elif exc.status_code == 405:
+        if signed_publicly(request.scope):
+            # The client-side SDKs POST everything; what they POST to a path that takes another
+            # method (Merge Users) is an operation the public token may not call.
+            return SafeJSONResponse(error_body(_PUBLIC_REFUSAL), _PUBLIC_REFUSAL.status)
         message = f"method {request.method} is not allowed on {request.url.path}"
     return SafeJSONResponse({"statusCode": exc.status_code, "error": message}, exc.status_code)

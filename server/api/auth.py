@@ -16,6 +16,12 @@ the request carries `Content-Digest: sha-256=:<base64 of the body's SHA-256>:` (
 value. A captured URL is then useless with another method or another body. `sign_strict`
 builds such a request.
 
+**The public token** (`public_token` of a database) is what Recombee's client-side SDKs sign
+with: every request is a POST whose URL carries `frontend_timestamp` and `frontend_sign`, the
+HMAC-SHA1 of `/{databaseId}/path?…frontend_timestamp=T` with the public token. A browser's page
+holds that token, so it may only send interactions and ask for recommendations and searches
+(`PUBLIC_OPERATIONS`); anything else is a 403.
+
 **The admin token** guards reqo's own operations (`/-/reload`, `/-/plugins`, the detailed
 health and readiness reports): `Authorization: Bearer <admin_token>`, which probes and
 Prometheus can send.
@@ -35,7 +41,22 @@ from urllib.parse import unquote_to_bytes
 from storage.errors import StorageError
 
 SIGNATURE_WINDOW_SECONDS = 30
-AUTH_PARAMETERS = frozenset({"hmac_timestamp", "hmac_sign"})
+AUTH_PARAMETERS = frozenset({"hmac_timestamp", "hmac_sign", "frontend_timestamp", "frontend_sign"})
+PUBLIC_OPERATIONS = frozenset(
+    {
+        "add detail views",
+        "add purchases",
+        "add ratings",
+        "add cart additions",
+        "add bookmarks",
+        "set view portions",
+    }
+)
+"""Recombee's writes that a public token may send (as its client-side SDKs can)."""
+PUBLIC_RECOMMENDATIONS = frozenset({"items-to-user", "items-to-item", "search-items", "next-items"})
+"""The recommendations and searches that a public token may ask for."""
+PUBLIC_SCOPE_KEY = "reqo.public"
+"""Set in a request's scope when its signature is the public token's."""
 DIGEST_HEADER = "content-digest"
 _TIMESTAMP = re.compile(rb"[0-9]{1,12}")
 """Whole epoch seconds, as the official clients send them: no sign, fraction, space or NaN."""
@@ -46,6 +67,47 @@ class Unauthorized(StorageError):
     """A request without a valid signature or token (401)."""
 
     status = 401
+
+
+class Forbidden(StorageError):
+    """A request signed with the public token for an operation it may not call (403)."""
+
+    status = 403
+
+
+def signed_publicly(scope: Mapping[str, Any]) -> bool:
+    """Whether a request carries the client-side SDKs' signature (`frontend_sign`)."""
+    query: bytes = scope.get("query_string", b"")
+    return b"frontend_sign=" in query or b"frontend_timestamp=" in query
+
+
+def verify_public(scope: Mapping[str, Any], token: str, *, now: float | None = None) -> None:
+    """Raise Unauthorized unless the request carries a valid, fresh client-side signature
+    (`frontend_timestamp`, `frontend_sign`) made with the public token."""
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
+    parts = query.split(b"&") if query else []
+    signatures = [p for p in parts if p.startswith(b"frontend_sign=")]
+    timestamps = [p for p in parts if p.startswith(b"frontend_timestamp=")]
+    if len(signatures) != 1 or len(timestamps) != 1:
+        raise Unauthorized(
+            "a client-side request must carry frontend_timestamp and frontend_sign (HMAC-SHA1 "
+            "of the URL with the database's public token)"
+        )
+    stamp = parse_timestamp(timestamps[0].partition(b"=")[2], "frontend_timestamp")
+    current = time.time() if now is None else now
+    if abs(current - stamp) > SIGNATURE_WINDOW_SECONDS:
+        raise Unauthorized(
+            f"frontend_timestamp is {current - stamp:+.0f} s from the server's clock; "
+            f"the limit is {SIGNATURE_WINDOW_SECONDS} s"
+        )
+    signed_query = b"&".join(p for p in parts if p is not signatures[0])
+    given = signatures[0].partition(b"=")[2].lower()
+    candidates = [raw_path + b"?" + signed_query, unquote_to_bytes(raw_path) + b"?" + signed_query]
+    if not any(hmac.compare_digest(_digest(token, text), given) for text in candidates):
+        raise Unauthorized(
+            "frontend_sign does not match the URL signed with this database's public token"
+        )
 
 
 def sign(url: str, token: str) -> str:
@@ -130,11 +192,11 @@ def check_digest(scope: Mapping[str, Any], body: bytes) -> None:
         raise Unauthorized("the body does not match the request's Content-Digest")
 
 
-def parse_timestamp(raw: bytes) -> int:
-    """`hmac_timestamp` as whole epoch seconds; Unauthorized for anything else (NaN passed the
-    freshness check once: `abs(now - nan) > 30` is false)."""
+def parse_timestamp(raw: bytes, name: str = "hmac_timestamp") -> int:
+    """A signature's timestamp as whole epoch seconds; Unauthorized for anything else (NaN
+    passed the freshness check once: `abs(now - nan) > 30` is false)."""
     if not _TIMESTAMP.fullmatch(raw):
-        raise Unauthorized("hmac_timestamp must be whole epoch seconds (digits only)")
+        raise Unauthorized(f"{name} must be whole epoch seconds (digits only)")
     return int(raw)
 
 

@@ -434,7 +434,10 @@ async def next_items(
     scenarios: Mapping[str, ScenarioConfig],
     models: Mapping[str, Any],
 ) -> dict[str, Any]:
-    check_known(params.merged, ("count",))
+    # Recombee's client-side SDK sends cascadeCreate with every Recommend Next Items; the page
+    # continues a recommendation that exists, so there is nothing to create.
+    check_known(params.merged, ("count", "cascadeCreate"))
+    read_bool(params.merged, "cascadeCreate", True)
     count = read_int(params.merged, "count", minimum=1)
     if count is None:
         raise BadParameter("count", "is required")

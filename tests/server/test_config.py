@@ -546,3 +546,54 @@ def test_new_keys_in_an_overlay(tmp_path: Path) -> None:
     config = load_config(path)
     assert config.limits == Limits(max_queued=9, retry_after=7)
     assert config.admin_token == ADMIN
+
+
+# -- client-side access -------------------------------------------------------------------------
+
+
+def test_a_public_token_and_cors_origins(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "databases": {
+                "shop": {"token": "private-token-0123456789", "public_token": "p" * 16},
+                "blog": {"token": "t"},
+            },
+            "server": {"cors": {"origins": ["https://shop.example", "http://localhost:3000"]}},
+        },
+        source="reqo.yaml",
+        base_dir=tmp_path,
+    )
+    assert config.databases["shop"].public_token == "p" * 16
+    assert config.databases["blog"].public_token is None
+    assert config.cors_origins == ("https://shop.example", "http://localhost:3000")
+    plain = parse_config({"databases": {"d": {"token": "t"}}}, source="r", base_dir=tmp_path)
+    assert plain.cors_origins == ()
+
+
+@pytest.mark.parametrize(
+    ("settings", "key", "problem"),
+    [
+        ({"public_token": "short"}, "databases.d.public_token", "at least 16"),
+        ({"public_token": 1234567890123456789}, "databases.d.public_token", "string"),
+        ({"public_token": "private-token-0123456789"}, "databases.d.public_token", "differ"),
+        ({"server": {"cors": ["https://a.example"]}}, "server.cors", "mapping"),
+        ({"server": {"cors": {"origin": ["*"]}}}, "server.cors.origin", "not a setting"),
+        ({"server": {"cors": {"origins": "*"}}}, "server.cors.origins", "list"),
+        ({"server": {"cors": {"origins": ["https://a.example/shop"]}}}, "origins", "no path"),
+        ({"server": {"cors": {"origins": ["shop.example"]}}}, "origins", "not an origin"),
+    ],
+)
+def test_bad_client_side_settings(
+    tmp_path: Path, settings: dict[str, Any], key: str, problem: str
+) -> None:
+    database: dict[str, Any] = {"token": "private-token-0123456789"}
+    data: dict[str, Any] = {"databases": {"d": database}}
+    for name, value in settings.items():
+        if name == "server":
+            data["server"] = value
+        else:
+            database[name] = value
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, source="reqo.yaml", base_dir=tmp_path)
+    assert key in str(caught.value)
+    assert problem in str(caught.value)
