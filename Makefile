@@ -38,12 +38,19 @@ serve-fashion: install
 	$(BIN)/reqo train --config examples/fashion.yaml --db fashion --missing-only
 	$(BIN)/reqo serve --config examples/fashion.yaml
 
-# Recombee's client-side SDK for the tests that run it in Node (tests/js; no lockfile kept).
-JS_CLIENT := tests/js/node_modules/recombee-js-api-client/package.json
+# Recombee's JavaScript SDKs for the tests that run them in Node (tests/js; no lockfile kept):
+# the client-side (browser) SDK and the server-side one. The stamp depends on tests/js/package.json
+# and on both SDKs, so that a changed pin or a missing SDK installs them again.
+JS_SDKS := tests/js/node_modules/recombee-js-api-client/package.json \
+	tests/js/node_modules/recombee-api-client/package.json
+JS_CLIENT := tests/js/node_modules/.reqo-installed
 
-$(JS_CLIENT): tests/js/package.json
+$(JS_CLIENT): tests/js/package.json $(JS_SDKS)
 	npm install --prefix tests/js --no-package-lock --no-audit --no-fund --silent
 	touch $@
+
+# Nothing to do here: an SDK that is missing leaves the stamp out of date, whose rule installs it.
+$(JS_SDKS):
 
 test: install $(JS_CLIENT)
 	$(BIN)/python -m pytest

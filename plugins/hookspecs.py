@@ -13,6 +13,7 @@ import pluggy
 if TYPE_CHECKING:
     from plugins.algorithm import Algorithm
     from plugins.embedders import Embedder
+    from plugins.logic import Logic
     from plugins.text_embedders import TextEmbedder
     from reql.functions import Function
 
@@ -35,6 +36,11 @@ def register_reql_functions() -> list[Function]:  # type: ignore[empty-body]
 def register_embedders() -> list[type[Embedder] | type[TextEmbedder]]:  # type: ignore[empty-body]
     """Image embedder classes that visual models can name, and text embedder classes
     (`TextEmbedder`) that Search Items can name (by their `name`)."""
+
+
+@hookspec
+def register_logics() -> list[Logic]:  # type: ignore[empty-body]
+    """Logics (`plugins.logic.Logic`) that requests' `logic` and scenarios can name (by `name`)."""
 
 
 @hookspec

@@ -17,6 +17,7 @@ import pluggy
 from plugins import hookspecs
 from plugins.algorithm import Algorithm
 from plugins.embedders import Embedder
+from plugins.logic import Logic
 from plugins.text_embedders import TextEmbedder
 from reql.functions import Function, FunctionRegistry
 
@@ -36,6 +37,7 @@ BUILTIN_PLUGINS = (
     "plugins.builtin.ensemble",
     "plugins.builtin.gru4rec",
     "plugins.builtin.next_item_ffn",
+    "plugins.builtin.logics",
 )
 
 
@@ -123,6 +125,7 @@ class PluginInfo:
     algorithms: tuple[str, ...]
     reql_functions: tuple[str, ...]
     embedders: tuple[str, ...] = ()
+    logics: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,12 +134,14 @@ class PluginInfo:
             "algorithms": list(self.algorithms),
             "reqlFunctions": list(self.reql_functions),
             "embedders": list(self.embedders),
+            "logics": list(self.logics),
         }
 
 
 @dataclass(frozen=True)
 class Registry:
-    """What the plugins register, merged: algorithms, ReQL functions and embedders by name."""
+    """What the plugins register, merged: algorithms, ReQL functions, embedders and logics by
+    name."""
 
     algorithms: Mapping[str, type[Algorithm]]
     functions: FunctionRegistry
@@ -145,6 +150,8 @@ class Registry:
     embedders: Mapping[str, type[Embedder]] = field(default_factory=dict)
     text_embedders: Mapping[str, type[TextEmbedder]] = field(default_factory=dict)
     """Text embedders (Search Items' semantic retrieval) by name."""
+    logics: Mapping[str, Logic] = field(default_factory=dict)
+    """Logics (a request's `logic`, a scenario's `logic:`) by name."""
 
     def algorithm(self, name: str) -> type[Algorithm]:
         try:
@@ -174,8 +181,9 @@ def collect(manager: pluggy.PluginManager) -> Registry:
     functions: dict[str, tuple[str, Function]] = {}
     embedders: dict[str, tuple[str, type[Embedder]]] = {}
     text_embedders: dict[str, tuple[str, type[TextEmbedder]]] = {}
-    by_plugin: dict[str, tuple[list[str], list[str], list[str]]] = {
-        name: ([], [], []) for name, _ in manager.list_name_plugin()
+    logics: dict[str, tuple[str, Logic]] = {}
+    by_plugin: dict[str, tuple[list[str], list[str], list[str], list[str]]] = {
+        name: ([], [], [], []) for name, _ in manager.list_name_plugin()
     }
     # Implementations one by one (rather than the merged hook result), to know who registered what.
     for implementation in manager.hook.register_algorithms.get_hookimpls():
@@ -210,6 +218,13 @@ def collect(manager: pluggy.PluginManager) -> Registry:
             name = _name_of(embedder, plugin, "embedder")
             _claim(embedders, name, plugin, embedder, "embedder")
             by_plugin[plugin][2].append(name)
+    for implementation in manager.hook.register_logics.get_hookimpls():
+        plugin = implementation.plugin_name
+        for logic in _registered(implementation):
+            if not isinstance(logic, Logic):
+                raise PluginError(f"plugin {plugin} registers {logic!r}, not a plugins.logic.Logic")
+            _claim(logics, logic.name, plugin, logic, "logic")
+            by_plugin[plugin][3].append(logic.name)
     infos = tuple(
         PluginInfo(
             name,
@@ -217,6 +232,7 @@ def collect(manager: pluggy.PluginManager) -> Registry:
             tuple(by_plugin[name][0]),
             tuple(by_plugin[name][1]),
             tuple(by_plugin[name][2]),
+            tuple(by_plugin[name][3]),
         )
         for name, plugin in manager.list_name_plugin()
     )
@@ -227,6 +243,7 @@ def collect(manager: pluggy.PluginManager) -> Registry:
         manager=manager,
         embedders={key: cls for key, (_, cls) in embedders.items()},
         text_embedders={key: cls for key, (_, cls) in text_embedders.items()},
+        logics={key: logic for key, (_, logic) in logics.items()},
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from plugins import hookspecs
 from plugins.algorithm import Algorithm, Parameter, ParameterError, UserHistory
 from plugins.embedders import Embedder
+from plugins.logic import Logic, LogicPlan, Setting, SettingError
 from plugins.text_embedders import TextEmbedder
 from plugins.training import (
     ItemEmbeddings,
@@ -33,6 +34,10 @@ DOCUMENTED: tuple[tuple[str, Any], ...] = (
     ("plugins.training.ItemTextVectorProvider", ItemTextVectorProvider),
     ("plugins.embedders.Embedder", Embedder),
     ("plugins.text_embedders.TextEmbedder", TextEmbedder),
+    ("plugins.logic.Logic", Logic),
+    ("plugins.logic.Setting", Setting),
+    ("plugins.logic.SettingError", SettingError),
+    ("plugins.logic.LogicPlan", LogicPlan),
     ("reql.functions.Function", reql_functions.Function),
     ("reql.functions.simple", reql_functions.simple),
 )

@@ -208,6 +208,10 @@ class SqlCompiler:
         column = f"{alias}.{quote_identifier(info.column.name)}"
         if info.column.storage is Storage.TIMESTAMP:
             return f"(epoch_us({column}) / 1000000.0)"
+        if info.column.type.is_collection:
+            # A set property that was never set is null in storage (as Recombee returns it), but
+            # ReQL reads it as the empty set (the checker types collection columns non-null).
+            return f"coalesce({column}, CAST([] AS {info.column.type.sql()}))"
         return column
 
     def _lambda_position(self, node: ast.Property) -> int:

@@ -299,9 +299,7 @@ def _import_entities(ctx: WriteContext, job: _Job, entity: Entity) -> str:
     create_entities(ctx, entity, new_ids)
     if wanted:
         assignments = ", ".join(
-            f"{quote_identifier(name)} = "
-            + (f"coalesce(s.p{i}, [])" if ptype.is_list else f"s.p{i}")
-            for i, (name, ptype) in enumerate(wanted.items(), start=1)
+            f"{quote_identifier(name)} = s.p{i}" for i, name in enumerate(wanted, start=1)
         )
         conn.execute(
             f"UPDATE {entity.table} SET {assignments} FROM {_STAGE} AS s "

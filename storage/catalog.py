@@ -29,6 +29,7 @@ from storage.schema import (
     validate_id,
     validate_property_name,
 )
+from storage.segmentation_writes import forget_all as forget_segmentations
 from storage.series import forget_items
 
 
@@ -329,9 +330,10 @@ def add_property(
             f"{entity.value} property '{name}' clashes with the existing property "
             f"'{existing.name}' (property names are compared case-insensitively)"
         )
-    default = " DEFAULT []" if ptype.is_list else ""
+    # No default: every property of a new item or user is null until set, sets included, as
+    # Recombee documents (ReQL reads an unset set as the empty set; see reql/compiler.py).
     ctx.conn.execute(
-        f"ALTER TABLE {entity.table} ADD COLUMN {quote_identifier(name)} {ptype.sql_type}{default}"
+        f"ALTER TABLE {entity.table} ADD COLUMN {quote_identifier(name)} {ptype.sql_type}"
     )
     position_row = ctx.conn.execute(
         f"SELECT coalesce(max(position), 0) + 1 FROM {entity.properties_table}"
@@ -426,8 +428,8 @@ def ensure_properties(
 
 
 def reset(ctx: WriteContext) -> str:
-    """Erase items, users, properties, interactions, series and search synonyms (Recombee's
-    Reset Database)."""
+    """Erase items, users, properties, interactions, series, segmentations and search synonyms
+    (Recombee's Reset Database)."""
     for entity in Entity:
         for prop in ctx.schema.of(entity).properties:
             ctx.conn.execute(
@@ -441,6 +443,7 @@ def reset(ctx: WriteContext) -> str:
     ctx.conn.execute("DELETE FROM search_synonyms")
     ctx.conn.execute("DELETE FROM series")
     ctx.conn.execute("DELETE FROM series_items")
+    forget_segmentations(ctx)
     ctx.schema_changed()
     ctx.touched_interactions()
     return "ok"

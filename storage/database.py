@@ -59,7 +59,7 @@ from storage.failures import (
     rollback,
 )
 from storage.feed import ChangeFeed
-from storage.schema import Schema
+from storage.schema import Schema, quote_identifier
 
 __all__ = [
     "CHECKPOINT_FREE_MARGIN",
@@ -185,6 +185,25 @@ _BOOTSTRAP = [
         synonym VARCHAR NOT NULL,
         one_way BOOLEAN NOT NULL
     )""",
+    # storage/segmentations.py: segmentations (property-based, auto ReQL, manual ReQL) and the
+    # segments of the manual ReQL ones, in the order they were added
+    """CREATE TABLE IF NOT EXISTS segmentations (
+        id VARCHAR PRIMARY KEY,
+        source_type VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        title VARCHAR,
+        description VARCHAR,
+        property_name VARCHAR,
+        expression VARCHAR
+    )""",
+    """CREATE TABLE IF NOT EXISTS segmentation_segments (
+        segmentation_id VARCHAR NOT NULL,
+        segment_id VARCHAR NOT NULL,
+        filter VARCHAR NOT NULL,
+        title VARCHAR,
+        position BIGINT NOT NULL,
+        PRIMARY KEY (segmentation_id, segment_id)
+    )""",
     # storage/embeddings.py: image vectors by embedder, its settings and the image's content hash
     """CREATE TABLE IF NOT EXISTS image_embeddings (
         embedder VARCHAR NOT NULL,
@@ -203,6 +222,18 @@ _BOOTSTRAP = [
         PRIMARY KEY (embedder, settings_digest, text_sha256)
     )""",
 ]
+
+
+def _drop_list_defaults(conn: duckdb.DuckDBPyConnection) -> None:
+    """Files from before sets were null until set gave set and imageList columns the default
+    `[]`; without it, the new items and users of such a file get null too."""
+    rows = conn.execute(
+        "SELECT table_name, column_name FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = 'main' "
+        "AND table_name IN ('items', 'users') AND column_default IS NOT NULL"
+    ).fetchall()
+    for table, column in rows:
+        conn.execute(f"ALTER TABLE {table} ALTER COLUMN {quote_identifier(column)} DROP DEFAULT")
 
 
 _STOP = object()
@@ -226,6 +257,7 @@ class Database:
         conn = self._connect()
         for statement in _BOOTSTRAP:
             conn.execute(statement)
+        _drop_list_defaults(conn)
         conn.execute(
             "INSERT OR IGNORE INTO reqo_meta VALUES ('schema_version', ?)", [SCHEMA_VERSION]
         )

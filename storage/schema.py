@@ -43,7 +43,7 @@ class PropertyType(StrEnum):
 
     @property
     def is_list(self) -> bool:
-        """Sets and image lists are lists of strings; they are never null."""
+        """Sets and image lists are lists of strings (null until set, like every property)."""
         return self in (PropertyType.SET, PropertyType.IMAGE_LIST)
 
 
@@ -199,7 +199,7 @@ def coerce_value(prop: PropertyInfo, value: Any) -> Any:
     """Turn a JSON value into the Python value stored in the property's column, or raise 400."""
     ptype = prop.type
     if value is None:
-        return [] if ptype.is_list else None
+        return None
     if ptype is PropertyType.INT:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _bad_value(prop, value, "an integer")

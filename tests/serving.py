@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -28,6 +29,24 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+_STARTED: list[subprocess.Popen[bytes]] = []
+"""Every server group a test started: what a failed fixture never stopped is killed at exit,
+so that no role outlives the test run (a supervisor would restart its roles forever)."""
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for process in _STARTED:
+        if process.poll() is None:
+            _kill_group(process)
 
 
 @dataclass
@@ -166,6 +185,7 @@ class RunningServer:
                 # the machine would.
                 start_new_session=True,
             )
+        _STARTED.append(self.process)
         deadline = time.monotonic() + timeout
         verify: str | bool = self.ca_file or True
         while time.monotonic() < deadline:
@@ -189,15 +209,12 @@ class RunningServer:
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                _kill_group(self.process)
 
     def kill(self) -> None:
         """SIGKILL to every process of the group: no shutdown code runs, as in a crash."""
         if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            _kill_group(self.process)
 
     def role_pids(self, role: str) -> list[int]:
         """The processes of a role (`writer`, `server`, `trainer`) that the supervisor runs."""

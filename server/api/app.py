@@ -51,13 +51,14 @@ from server.api.operations import (
     error_body,
     read_body,
 )
-from server.api.recommendation_routes import PATHS
+from server.api.recommendation_routes import PAGES, PATHS
 from server.api.recommendations import (
     next_items,
     parse_request,
     recommend,
     recommend_for_image,
 )
+from server.api.segment_recommendations import COMPOSITE, composite
 from server.api.table import operation_table
 from server.cluster.client import WriterRefused
 from server.cluster.links import Links
@@ -222,11 +223,13 @@ def create_app(
 
             async def recommend_one(call: Call, batch: PreparedBatch) -> Any:
                 kind = call.operation.recommendation
-                if kind == "next-items":
+                if kind in PAGES:
                     raise BadParameter("requests", "Recommend Next Items cannot be part of a batch")
                 assert kind is not None
+                if kind == COMPOSITE:
+                    return await composite(served, call.params, current.scenarios, current.models)
                 parsed = parse_request(
-                    kind, call.args, call.params, current.scenarios, current.models
+                    kind, call.args, call.params, current.scenarios, current.models, registry.logics
                 )
                 if batch.distinct_recomms and batch.recommended:
                     query = replace(parsed.query, exclude_ids=frozenset(batch.recommended))
@@ -247,7 +250,9 @@ def create_app(
                 served, params = await accept(request, public=public)
                 args = {k: v for k, v in request.path_params.items() if k != "databaseId"}
                 current = live.config
-                parsed = parse_request(endpoint, args, params, current.scenarios, current.models)
+                parsed = parse_request(
+                    endpoint, args, params, current.scenarios, current.models, registry.logics
+                )
                 if parsed.scenario is not None and parsed.scenario in current.scenarios:
                     note_scenario(request.scope, parsed.scenario)
                 result = await recommend(served, parsed, endpoint)
@@ -268,22 +273,37 @@ def create_app(
                 request._body = raw
             image, params = await read_image_request(request)
             current = live.config
-            parsed = parse_request(ENDPOINT, {}, params, current.scenarios, current.models)
+            parsed = parse_request(
+                ENDPOINT, {}, params, current.scenarios, current.models, registry.logics
+            )
             result = await recommend_for_image(served, parsed, image)
         except StorageError as error:
             return SafeJSONResponse(error_body(error), status_code=error.status)
         return SafeJSONResponse(result)
 
-    async def next_page(request: Request) -> Response:
+    def next_page(segments: bool) -> Endpoint:
+        async def handle(request: Request) -> Response:
+            try:
+                served, params = await accept(request, public=True)
+                result = await next_items(
+                    served,
+                    request.path_params["recommId"],
+                    params,
+                    live.config.scenarios,
+                    live.config.models,
+                    segments=segments,
+                )
+            except StorageError as error:
+                return SafeJSONResponse(error_body(error), status_code=error.status)
+            return SafeJSONResponse(result)
+
+        return handle
+
+    async def composite_recommendation(request: Request) -> Response:
         try:
             served, params = await accept(request, public=True)
-            result = await next_items(
-                served,
-                request.path_params["recommId"],
-                params,
-                live.config.scenarios,
-                live.config.models,
-            )
+            current = live.config
+            result = await composite(served, params, current.scenarios, current.models)
         except StorageError as error:
             return SafeJSONResponse(error_body(error), status_code=error.status)
         return SafeJSONResponse(result)
@@ -326,11 +346,15 @@ def create_app(
         *model_routes(store, accept),
         Route("/{databaseId}/scenarios/", scenarios, methods=["GET"]),
         Route("/{databaseId}/-/kpi", kpi, methods=["GET"]),
-        Route("/{databaseId}/recomms/next/items/{recommId}", next_page, methods=["POST", "GET"]),
+        Route("/{databaseId}" + PATHS["next-items"], next_page(False), methods=["POST", "GET"]),
+        Route(
+            "/{databaseId}" + PATHS["next-item-segments"], next_page(True), methods=["POST", "GET"]
+        ),
+        Route("/{databaseId}" + PATHS[COMPOSITE], composite_recommendation, methods=["POST"]),
         Route("/{databaseId}" + IMAGE_PATH, image_items, methods=["POST"]),
     ]
     for kind, path in PATHS.items():
-        if kind == "next-items":
+        if kind in PAGES or kind == COMPOSITE:
             continue
         routes.append(Route("/{databaseId}" + path, recommendation(kind), methods=["POST", "GET"]))
     routes.append(Route("/{databaseId}/batch/", batch, methods=["POST"]))

@@ -53,8 +53,23 @@ PUBLIC_OPERATIONS = frozenset(
     }
 )
 """Recombee's writes that a public token may send (as its client-side SDKs can)."""
-PUBLIC_RECOMMENDATIONS = frozenset({"items-to-user", "items-to-item", "search-items", "next-items"})
-"""The recommendations and searches that a public token may ask for."""
+PUBLIC_RECOMMENDATIONS = frozenset(
+    {
+        "items-to-user",
+        "items-to-item",
+        "search-items",
+        "next-items",
+        "items-to-item-segment",
+        "item-segments-to-user",
+        "item-segments-to-item",
+        "item-segments-to-item-segment",
+        "search-item-segments",
+        "next-item-segments",
+        "composite",
+    }
+)
+"""The recommendations and searches that a public token may ask for (those of Recombee's
+browser SDK: every one but Users to Item and Users to User)."""
 PUBLIC_SCOPE_KEY = "reqo.public"
 """Set in a request's scope when its signature is the public token's."""
 DIGEST_HEADER = "content-digest"

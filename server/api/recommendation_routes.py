@@ -10,7 +10,7 @@ from typing import Any
 from server.api.operations import Mode, Operation, Params
 from storage.database import WriteContext
 
-__all__ = ["PATHS", "recommendation_operations"]
+__all__ = ["PAGES", "PATHS", "recommendation_operations"]
 
 
 PATHS = {
@@ -20,7 +20,16 @@ PATHS = {
     "users-to-user": "/recomms/users/{userId}/users/",
     "search-items": "/search/users/{userId}/items/",
     "next-items": "/recomms/next/items/{recommId}",
+    "items-to-item-segment": "/recomms/item-segments/items/",
+    "item-segments-to-user": "/recomms/users/{userId}/item-segments/",
+    "item-segments-to-item": "/recomms/items/{itemId}/item-segments/",
+    "item-segments-to-item-segment": "/recomms/item-segments/item-segments/",
+    "search-item-segments": "/search/users/{userId}/item-segments/",
+    "next-item-segments": "/recomms/next/item-segments/{recommId}",
+    "composite": "/recomms/composite/",
 }
+PAGES = ("next-items", "next-item-segments")
+"""The kinds that page an earlier recommendation (by its recommId)."""
 
 
 def recommendation_operations() -> list[Operation]:

@@ -19,9 +19,11 @@ from server.search.fulltext import MAX_QUERY_LENGTH, Hit
 from server.search.semantic import fuse
 from server.serving.expressions import Context
 from server.serving.live_models import FALLBACK_VERSION
+from server.serving.logics import LogicProblem, LogicRun, read_logic, resolve_logic
 from server.serving.pipeline import Pipeline, Query
 from server.serving.recommendation_log import new_recomm_id, recomm_id_time
-from server.serving.scenarios import ScenarioConfig, ScenarioError, resolve_model
+from server.serving.scenarios import LOGIC_ENDPOINT, ScenarioConfig
+from server.serving.segments import SEGMENT_RANKINGS, with_segments
 from storage import catalog
 from storage.database import NeedsDatabase, ReadContext
 from storage.entities import entity_exists
@@ -31,6 +33,7 @@ from storage.recommendations import Recommendation, get_recommendation
 from storage.schema import Entity, validate_id
 
 if TYPE_CHECKING:
+    from plugins.logic import Logic
     from server.experiments.bandits import Experiments
     from server.serving.store import Served
 
@@ -53,6 +56,19 @@ _COMMON = (
     "expertSettings",
     "returnAbGroup",
 )
+_SEGMENTS = (
+    "count",
+    "scenario",
+    "cascadeCreate",
+    "filter",
+    "booster",
+    "logic",
+    "expertSettings",
+    "returnAbGroup",
+    "reqlExpressions",
+)
+"""The parameters of Recombee's Item Segments endpoints (Recombee's SDK sends targetUserId to
+Item Segments to Item too)."""
 ALLOWED = {
     "items-to-user": _COMMON,
     "items-to-item": (*_COMMON, "targetUserId", "userImpact"),
@@ -70,7 +86,19 @@ ALLOWED = {
             if p not in ("diversity", "minRelevance", "rotationRate", "rotationTime")
         ),
     ),
+    # Recombee's segment endpoints (server/serving/segments.py).
+    "items-to-item-segment": (
+        "contextSegmentId",
+        "targetUserId",
+        *(p for p in _COMMON if p != "diversity"),
+    ),
+    "item-segments-to-user": _SEGMENTS,
+    "item-segments-to-item": (*_SEGMENTS, "targetUserId"),
+    "item-segments-to-item-segment": (*_SEGMENTS, "contextSegmentId", "targetUserId"),
+    "search-item-segments": (*_SEGMENTS, "searchQuery"),
 }
+SEARCHES = ("search-items", "search-item-segments")
+"""The endpoints that take a `searchQuery`."""
 SEARCH_CANDIDATES = 500
 """Items that full-text retrieval hands to the ranking of a search."""
 SYNONYM_VARIANTS = 2
@@ -99,6 +127,12 @@ DEFAULT_MODEL = {
     "users-to-user": "item-knn",
     "items-to-image": "visually-similar",
     "search-items": "item-knn",
+    "items-to-item-segment": "item-knn",
+    "item-segments-to-user": "item-knn",
+    "item-segments-to-item": "item-knn",
+    "item-segments-to-item-segment": "item-knn",
+    "search-item-segments": "item-knn",
+    "composite": "item-knn",
 }
 
 logger = logging.getLogger("reqo")
@@ -133,7 +167,10 @@ def parse_request(
     params: Params,
     scenarios: Mapping[str, ScenarioConfig],
     models: Mapping[str, Any],
+    logics: Mapping[str, Logic] | None = None,
 ) -> Request:
+    """A request's parameters with its scenario's merged in; `logics`: the registry's logic
+    catalogue (None: the built-in logics)."""
     merged = params.merged
     check_known(merged, ALLOWED[endpoint])
     count = read_int(merged, "count", minimum=1)
@@ -152,19 +189,10 @@ def parse_request(
     model = scenario.model or DEFAULT_MODEL[endpoint]
     logic = merged.get("logic")
     experiment = scenario if scenario.experiment is not None and logic is None else None
-    if logic is not None:
-        name = logic.get("name") if isinstance(logic, Mapping) else logic
-        try:
-            model = resolve_model(name, models, "logic")
-        except ScenarioError as error:
-            raise BadParameter("logic", error.problem) from None
-        settings = logic.get("settings") if isinstance(logic, Mapping) else None
-        if settings is not None and not isinstance(settings, Mapping):
-            raise BadParameter("logic", "settings must be an object of parameter values")
-        if settings and dict(settings) != dict(models[model].params):
-            raise BadParameter(
-                "logic", "settings differ from the trained model's: configure a model with them"
-            )
+    # A segment endpoint takes the logics of the item endpoint that scores its items.
+    run = _logic_run(logic, scenario, LOGIC_ENDPOINT.get(endpoint, endpoint), models, logics)
+    if run is not None:
+        model = run.model
     expressions = merged.get("reqlExpressions") or {}
     if not isinstance(expressions, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in expressions.items()
@@ -180,7 +208,7 @@ def parse_request(
     rotation_time = read_number(merged, "rotationTime", minimum=0)
     user_impact = read_number(merged, "userImpact", minimum=0, maximum=1)
     included = read_str_list(merged, "includedProperties")
-    search_text = _search_query(merged) if endpoint == "search-items" else None
+    search_text = _search_query(merged) if endpoint in SEARCHES else None
     query = Query(
         endpoint=endpoint,
         count=count,
@@ -207,6 +235,8 @@ def parse_request(
         if model == scenario.model
         else (),
     )
+    query = with_segments(query, merged, scenario)
+    query = _with_logic(query, run)
     return Request(
         query=query,
         scenario=scenario_name,
@@ -219,6 +249,44 @@ def parse_request(
         params=dict(merged),
         experiment=experiment,
         return_ab_group=read_bool(merged, "returnAbGroup", False),
+    )
+
+
+def _logic_run(
+    logic: object,
+    scenario: ScenarioConfig,
+    endpoint: str,
+    models: Mapping[str, Any],
+    logics: Mapping[str, Logic] | None,
+) -> LogicRun | None:
+    """What the request's `logic`, or else its scenario's `logic:`, runs (None: neither)."""
+    if logic is not None:
+        try:
+            return resolve_logic(read_logic(logic), endpoint, models, logics)
+        except LogicProblem as error:
+            raise BadParameter("logic", error.problem) from None
+    if scenario.logic is None:
+        return None
+    try:
+        return resolve_logic(scenario.logic, endpoint, models, logics)
+    except LogicProblem as error:  # checked at start-up for the scenario's own endpoint
+        raise BadParameter("scenario", f"scenario '{scenario.name}': {error.problem}") from None
+
+
+def _with_logic(query: Query, run: LogicRun | None) -> Query:
+    """The query with the pipeline settings its logic implies: its filter and booster with the
+    others, its exclusion of the user's items, its ranking."""
+    if run is None:
+        return query
+    return replace(
+        query,
+        filters=(*query.filters, run.filter) if run.filter else query.filters,
+        boosters=(*query.boosters, run.booster) if run.booster else query.boosters,
+        exclude_interacted=query.exclude_interacted
+        if run.exclude_interacted is None or query.searches
+        else run.exclude_interacted,
+        source=run.source,
+        source_settings=run.settings,
     )
 
 
@@ -327,6 +395,27 @@ async def with_text_hits(served: Served, request: Request) -> Request:
 
 
 async def recommend(served: Served, request: Request, endpoint: str) -> dict[str, Any]:
+    request, body, result = await answer(served, request)
+    record = new_log(request, result.ids, endpoint)
+    await log(served, request, record)
+    return {"recommId": record.recomm_id, **body, **ab_group(request)}
+
+
+async def log(served: Served, request: Request, record: Recommendation) -> None:
+    """Log a recommendation (and count it for its variant)."""
+    # Logged behind the response (see server.serving.recommendation_log), but before it where
+    # the request rotates: the user's next rotated request must count it on any server.
+    if request.query.rotation_rate > 0:
+        await served.log.commit(record)
+    else:
+        served.log.add(record)
+    if request.scenario and request.variant:
+        served.experiments.served(request.scenario, request.variant)
+
+
+async def answer(served: Served, request: Request) -> tuple[Request, dict[str, Any], Any]:
+    """Run a request (not logged yet): the request as its variant serves it, Recombee's body
+    (without the recommId) and the pipeline's result."""
     database, pipeline = served.database, served.pipeline
     request = await with_text_hits(served, request)
     request = allocate(served.experiments, request)
@@ -342,27 +431,18 @@ async def recommend(served: Served, request: Request, endpoint: str) -> dict[str
     # Most requests are answered from memory (the models, the history index, cached filter
     # masks), on the event loop: a reader thread is only worth its hand-off when one must query.
     try:
-        answer = database.read_in_memory(lambda ctx: _respond_if_known(ctx, pipeline, request))
+        found = database.read_in_memory(lambda ctx: _respond_if_known(ctx, pipeline, request))
     except NeedsDatabase:
         # Most requests name a user (or item) that exists: one read answers them. The write
         # that creates a missing one (or refuses it) runs only when the read finds it missing.
-        answer = await database.read(lambda ctx: _respond_if_known(ctx, pipeline, request))
-    if answer is None:
+        found = await database.read(lambda ctx: _respond_if_known(ctx, pipeline, request))
+    if found is None:
         query = request.query
         context = {"userId": query.user_id, "itemId": query.item_id}
         await served.write_and_see("context", {**context, "cascade": request.cascade_create})
-        answer = await database.read(lambda ctx: respond(ctx, pipeline, request))
-    body, result = answer
-    record = new_log(request, result.ids, endpoint)
-    # Logged behind the response (see server.serving.recommendation_log), but before it where
-    # the request rotates: the user's next rotated request must count it on any server.
-    if request.query.rotation_rate > 0:
-        await served.log.commit(record)
-    else:
-        served.log.add(record)
-    if request.scenario and request.variant:
-        served.experiments.served(request.scenario, request.variant)
-    return {"recommId": record.recomm_id, **body, **ab_group(request)}
+        found = await database.read(lambda ctx: respond(ctx, pipeline, request))
+    body, result = found
+    return request, body, result
 
 
 def _respond_if_known(
@@ -433,7 +513,11 @@ async def next_items(
     params: Params,
     scenarios: Mapping[str, ScenarioConfig],
     models: Mapping[str, Any],
+    *,
+    segments: bool = False,
 ) -> dict[str, Any]:
+    """Recommend Next Items (or, with `segments`, Recommend Next Item Segments): the next page
+    of a recommendation, with its parameters, never repeating what it returned."""
     # Recombee's client-side SDK sends cascadeCreate with every Recommend Next Items; the page
     # continues a recommendation that exists, so there is nothing to create.
     check_known(params.merged, ("count", "cascadeCreate"))
@@ -453,15 +537,25 @@ async def next_items(
         raise BadParameter(
             "recommId", "Recommend Next Items does not page image queries (the picture is not kept)"
         )
+    if record.endpoint not in ALLOWED:  # a Composite Recommendation
+        raise BadParameter("recommId", f"a {record.endpoint} recommendation has no next page")
+    if (record.endpoint in SEGMENT_RANKINGS) != segments:
+        other = "Recommend Next Items" if segments else "Recommend Next Item Segments"
+        raise BadParameter("recommId", f"recommendation '{recomm_id}' is paged by {other}")
     args = {}
-    if record.endpoint in ("items-to-user", "users-to-user") and record.user_id is not None:
+    by_user = ("items-to-user", "users-to-user", "search-items", *_BY_USER)
+    if record.endpoint in by_user and record.user_id is not None:
         args["userId"] = record.user_id
-    if record.endpoint in ("items-to-item", "users-to-item") and record.item_id is not None:
+    by_item = ("items-to-item", "users-to-item", "item-segments-to-item")
+    if record.endpoint in by_item and record.item_id is not None:
         args["itemId"] = record.item_id
-    if record.endpoint == "search-items" and record.user_id is not None:
-        args["userId"] = record.user_id
     request = parse_request(
-        record.endpoint, args, Params(body={**record.params, "count": count}), scenarios, models
+        record.endpoint,
+        args,
+        Params(body={**record.params, "count": count}),
+        scenarios,
+        models,
+        served.models.registry.logics,
     )
     request = await with_text_hits(served, request)
     query = _excluding(request.query, record.returned)
@@ -490,6 +584,10 @@ async def next_items(
     await served.write("extend", {"recommId": recomm_id, "ids": list(result.ids)})
     body["numberNextRecommsCalls"] = record.next_calls + 1
     return {"recommId": recomm_id, **body, **ab_group(request)}
+
+
+_BY_USER = ("item-segments-to-user", "search-item-segments")
+"""Segment endpoints whose path names the user."""
 
 
 def _excluding(query: Query, ids: tuple[str, ...]) -> Query:

@@ -9,6 +9,7 @@ from server.api.catalog import catalog_operations
 from server.api.interactions import interaction_operations
 from server.api.operations import OperationTable
 from server.api.recommendation_routes import recommendation_operations
+from server.api.segmentations import segmentation_operations
 from server.api.series import series_operations
 from server.api.synonyms import synonym_operations
 
@@ -23,5 +24,6 @@ def operation_table() -> OperationTable:
             *recommendation_operations(),
             *synonym_operations(),
             *series_operations(),
+            *segmentation_operations(),
         ]
     )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from server.cli.backup import add_parser as add_backup_parser
 from server.cli.check import add_parser as add_check_parser
 from server.cli.models import add_parser as add_models_parser
+from server.cli.recombee import add_parser as add_recombee_parser
 from server.cli.roles import add_parser as add_roles_parser
 from server.config import Config, ConfigError, load_config
 from server.offline.evaluate import add_parser as add_evaluate_parser
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(commands)
     add_check_parser(commands)
     add_backup_parser(commands)
+    add_recombee_parser(commands)
 
     importer = commands.add_parser(
         "import", help="bulk-load items, users or interactions from CSV, Parquet or NDJSON"

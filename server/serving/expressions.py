@@ -1,154 +1,42 @@
-"""ReQL in the server: the catalog that reql compiles against, ReQL errors as HTTP 400s, and
-filters as storage conditions (list endpoints, Delete/Update More Items).
+"""ReQL in the server: filters as storage conditions (list endpoints, Delete/Update More Items)
+and the context of an evaluation.
 
-The evaluation over the dense item index, for recommendations, is in server/serving/reql_engine.py.
+The catalogue that reql compiles against, ReQL errors as HTTP 400s and the time limit on an
+expression's query live in storage/reql_queries.py (storage evaluates stored expressions too);
+they are re-exported here for the host's modules. The evaluation over the dense item index, for
+recommendations, is in server/serving/reql_engine.py.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import TypeVar
-
-import duckdb
 
 import reql
-from reql import types as rt
-from server.serving.deadline import WATCHDOG, TimeLimitExceeded
 from storage.catalog import Condition
 from storage.database import ReadContext
-from storage.errors import InvalidInput
-from storage.interactions import InteractionKind
-from storage.schema import (
-    ID_COLUMN,
-    INDEX_COLUMN,
-    Entity,
-    EntitySchema,
-    PropertyType,
-    Schema,
+from storage.reql_queries import (
+    LIMITS,
+    BadExpression,
+    QueryLimits,
+    catalog_for,
+    compile_for,
+    current_time,
+    run_guarded,
 )
+from storage.schema import Entity
 
-T = TypeVar("T")
-
-_TYPES: dict[PropertyType, rt.Type] = {
-    PropertyType.INT: rt.INT,
-    PropertyType.DOUBLE: rt.DOUBLE,
-    PropertyType.STRING: rt.STRING,
-    PropertyType.BOOLEAN: rt.BOOLEAN,
-    PropertyType.TIMESTAMP: rt.TIMESTAMP,
-    PropertyType.SET: rt.set_of(rt.STRING),
-    PropertyType.IMAGE: rt.STRING,
-    PropertyType.IMAGE_LIST: rt.array_of(rt.STRING),
-}
-# Errors that a valid expression can meet at run time (an overflow, a bad regular expression);
-# anything else from DuckDB would be a bug in the compiler and is left to surface as one.
-_RUNTIME_ERRORS = (
-    duckdb.OutOfRangeException,
-    duckdb.InvalidInputException,
-    duckdb.ConversionException,
-)
-
-
-class BadExpression(InvalidInput):
-    """A ReQL expression that cannot be used (400), with ReQL's report as the message."""
-
-    def __init__(self, error: reql.ReqlError, parameter: str) -> None:
-        super().__init__(str(error))
-        self.parameter = parameter
-        self.reql_error = error
-
-
-@lru_cache(maxsize=64)
-def catalog_for(schema: Schema) -> reql.Catalog:
-    """The reql view of a database's schema."""
-
-    def table(entity_schema: EntitySchema) -> reql.EntityTable:
-        entity = entity_schema.entity
-        columns = tuple(
-            reql.Column(
-                p.name,
-                _TYPES[p.type],
-                reql.Storage.TIMESTAMP if p.type is PropertyType.TIMESTAMP else reql.Storage.PLAIN,
-            )
-            for p in entity_schema.properties
-        )
-        return reql.EntityTable(
-            entity.value, entity.table, ID_COLUMN, INDEX_COLUMN, entity.id_field, columns
-        )
-
-    interactions = reql.InteractionsTable(
-        "interactions",
-        "user_id",
-        "item_id",
-        "ts",
-        "kind",
-        tuple((kind.reql_name, kind.code) for kind in InteractionKind),
-    )
-    return reql.Catalog(table(schema.items), table(schema.users), interactions)
-
-
-def compile_for(
-    schema: Schema,
-    text: str,
-    purpose: reql.Purpose,
-    *,
-    parameter: str,
-    candidate: Entity = Entity.ITEM,
-    context_item: bool = False,
-    context_user: bool = False,
-    functions: reql.FunctionRegistry = reql.BUILTIN_FUNCTIONS,
-) -> reql.CompiledExpression:
-    """Compile an expression given as request parameter `parameter`; BadExpression if invalid."""
-    if not isinstance(text, str):
-        raise InvalidInput(f"parameter '{parameter}': a ReQL expression must be a string")
-    try:
-        return reql.compile_expression(
-            text,
-            purpose,
-            catalog=catalog_for(schema),
-            candidate=candidate.value,
-            context_item=context_item,
-            context_user=context_user,
-            functions=functions,
-        )
-    except reql.ReqlError as error:
-        raise BadExpression(error, parameter) from None
-
-
-@dataclass
-class QueryLimits:
-    """Limits on evaluating expressions, set once by the host from its configuration."""
-
-    timeout: float = 2.0
-    """Seconds one expression-evaluating query may run before it is interrupted."""
-
-
-LIMITS = QueryLimits()
-"""The process's limits (one server configuration per process)."""
-
-
-def run_guarded(source: str, parameter: str, run: Callable[[], T], ctx: ReadContext) -> T:
-    """Run the SQL of an expression on `ctx`'s connection under the time limit; errors that its
-    values cause, and running out of time, become BadExpression."""
-    limit = LIMITS.timeout
-    try:
-        if ctx.memory_only:
-            return run()  # no SQL runs: the context raises NeedsDatabase first
-        with WATCHDOG.limited(ctx.conn, limit):
-            return run()
-    except _RUNTIME_ERRORS as error:
-        message = str(error).split("\n")[0]
-        failure = reql.ReqlEvaluationError(f"cannot evaluate: {message}", source)
-        raise BadExpression(failure, parameter) from None
-    except TimeLimitExceeded:
-        failure = reql.ReqlEvaluationError(
-            f"evaluating the expression took longer than the limit of {limit:g} s "
-            "(limits.query_timeout); simplify it or narrow it with a cheaper condition first",
-            source,
-        )
-        raise BadExpression(failure, parameter) from None
+__all__ = [
+    "LIMITS",
+    "NO_CONTEXT",
+    "BadExpression",
+    "Context",
+    "QueryLimits",
+    "catalog_for",
+    "compile_for",
+    "condition",
+    "current_time",
+    "run_guarded",
+]
 
 
 def condition(
@@ -163,11 +51,6 @@ def condition(
         ctx.schema, text, reql.Purpose.FILTER, parameter=parameter, candidate=candidate
     )
     return Condition(compiled.sql, compiled.bind(now=current_time()), compiled.candidate_alias)
-
-
-def current_time() -> float:
-    """now() for one evaluation, to the second, so that results stay cacheable for a second."""
-    return float(int(time.time()))
 
 
 @dataclass(frozen=True)

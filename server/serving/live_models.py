@@ -18,6 +18,7 @@ from plugins.builtin.ensemble import Ensemble
 from plugins.manager import Registry
 from plugins.training import WeightError, validate_weights
 from server.config import Config, ConfigError
+from server.serving.logics import check_logics
 from server.serving.scenarios import FALLBACK_MODEL, ModelConfig
 from server.training.artifacts import (
     current_version,
@@ -40,7 +41,8 @@ class LoadedModel:
 
 def check_models(config: Config, registry: Registry) -> None:
     """Every configured model names a registered algorithm with valid parameters; every
-    semantic or hybrid search scenario a registered text embedder."""
+    registered logic a configured model, and every scenario's logic a registered one with valid
+    settings; every semantic or hybrid search scenario a registered text embedder."""
     for name, model in config.models.items():
         if model.algorithm not in registry.algorithms:
             known = ", ".join(sorted(registry.algorithms))
@@ -60,6 +62,7 @@ def check_models(config: Config, registry: Registry) -> None:
         except WeightError as error:
             raise ConfigError(config.source, f"models.{name}.weights", str(error)) from None
     check_ensembles(config, registry)
+    check_logics(config, registry)
     for name, scenario in config.scenarios.items():
         if scenario.search_mode != "full-text" and (
             scenario.text_embedder not in registry.text_embedders

@@ -27,10 +27,11 @@ from plugins.algorithm import Algorithm, UserHistory, pad_scores, restrict
 from plugins.builtin.ensemble import Ensemble
 from plugins.training import validate_weights
 from server.search.fulltext import Hit
-from server.serving import ranking
+from server.serving import ranking, segments
 from server.serving.expressions import BadExpression, Context
 from server.serving.histories import HistoryIndex, IdMap
 from server.serving.live_models import LiveModels, LoadedModel
+from server.serving.logic_sources import LogicSources, SourceCall
 from server.serving.reql_engine import ExpressionEngine, fitted
 from server.serving.scenarios import FALLBACK_MODEL
 from storage.database import NeedsDatabase, ReadContext
@@ -102,6 +103,10 @@ class Query:
     exclude_ids: frozenset[str] = frozenset()
     ensemble_weights: tuple[tuple[str, float], ...] = ()
     """The scenario's weights of its ensemble's members (over the model's own)."""
+    source: str | None = None
+    """A logic's ranking that replaces the model's scores (server/serving/logic_sources.py)."""
+    source_settings: tuple[tuple[str, Any], ...] = ()
+    """The logic's validated settings, which `source` reads."""
     vector: np.ndarray[Any, Any] | None = field(default=None, compare=False, repr=False)
     """Items to Image: the query picture's embedding (by the model's embedder)."""
     search_text: str | None = None
@@ -116,10 +121,16 @@ class Query:
     """Search Items: full-text, semantic or hybrid retrieval."""
     text_embedder: str = ""
     """Search Items: the text embedder of semantic and hybrid retrieval."""
+    segmentation: str | None = None
+    """Segment endpoints: the scenario's segmentation (server/serving/segments.py)."""
+    context_segmentation: str | None = None
+    context_segment: str | None = None
+    """Items to Item Segment, Item Segments to Item Segment: the context segment."""
 
     @property
     def candidates(self) -> Entity:
-        return Entity.ITEM if self.endpoint.startswith(("items", "search")) else Entity.USER
+        # Segment rankings score items too (their answer is segments of items).
+        return Entity.USER if self.endpoint.startswith("users") else Entity.ITEM
 
     @property
     def searches(self) -> bool:
@@ -150,11 +161,13 @@ class Pipeline:
         self._id_maps = {entity: IdMap(entity) for entity in Entity}
         self._popularity: tuple[LoadedModel, int, np.ndarray[Any, Any]] | None = None
         self._array_bounds: dict[int, tuple[np.ndarray[Any, Any], float, float]] = {}
+        self.sources = LogicSources(engine, self.histories, self._history_rows, self._released)
         # Choosing the candidates is Python and numpy over whole item vectors, bound by the GIL:
         # run on several reader threads at once it only adds GIL hand-offs (each numpy call
         # releases the GIL and takes it back), so one request computes at a time. The lock is
         # released while a request waits on its own SQL queries (`_released`).
         self._compute = threading.Lock()
+        self.segment_members = segments.Memberships()
 
     def run(self, ctx: ReadContext, query: Query) -> Result:
         timings: dict[str, float] = {}
@@ -167,6 +180,10 @@ class Pipeline:
             clock = now
 
         with self._compute:
+            if query.endpoint in segments.SEGMENT_RANKINGS:
+                found = segments.rank_segments(self, ctx, query)
+                lap("segments")
+                return Result(found, timings)
             entity, chosen = self._choose(ctx, query, lap)
         ids = self._ids(ctx, entity, chosen)
         lap("ids")
@@ -189,17 +206,17 @@ class Pipeline:
         entity = query.candidates
         context = Context(item_id=query.item_id, user_id=query.user_id)
         size = self.engine.index_size(ctx, entity)
-        mask = np.array(fitted(self.engine.mask(ctx, "true", entity=entity), size, False))
-        for text in query.filters:
-            with _configuration_at_fault(query, text, self.engine.database.name):
-                mask &= fitted(self.engine.mask(ctx, text, context, entity=entity), size, False)
+        mask = self._candidate_mask(ctx, query, context, size)
         lap("filter")
 
-        model = self._model(ctx, query.model).algorithm
-        if query.ensemble_weights and isinstance(model, Ensemble):
-            model = model.weighted(dict(query.ensemble_weights))
+        model = self._scoring_model(ctx, query)
         history = self._history(ctx, query) if query.user_id is not None else UserHistory.empty()
         item_index = self._index(ctx, Entity.ITEM, query.item_id) if query.item_id else None
+        segment = segments.context_segment(self, ctx, query, size)
+        if segment is not None:  # Items to Item Segment: the segment's items only
+            inside = np.zeros(size, dtype=np.bool_)
+            inside[segment.items[segment.items < size]] = True
+            mask &= inside
         self._exclude(ctx, query, mask, history, item_index, size)
         lap("context")
 
@@ -207,13 +224,34 @@ class Pipeline:
         rotated = query.rotation_rate > 0 and query.user_id is not None
         # A search answers with what matches its text, never padded with other items.
         padded = query.min_relevance == "low" and not query.searches
-        scores = self._scores(ctx, query, model, history, item_index, mask, size)
+        scores = self._scores(ctx, query, model, history, item_index, mask, size, segment)
+        if query.source is not None:
+            scores = self.sources.scores(
+                SourceCall(
+                    ctx=ctx,
+                    source=query.source,
+                    settings=dict(query.source_settings),
+                    endpoint=query.endpoint,
+                    count=query.count,
+                    user_id=query.user_id,
+                    item_index=item_index,
+                    history=history,
+                    scores=scores,
+                    mask=mask,
+                    size=size,
+                )
+            )
         lap("score")
         boosts = self._boosts(ctx, query, context, size)
         shown = self._recently_shown(ctx, query, entity) if rotated else {}
         lap("boost")
         found = None
-        evidence = np.isfinite(scores) if query.searches else model.relevant(scores)
+        if query.searches:
+            evidence = np.isfinite(scores)
+        elif query.source is not None:  # a logic's ranking: above 0 is what it recommends
+            evidence = scores > 0
+        else:
+            evidence = model.relevant(scores)
         if not rotated:
             relevant = np.flatnonzero(evidence)
             found = ranking.relevant_top(relevant, scores[relevant], boosts, pool, padded)
@@ -243,6 +281,24 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------------
 
+    def _candidate_mask(
+        self, ctx: ReadContext, query: Query, context: Context, size: int
+    ) -> np.ndarray[Any, Any]:
+        """True at every candidate that passes the request's (and its scenario's) filters."""
+        entity = query.candidates
+        mask = np.array(fitted(self.engine.mask(ctx, "true", entity=entity), size, False))
+        for text in query.filters:
+            with _configuration_at_fault(query, text, self.engine.database.name):
+                mask &= fitted(self.engine.mask(ctx, text, context, entity=entity), size, False)
+        return mask
+
+    def _scoring_model(self, ctx: ReadContext, query: Query) -> Algorithm:
+        """The query's model, an ensemble with the scenario's member weights."""
+        model = self._model(ctx, query.model).algorithm
+        if query.ensemble_weights and isinstance(model, Ensemble):
+            model = model.weighted(dict(query.ensemble_weights))
+        return model
+
     def _exclude(
         self,
         ctx: ReadContext,
@@ -254,7 +310,8 @@ class Pipeline:
     ) -> None:
         """Take out of the candidates what the request must not get: the context item or user,
         the user's items (unless asked for), the ids the request excludes."""
-        if query.endpoint == "items-to-user" and query.exclude_interacted:
+        personal = query.endpoint in ("items-to-user", "items-to-item-segment")
+        if personal and query.exclude_interacted:
             mask[history.items[history.items < size]] = False
         elif query.endpoint == "items-to-item" and item_index is not None and item_index < size:
             mask[item_index] = False
@@ -275,11 +332,16 @@ class Pipeline:
         item_index: int | None,
         mask: np.ndarray[Any, Any],
         size: int,
+        segment: segments.SegmentContext | None = None,
     ) -> np.ndarray[Any, Any]:
         """Every candidate's score (-inf for the masked-out ones)."""
         scores: np.ndarray[Any, Any]
         if query.searches:
             return search_scores(query, model, history, mask, size)
+        if query.endpoint == "items-to-item-segment":
+            assert segment is not None
+            sample, impact = segment.sample, query.user_impact
+            return segments.context_scores(model, history, sample, mask, size, impact)
         if query.endpoint == "items-to-image":
             if query.vector is None:
                 # The model has no trained version yet: the fallback ranks without the picture.

@@ -19,6 +19,12 @@ CONTEXTS: dict[str, tuple[bool, bool]] = {
     "users-to-user": (False, True),
     "items-to-image": (False, True),
     "search-items": (False, True),
+    "items-to-item-segment": (False, True),
+    "item-segments-to-user": (False, True),
+    "item-segments-to-item": (True, True),
+    "item-segments-to-item-segment": (False, True),
+    "search-item-segments": (False, True),
+    "composite": (True, True),
 }
 """Whether an endpoint's requests can carry a context item and a context user."""
 
@@ -37,10 +43,9 @@ def check_scenarios(
     the reload after its properties exist checks them whole."""
     for database, schema in sorted(schemas.items()):
         for name, scenario in config.scenarios.items():
-            searches = scenario.endpoint == "search-items"
-            entity = (
-                Entity.ITEM if scenario.endpoint.startswith("items") or searches else Entity.USER
-            )
+            # Every endpoint but Users to Item / to User evaluates ReQL over items (segment
+            # endpoints too: server/serving/segments.py).
+            entity = Entity.USER if scenario.endpoint.startswith("users") else Entity.ITEM
             context_item, context_user = CONTEXTS[scenario.endpoint]
             known = schema.of(entity).names
             expressions = (

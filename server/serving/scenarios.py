@@ -2,12 +2,12 @@
 
 ```yaml
 plugins: [my_plugin_module, ./path/to/plugin.py]
-models:                       # trained per database; these three exist unless redefined
+models:                       # trained per database; DEFAULT_MODELS exist unless redefined
   knn: {algorithm: item-knn, params: {neighbours: 50}, weights: {purchases: 5}}
 scenarios:
   homepage:
     endpoint: items-to-user   # items-to-user | items-to-item | users-to-item | users-to-user
-    model: knn                # or logic: recombee:personal
+    model: knn                # or logic: recombee:personal, or {name: ..., settings: {...}}
     filter: "'in_stock'"
     booster: "if 'on_sale' then 1.5 else 1"
     diversity: 0.2            # 0..1
@@ -26,10 +26,47 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from server.serving.logics import (
+    BUILTIN_LOGICS,
+    LogicChoice,
+    LogicProblem,
+    logic_model,
+    read_logic,
+    resolve_logic,
+)
+
 if TYPE_CHECKING:
     from server.experiments.variants import Experiment
 
-ENDPOINTS = ("items-to-user", "items-to-item", "users-to-item", "users-to-user", "search-items")
+SEGMENT_SCENARIO_ENDPOINTS = (
+    "items-to-item-segment",
+    "item-segments-to-user",
+    "item-segments-to-item",
+    "item-segments-to-item-segment",
+    "search-item-segments",
+    "composite",
+)
+"""The endpoints whose scenarios name a `segmentation` (server/serving/segments.py)."""
+ENDPOINTS = (
+    "items-to-user",
+    "items-to-item",
+    "users-to-item",
+    "users-to-user",
+    "search-items",
+    *SEGMENT_SCENARIO_ENDPOINTS,
+)
+LOGIC_ENDPOINT = {
+    "items-to-item-segment": "items-to-item",
+    "item-segments-to-user": "items-to-user",
+    "item-segments-to-item": "items-to-item",
+    "item-segments-to-item-segment": "items-to-item",
+    "search-item-segments": "search-items",
+    "composite": "items-to-user",
+}
+"""The item endpoint whose logics a segment endpoint takes: its items are scored as that
+endpoint scores them (server/serving/segments.py)."""
+COMPOSITE_PARTS = ("items", "item-segments")
+"""What a composite scenario's `source` and `result` may be."""
 MIN_RELEVANCE = ("low", "medium", "high")
 RECOMBEE_ENDPOINTS = {
     "items-to-user": "recommendItemsToUser",
@@ -37,6 +74,12 @@ RECOMBEE_ENDPOINTS = {
     "users-to-item": "recommendUsersToItem",
     "users-to-user": "recommendUsersToUser",
     "search-items": "searchItems",
+    "items-to-item-segment": "recommendItemsToItemSegment",
+    "item-segments-to-user": "recommendItemSegmentsToUser",
+    "item-segments-to-item": "recommendItemSegmentsToItem",
+    "item-segments-to-item-segment": "recommendItemSegmentsToItemSegment",
+    "search-item-segments": "searchItemSegments",
+    "composite": "compositeRecommendation",
 }
 DEFAULT_PERSONALISATION = 0.3
 """Search Items: the weight of the user's model against text relevance, unless configured."""
@@ -46,14 +89,24 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "item-knn": {"algorithm": "item-knn"},
     "recently-viewed": {"algorithm": "recently-viewed"},
     "visually-similar": {"algorithm": "visual-similarity"},
-}
-LOGIC_ALIASES = {
-    "recombee:default": "item-knn",
-    "recombee:personal": "item-knn",
-    "recombee:similar": "item-knn",
-    "recombee:popular": "popularity",
-    "recombee:recently-viewed": "recently-viewed",
-    "reqo:visually-similar": "visually-similar",
+    # recombee:default and the homepages: collaborative, with popularity for what it cannot
+    # score (the ensemble trains nothing of its own).
+    "default": {
+        "algorithm": "ensemble",
+        "params": {"members": ["item-knn", "popularity"], "weights": {"popularity": 0.25}},
+    },
+    # ecommerce:cross-sell: complements, from what is bought together (views count nothing).
+    "purchase-knn": {
+        "algorithm": "item-knn",
+        "weights": {
+            "detail_views": 0,
+            "view_portions": 0,
+            "bookmarks": 0,
+            "ratings": 0,
+            "cart_additions": 1,
+            "purchases": 1,
+        },
+    },
 }
 FALLBACK_MODEL = "popularity"
 ENSEMBLE_ALGORITHM = "ensemble"
@@ -80,6 +133,10 @@ _SCENARIO_KEYS = {
     "search_fields",
     "search_mode",
     "text_embedder",
+    "segmentation",
+    "context_segmentation",
+    "source",
+    "result",
 }
 _SEARCH_KEYS = ("personalisation", "search_fields", "search_mode", "text_embedder")
 SEARCH_MODES = ("full-text", "semantic", "hybrid")
@@ -136,6 +193,18 @@ class ScenarioConfig:
     """Search Items: full-text, semantic (sentence embeddings), or hybrid (both, fused)."""
     text_embedder: str = DEFAULT_TEXT_EMBEDDER
     """Search Items: the text embedder of semantic and hybrid retrieval."""
+    logic: LogicChoice | None = None
+    """The scenario's `logic:` (its name and settings); `model` is the model it runs, or None
+    for a plugin's logic, whose model the registry's catalogue gives (server.serving.logics)."""
+    segmentation: str | None = None
+    """Segment endpoints and composites: the id of the segmentation whose segments they answer
+    (Items to Item Segment: of the context segment); it is created over the API."""
+    context_segmentation: str | None = None
+    """Item Segments to Item Segment: the context segment's segmentation (None: `segmentation`)."""
+    source: str = "item-segments"
+    """Composite: what the source is, `item-segments` or `items`."""
+    result: str = "items"
+    """Composite: what the results are, `items` or `item-segments`."""
 
     def to_json(self) -> dict[str, Any]:
         """As Recombee's List Scenarios shows it (plus the model reqo serves it with)."""
@@ -146,6 +215,12 @@ class ScenarioConfig:
         }
         if self.experiment is not None:
             shown["experiment"] = self.experiment.to_json()
+        if self.segmentation is not None:
+            shown["segmentation"] = self.segmentation
+        if self.context_segmentation is not None:
+            shown["contextSegmentation"] = self.context_segmentation
+        if self.endpoint == "composite":
+            shown["composite"] = {"source": self.source, "result": self.result}
         return shown
 
 
@@ -202,20 +277,25 @@ def parse_scenarios(value: object, models: Mapping[str, ModelConfig]) -> dict[st
         if "model" in settings and "logic" in settings:
             raise ScenarioError(key, "give either model or logic, not both")
         for search_key in _SEARCH_KEYS:
-            if search_key in settings and endpoint != "search-items":
-                raise ScenarioError(f"{key}.{search_key}", "is for endpoint search-items only")
+            if search_key in settings and endpoint not in ("search-items", "search-item-segments"):
+                raise ScenarioError(
+                    f"{key}.{search_key}", "is for endpoints search-items and search-item-segments"
+                )
         # Imported here: server.experiments.variants builds on this module's ScenarioError and
         # models.
         from server.experiments.variants import parse_experiment
 
         experiment = parse_experiment(key, settings, models)
-        model = settings.get("model", settings.get("logic"))
+        model = settings.get("model")
+        # A segment endpoint takes the logics of the item endpoint scoring its items.
+        logic_endpoint = str(LOGIC_ENDPOINT.get(endpoint, endpoint))
+        logic = _logic(f"{key}.logic", settings.get("logic"), logic_endpoint, models)
+        if logic is not None:
+            model = logic_model(logic.name) or (logic.name if logic.name in models else None)
         if experiment is not None:
             model = experiment.variants[0].model
-        if model is not None:
-            model = resolve_model(
-                model, models, f"{key}.{'model' if 'model' in settings else 'logic'}"
-            )
+        if model is not None and "model" in settings:
+            model = resolve_model(model, models, f"{key}.model")
         scenarios[name] = ScenarioConfig(
             name=name,
             endpoint=endpoint,
@@ -251,8 +331,36 @@ def parse_scenarios(value: object, models: Mapping[str, ModelConfig]) -> dict[st
             text_embedder=_name(
                 f"{key}.text_embedder", settings.get("text_embedder", DEFAULT_TEXT_EMBEDDER)
             ),
+            logic=logic,
+            **_segment_settings(key, endpoint, settings),
         )
     return scenarios
+
+
+def _segment_settings(key: str, endpoint: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A scenario's segmentation keys, checked (the segmentations themselves are created over
+    the API later, so a missing one is a request's error, not the configuration's)."""
+    for name, endpoints in (
+        ("segmentation", SEGMENT_SCENARIO_ENDPOINTS),
+        ("context_segmentation", ("item-segments-to-item-segment", "composite")),
+        ("source", ("composite",)),
+        ("result", ("composite",)),
+    ):
+        if name in settings and endpoint not in endpoints:
+            raise ScenarioError(f"{key}.{name}", f"is for endpoint {' or '.join(endpoints)} only")
+    found: dict[str, Any] = {
+        name: _name(f"{key}.{name}", settings[name])
+        for name in ("segmentation", "context_segmentation")
+        if settings.get(name) is not None
+    }
+    if endpoint == "composite":
+        for name, default in (("source", "item-segments"), ("result", "items")):
+            found[name] = _choice(f"{key}.{name}", settings.get(name, default), COMPOSITE_PARTS)
+        if "item-segments" in (found["source"], found["result"]) and "segmentation" not in found:
+            raise ScenarioError(
+                f"{key}.segmentation", "is required where the source or the result is segments"
+            )
+    return found
 
 
 def _name(key: str, value: object) -> str:
@@ -276,14 +384,31 @@ def _field_weights(key: str, value: object) -> dict[str, float] | None:
 
 
 def resolve_model(name: object, models: Mapping[str, ModelConfig], key: str) -> str:
-    """A model name, or one of Recombee's logic names, as the name of a configured model."""
+    """A model name, or a built-in logic's name, as the name of a configured model."""
     if not isinstance(name, str):
         raise ScenarioError(key, f"must be the name of a model, not {name!r}")
-    resolved = LOGIC_ALIASES.get(name, name)
+    resolved = logic_model(name) or name
     if resolved not in models:
-        known = ", ".join([*sorted(models), *LOGIC_ALIASES])
+        known = ", ".join([*sorted(models), *BUILTIN_LOGICS])
         raise ScenarioError(key, f"unknown model or logic '{name}' (known: {known})")
     return resolved
+
+
+def _logic(
+    key: str, value: object, endpoint: str, models: Mapping[str, ModelConfig]
+) -> LogicChoice | None:
+    """A scenario's `logic:` (a name, or `{name, settings}`), checked against the built-in
+    logics and the models; another name may be a plugin's logic, which `check_logics` checks
+    against the registry at start-up."""
+    if value is None:
+        return None
+    try:
+        choice = read_logic(value)
+        if choice.name in BUILTIN_LOGICS or choice.name in models:
+            resolve_logic(choice, endpoint, models)
+    except LogicProblem as error:
+        raise ScenarioError(key, error.problem) from None
+    return choice
 
 
 def _ensemble_weights(

@@ -31,6 +31,13 @@ async function main() {
     new recombee.AddBookmark('visitor', 'film-4', { cascadeCreate: true }),
     new recombee.RecommendItemsToUser('visitor', 2),
   ])));
+  const segments = await outcome(client.send(new recombee.RecommendItemSegmentsToUser('visitor', 2, { scenario: 'top-kinds' })));
+  results.segments = segments;
+  if (segments.ok) {
+    results.nextSegments = await outcome(client.send(new recombee.RecommendNextItemSegments(segments.value.recommId, 1)));
+  }
+  results.searchSegments = await outcome(client.send(new recombee.SearchItemSegments('visitor', 'star', 2, { scenario: 'kind-search' })));
+  results.composite = await outcome(client.send(new recombee.CompositeRecommendation('kind-row', 2, { userId: 'visitor' })));
   results.merge = await outcome(client.send(new recombee.MergeUsers('visitor', 'someone-else')));
   console.log(JSON.stringify(results));
 }

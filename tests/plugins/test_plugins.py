@@ -633,6 +633,7 @@ def test_the_documentation_check_finds_mistakes(tmp_path: Path) -> None:
     assert untested_hooks(tmp_path, specs) == [
         "register_algorithms",
         "register_embedders",
+        "register_logics",
         "register_reql_functions",
         "shutdown",
     ]

@@ -19,6 +19,7 @@ import trustme
 from recombee_api_client.api_requests import (
     AddDetailView,
     AddItemProperty,
+    CreatePropertyBasedSegmentation,
     ListItems,
     SetItemValues,
 )
@@ -29,6 +30,16 @@ PRIVATE = "client-side-private-0123456789"
 PUBLIC = "client-side-public-0123456789"
 ORIGIN = "https://shop.example"
 SCRIPT = REPO_ROOT / "tests" / "js" / "client_side.js"
+SCENARIOS = {
+    "top-kinds": {"endpoint": "item-segments-to-user", "segmentation": "kinds"},
+    "kind-search": {"endpoint": "search-item-segments", "segmentation": "kinds"},
+    "kind-row": {
+        "endpoint": "composite",
+        "segmentation": "kinds",
+        "source": "item-segments",
+        "result": "items",
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +59,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         tls={"certfile": "cert.pem", "keyfile": "cert.pem"},
         ca_file=str(directory / "ca.pem"),
         server_settings={"cors": {"origins": [ORIGIN]}},
+        extra={"scenarios": SCENARIOS},
         database_settings={"test": {"public_token": PUBLIC}},
     )
     # The official (server-side) client verifies with requests' CA bundle.
@@ -56,9 +68,12 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         running.start()
         client = running.client()
         client.send(AddItemProperty("title", "string"))
+        client.send(AddItemProperty("kind", "string"))
         titles = ["Star Wars", "Star Trek", "Fargo", *(f"Film {n}" for n in range(4, 13))]
         for number, title in enumerate(titles, start=1):
-            client.send(SetItemValues(f"film-{number}", {"title": title}, cascade_create=True))
+            values = {"title": title, "kind": "space" if number < 3 else f"kind-{number % 3}"}
+            client.send(SetItemValues(f"film-{number}", values, cascade_create=True))
+        client.send(CreatePropertyBasedSegmentation("kinds", "items", "kind"))
         for user in range(6):
             for film in range(4, 13):
                 if (film + user) % 3:
@@ -107,6 +122,21 @@ def test_the_browser_sdk_sends_interactions_and_gets_recommendations(shop: Runni
     assert {r["id"] for r in results["search"]["value"]["recomms"]} <= {"film-1", "film-2"}
     assert results["batch"]["ok"], results["batch"]
     assert [answer["code"] for answer in results["batch"]["value"]] == [200, 200]
+    # The segment recommendations and Composite, as the browser SDK asks for them.
+    for name in ("segments", "nextSegments", "searchSegments", "composite"):
+        assert results[name]["ok"], (name, results[name])
+    segments = [r["id"] for r in results["segments"]["value"]["recomms"]]
+    assert len(segments) == 2
+    assert set(segments) <= {"space", "kind-0", "kind-1", "kind-2"}
+    assert results["nextSegments"]["value"]["recommId"] == results["segments"]["value"]["recommId"]
+    assert results["nextSegments"]["value"]["recomms"][0]["id"] not in segments
+    assert [r["id"] for r in results["searchSegments"]["value"]["recomms"]][:1] == ["space"]
+    composite = results["composite"]["value"]
+    assert composite["source"]["id"] in {"space", "kind-0", "kind-1", "kind-2"}
+    assert len(composite["recomms"]) == 2
+    for film in composite["recomms"]:  # the results come from the source segment
+        number = int(film["id"].removeprefix("film-"))
+        assert composite["source"]["id"] == ("space" if number < 3 else f"kind-{number % 3}")
     # Merging users takes the private token (as on Recombee, unless support enables it).
     assert results["merge"] == {"ok": False, "status": 403, "message": results["merge"]["message"]}
     # What the page sent is stored.

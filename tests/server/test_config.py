@@ -121,6 +121,8 @@ def test_models_scenarios_plugins_and_schedule(tmp_path: Path) -> None:
         "item-knn",
         "recently-viewed",
         "visually-similar",
+        "default",
+        "purchase-knn",
     }
     assert config.scenarios["home"].model == "popularity"
     assert config.scenarios["home"].diversity == 0.5
@@ -378,7 +380,7 @@ def test_a_plugin_module_without_hooks(tmp_path: Path, capsys: pytest.CaptureFix
         get_plugin_manager(["os"])
     assert str(caught.value) == (
         "module 'os' implements no reqo hook (register_algorithms, register_reql_functions, "
-        "register_embedders, startup, shutdown)"
+        "register_embedders, register_logics, startup, shutdown)"
     )
     path = write(tmp_path, "databases: {d: {token: t}}\nplugins: [os]\n")
     assert main(["plugins", "--config", str(path)]) == 2

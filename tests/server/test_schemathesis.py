@@ -15,8 +15,8 @@ status codes to the letter, and deliberately differs from the document in places
 - Authentication: the document declares a Bearer token; Recombee's API (and reqo) sign the URL
   with `hmac_timestamp` / `hmac_sign`. The server here allows unsigned requests, so the
   generated `Authorization` header is ignored.
-- Endpoints reqo does not serve (series, item segments, composite recommendations, search,
-  synonyms, segmentations) answer 404 with Recombee's error JSON, not the document's 2xx.
+- Every operation of the document is served (tests/server/test_operation_count.py counts them);
+  an id that names nothing is a 404 with Recombee's error JSON, not the document's 2xx.
 - reqo refuses unknown parameters with 400, where the document allows additional properties;
   it answers 405 (with the error JSON) for a method a path does not take.
 

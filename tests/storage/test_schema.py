@@ -59,7 +59,7 @@ def test_property_types() -> None:
         (PropertyType.STRING, "x", "x"),
         (PropertyType.BOOLEAN, False, False),
         (PropertyType.SET, ["b", "a", "b"], ["b", "a"]),
-        (PropertyType.SET, None, []),
+        (PropertyType.SET, None, None),
         (PropertyType.IMAGE_LIST, [], []),
         (PropertyType.INT, None, None),
         (PropertyType.TIMESTAMP, 1.5, datetime(1970, 1, 1, 0, 0, 1, 500000)),

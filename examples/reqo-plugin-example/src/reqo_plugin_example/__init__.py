@@ -10,11 +10,20 @@ from __future__ import annotations
 
 from plugins.algorithm import Algorithm
 from plugins.hookspecs import hookimpl
+from plugins.logic import Logic
 from reql.functions import Function
 from reqo_plugin_example.cooccurrence import CoOccurrence
 from reqo_plugin_example.functions import CLAMP
+from reqo_plugin_example.logics import UNDER_PRICE
 
-__all__ = ["CLAMP", "CoOccurrence", "register_algorithms", "register_reql_functions"]
+__all__ = [
+    "CLAMP",
+    "UNDER_PRICE",
+    "CoOccurrence",
+    "register_algorithms",
+    "register_logics",
+    "register_reql_functions",
+]
 
 
 @hookimpl
@@ -25,3 +34,8 @@ def register_algorithms() -> list[type[Algorithm]]:
 @hookimpl
 def register_reql_functions() -> list[Function]:
     return [CLAMP]
+
+
+@hookimpl
+def register_logics() -> list[Logic]:
+    return [UNDER_PRICE]
