@@ -80,6 +80,10 @@ bench: install
 bench-reference: install
 	$(BIN)/python -m pip install --quiet -e '.[reference]'
 	$(BIN)/python -m bench.recbole_gru4rec
+	# LightFM 1.17's setup script fails under build isolation: it builds with the venv's tools.
+	$(BIN)/python -m pip install --quiet wheel
+	$(BIN)/python -m pip install --quiet --no-build-isolation --no-use-pep517 lightfm==1.17
+	$(BIN)/python -m bench.cold_start
 
 clean:
 	rm -rf $(VENV) data build *.egg-info .mypy_cache .pytest_cache .ruff_cache

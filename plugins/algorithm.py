@@ -79,7 +79,11 @@ class Parameter:
 @dataclass(frozen=True)
 class UserHistory:
     """A user's interactions as of the request, oldest first: dense item indexes, interaction
-    kinds (ReQL's names: "detail_views", …), epoch seconds, and weights from the kind weights."""
+    kinds (ReQL's names: "detail_views", …), epoch seconds, and weights from the kind weights;
+    `properties`: the user's property values by name (age, occupation, ...) where the host
+    hands them over (the offline harness does), empty otherwise: what a model can score a user
+    without interactions from; `user`: the user's dense index (`$idx`) where the host knows it
+    (None for an anonymous or unknown user), for a model that learned something per user."""
 
     items: np.ndarray[Any, np.dtype[np.int64]]
     kinds: tuple[str, ...] = ()
@@ -89,6 +93,8 @@ class UserHistory:
     weights: np.ndarray[Any, np.dtype[np.float32]] = field(
         default_factory=lambda: np.zeros(0, dtype=np.float32)
     )
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    user: int | None = None
 
     @classmethod
     def empty(cls) -> UserHistory:
@@ -123,6 +129,9 @@ class Algorithm(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     parameters: ClassVar[tuple[Parameter, ...]] = ()
+    uses_user_properties: ClassVar[bool] = False
+    """Whether the model scores users from their properties (`UserHistory.properties`): the
+    server then reads them for every request it scores (a cached lookup per user)."""
     relevance_threshold: ClassVar[float | None] = 0.0
     """Which scores are evidence for a candidate (it is *relevant*): those above this value.
     Relevant candidates rank above the others (which `minRelevance: low` pads with by

@@ -25,9 +25,12 @@ ENTRY_POINT_GROUP = "reqo"
 BUILTIN_PLUGINS = (
     "plugins.builtin.reql_functions",
     "plugins.builtin.popularity",
+    "plugins.builtin.baselines",
+    "plugins.builtin.content_knn",
     "plugins.builtin.item_knn",
     "plugins.builtin.recently_viewed",
     "plugins.builtin.ease",
+    "plugins.builtin.content_mf",
     "plugins.builtin.autoencoders",
     "plugins.builtin.image_embedders",
     "plugins.builtin.text_embedders",
@@ -37,6 +40,7 @@ BUILTIN_PLUGINS = (
     "plugins.builtin.ensemble",
     "plugins.builtin.gru4rec",
     "plugins.builtin.next_item_ffn",
+    "plugins.builtin.wide_deep",
     "plugins.builtin.logics",
 )
 

@@ -350,6 +350,7 @@ def _columns(
         ratings=ratings,
         portions=portions,
         item_properties=pa.table({}),
+        user_properties=pa.table({}),
     )
 
 

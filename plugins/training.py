@@ -92,6 +92,8 @@ class TrainingData:
       time (so each user's sequence is a contiguous slice, `indptr[u]:indptr[u + 1]`);
     - `item_ids` / `user_ids`: dense index -> id (None where deleted);
     - `item_properties`: the item table (an Arrow table with "$idx", "$id" and the properties);
+    - `user_properties`: the user table, likewise (models of new users learn from it: age,
+      occupation, ...); None where the caller has none (hand-built data in tests);
     - `validation`: in an offline evaluation, the validation holdout (for early stopping);
     - `item_vectors`: where the host can embed item images, the provider of item embeddings
       (ItemVectorProvider); None elsewhere (offline tests), where image models score nothing;
@@ -116,6 +118,8 @@ class TrainingData:
     """The host's provider of item image embeddings (see ItemVectorProvider)."""
     item_text_vectors: ItemTextVectorProvider | None = None
     """The host's provider of item text embeddings (see ItemTextVectorProvider)."""
+    user_properties: pa.Table | None = None
+    """The user table ("$idx", "$id" and the properties), None where unknown."""
 
     @property
     def n_users(self) -> int:
@@ -178,6 +182,7 @@ class TrainingData:
             item_ids=snapshot.item_ids,
             user_ids=snapshot.user_ids,
             item_properties=snapshot.item_properties,
+            user_properties=snapshot.user_properties,
             kind_weights=dict(kind_weights or validate_weights(None)),
             validation=validation,
         )

@@ -1,5 +1,5 @@
 """A consistent read of everything that training needs: interactions by dense index, the id maps
-and the item property table, as numpy arrays and an Arrow table."""
+and the item and user property tables, as numpy arrays and Arrow tables."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ KIND_NAMES: dict[int, str] = {kind.code: kind.reql_name for kind in InteractionK
 @dataclass(frozen=True)
 class Snapshot:
     """Interactions and catalog at one moment. Indexes are the dense `$idx` of users and items;
-    `item_ids[i]` is the id of item index i (None for a deleted item), likewise `user_ids`."""
+    `item_ids[i]` is the id of item index i (None for a deleted item), likewise `user_ids`;
+    `item_properties` / `user_properties`: the item and user tables ("$idx", "$id" and the
+    properties), ordered by index."""
 
     item_ids: list[str | None]
     user_ids: list[str | None]
@@ -30,6 +32,7 @@ class Snapshot:
     ratings: np.ndarray[Any, np.dtype[np.float64]]
     portions: np.ndarray[Any, np.dtype[np.float64]]
     item_properties: pa.Table
+    user_properties: pa.Table
 
     @property
     def n_items(self) -> int:
@@ -64,6 +67,7 @@ def _read_snapshot(ctx: ReadContext) -> Snapshot:
            ORDER BY u."$idx", x.ts, i."$idx" """
     ).fetchnumpy()
     properties = conn.sql('SELECT * FROM items ORDER BY "$idx"').to_arrow_table()
+    user_properties = conn.sql('SELECT * FROM users ORDER BY "$idx"').to_arrow_table()
     return Snapshot(
         item_ids=item_ids,
         user_ids=user_ids,
@@ -74,6 +78,7 @@ def _read_snapshot(ctx: ReadContext) -> Snapshot:
         ratings=np.asarray(columns["r"], dtype=np.float64),
         portions=np.asarray(columns["p"], dtype=np.float64),
         item_properties=properties,
+        user_properties=user_properties,
     )
 
 

@@ -16,13 +16,19 @@ flaws Hidasi & Czapp (RecSys 2023) list:
 Serving reads the latest session of the user's history as of the request (after the last pause
 of more than `session_gap`, at most `max_history` items) from a zero state, so a new interaction
 changes the next recommendation at once. An empty history (or one of unknown items) scores by
-the output biases alone, which training makes a popularity-like prior.
+the output biases alone (as serving weighs them), which training makes a popularity-like prior.
 
 The input of an item (`item_features`) is its learned id embedding, a learned projection of its
 fixed vector from the host's item embeddings (TrainingData.item_vectors; zeros where an item has
 none; saved with the model, so it serves without the provider), or both. Asking for vectors where
 there are none fails (ParameterError names `item_features`) rather than silently training a
 different model.
+
+With vectors, `shrinkage` (k) keeps rarely seen items from being held out by their own
+parameters: the item bias adds a learned linear function of the item's vector, and serving
+weighs each item's free output embedding and bias by n / (n + k), n its training interactions
+(see SessionGRU.score_all for why). With ids alone there is nothing else to score an item by,
+and the setting has no effect.
 
 `fit_shards` learns from a snapshot read in shards (plugins.shards), for training data larger
 than memory: with `item_features: id` only, since the item vectors come from the host's
@@ -65,6 +71,10 @@ if TYPE_CHECKING:
 
 SAMPLE_CHUNK = 256
 """Steps of negatives drawn at once."""
+SHRINKAGE = 5.0
+"""`shrinkage`'s default, with vectors on the scoring side; chosen on bench.sequence's synthetic
+sessions (BENCHMARKS.md): it lifts the rare test items' NDCG@10 above id-only's without losing
+the overall figure, where larger values lift the rare items further at some cost overall."""
 
 
 class GRU4Rec(NextItemAlgorithm):
@@ -146,6 +156,16 @@ class GRU4Rec(NextItemAlgorithm):
             choices=("shuffle", "time"),
         ),
         Parameter("max_history", int, 50, "latest items of a session read when serving", 1),
+        Parameter(
+            "shrinkage",
+            float,
+            SHRINKAGE,
+            "with vectors: the item bias gets a part learned from the item's vector, and "
+            "serving weighs an item's free output embedding and bias by n / (n + shrinkage) "
+            "(n: its training interactions), so that a rarely seen item is scored by its "
+            "vector (0: neither, the original; no effect with item_features: id)",
+            minimum=0,
+        ),
         *training_parameters(epochs=10, batch_size=64, learning_rate=0.05, patience=3),
     )
 
@@ -260,6 +280,8 @@ class GRU4Rec(NextItemAlgorithm):
         network.initialise(generator)
         if vectors is not None:
             network.get_buffer("vectors").copy_(torch.from_numpy(vectors))
+        if network.free_weight is not None:
+            network.set_shrinkage(counts, float(s["shrinkage"]))
         self.network = network
         sampler = NegativeSampler(
             count_distribution(counts, float(s["sample_alpha"])),
@@ -324,10 +346,17 @@ class GRU4Rec(NextItemAlgorithm):
             vectors[:rows] = np.where(present[:, None], centred, np.float32(0.0))
         return vectors
 
-    def _build(self, device: torch.device, vector_size: int) -> SessionGRU:
+    def _build(
+        self, device: torch.device, vector_size: int, shrinkage: bool | None = None
+    ) -> SessionGRU:
+        """A network on the meta device's shapes, given storage on `device`. `shrinkage`:
+        whether it weighs the free item parameters when serving (None: as the settings say;
+        a model saved before the parameter existed has no weights to read)."""
         from plugins.builtin.gru4rec_network import SessionGRU
 
         s = self.settings
+        if shrinkage is None:
+            shrinkage = float(s["shrinkage"]) > 0
         return SessionGRU(
             self.n_items,
             hidden=int(s["hidden"]),
@@ -336,6 +365,7 @@ class GRU4Rec(NextItemAlgorithm):
             features=str(s["item_features"]),
             vector_size=vector_size,
             device=device,
+            shrinkage=shrinkage,
         )
 
     # -- scoring and state ------------------------------------------------------------------------
@@ -363,7 +393,8 @@ class GRU4Rec(NextItemAlgorithm):
         return np.asarray(scores.float().cpu().numpy(), dtype=np.float32)
 
     def state(self) -> dict[str, np.ndarray[Any, Any]]:
-        """The network's weights, and the fixed item vectors where the input reads them."""
+        """The network's weights, the fixed item vectors where the input reads them, and the
+        serving weights of the free item parameters where `shrinkage` made them."""
         if self.network is None:
             return {}
         return {k: v.detach().cpu().numpy().copy() for k, v in self.network.state_dict().items()}
@@ -373,7 +404,9 @@ class GRU4Rec(NextItemAlgorithm):
 
         vectors = arrays.get("vectors")
         network = self._build(
-            torch_device(self.settings["device"]), 0 if vectors is None else vectors.shape[1]
+            torch_device(self.settings["device"]),
+            0 if vectors is None else vectors.shape[1],
+            shrinkage="free_weight" in arrays,
         )
         network.load_state_dict({k: torch.from_numpy(np.array(a)) for k, a in arrays.items()})
         network.eval()

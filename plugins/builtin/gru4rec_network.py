@@ -32,11 +32,17 @@ class SessionGRU(nn.Module):
       session-parallel slots, and the hidden state fed back is the one after dropout, as the
       original feeds it;
     - the score of item j after a step: the last layer's state . output[j] + bias[j], where
-      with vectors, output[j] also adds a learned projection of item j's vector.
+      with vectors, output[j] also adds a learned projection of item j's vector;
+    - with `shrinkage` (vectors only), item j's bias also adds a learned linear function of
+      its vector (`content_bias`), and serving weighs item j's free parameters (output[j] and
+      bias[j]) by `free_weight[j]` = n_j / (n_j + k), n_j its training interactions: what
+      `score_all` returns. Training (`score_some`) reads them whole; see `score_all`.
 
     The item tables (`output`, `bias`, `ids`) are read through sparse gradients: a step
     touches the rows of its inputs, targets and negatives only.
     """
+
+    free_weight: torch.Tensor | None
 
     def __init__(
         self,
@@ -48,6 +54,7 @@ class SessionGRU(nn.Module):
         features: str,
         vector_size: int,
         device: torch.device,
+        shrinkage: bool = False,
     ) -> None:
         super().__init__()
         self.features = features
@@ -74,6 +81,18 @@ class SessionGRU(nn.Module):
             if not self.shared:
                 self.output_projection = nn.Linear(vector_size, hidden, bias=False, device=meta)
             size += width
+        # Set by the fit from the item counts (`set_shrinkage`) and saved with the weights, so
+        # that a loaded model serves as it was fitted. Only where the vectors reach the scoring
+        # side: without them there is nothing else to score a rare item by.
+        weighed = shrinkage and self.projection is not None
+        self.register_buffer(
+            "free_weight", torch.empty(n_items, 1, device=meta) if weighed else None
+        )
+        # The bias's content part, what a rarely seen item's bias backs off to: how popular
+        # items that look like it are.
+        self.content_bias: nn.Linear | None = None
+        if weighed:
+            self.content_bias = nn.Linear(vector_size, 1, bias=False, device=meta)
         self.grus = nn.ModuleList(
             nn.GRU(size if i == 0 else hidden, hidden, batch_first=True, device=meta)
             for i in range(layers)
@@ -100,6 +119,10 @@ class SessionGRU(nn.Module):
                 self.projection.bias.zero_()
             if self.output_projection is not None:
                 glorot(self.output_projection.weight, *self.output_projection.weight.shape)
+            if self.free_weight is not None:
+                self.free_weight.fill_(1.0)
+            if self.content_bias is not None:
+                self.content_bias.weight.zero_()  # the free biases' start: no prior
             for gru in self.grus:
                 assert isinstance(gru, nn.GRU)
                 hidden = gru.hidden_size
@@ -110,6 +133,14 @@ class SessionGRU(nn.Module):
                     glorot(weights["weight_hh_l0"][rows], hidden, hidden)
                 weights["bias_ih_l0"].zero_()
                 weights["bias_hh_l0"].zero_()
+
+    def set_shrinkage(self, counts: np.ndarray[Any, Any], k: float) -> None:
+        """Serving's weight of each item's free output embedding and bias, n / (n + k) from
+        its training interactions n (a network built with `shrinkage` only)."""
+        if self.free_weight is None:
+            raise ValueError("this network was built without shrinkage")
+        n = torch.as_tensor(np.asarray(counts, dtype=np.float64), device=self.free_weight.device)
+        self.free_weight.copy_((n / (n + k)).float()[:, None])
 
     def tables(self) -> list[nn.Parameter]:
         """The parameters with one row per item, which get sparse gradients."""
@@ -178,14 +209,35 @@ class SessionGRU(nn.Module):
         return None
 
     def score_all(self, state: torch.Tensor) -> torch.Tensor:
-        """Scores of every item for each state: (len(state), n_items)."""
-        scores = torch.addmm(self.bias[:, 0], state, self.output.T)
+        """Scores of every item for each state: (len(state), n_items), what serving (and the
+        validation of early stopping) ranks by.
+
+        With shrinkage, an item's free parameters count in proportion to the evidence behind
+        them: an item seen a few times in training got a few sparse updates, mostly as a
+        sampled negative whose logQ-corrected score is hardly discounted (its count is small),
+        each a full Adagrad step; its free output embedding and bias then say little about the
+        item and push it below look-alikes that were seen often. Weighed by n / (n + k), such
+        an item is scored by its vector's projection and its content bias, the parts learned
+        from every item, while a popular item keeps its own. Training reads the free parameters
+        whole, so that they absorb what is particular to the items they were fitted on and the
+        content parts learn what the vectors share (shrinking them in training too lifted the
+        rare items far less on bench.sequence's synthetic sessions)."""
+        if self.free_weight is None:
+            scores = torch.addmm(self.bias[:, 0], state, self.output.T)
+        else:
+            # (state . output[j]) w_j + bias[j] w_j: the weights scale the scores' columns, no
+            # copy of the item table per request.
+            weights = self.free_weight[:, 0]
+            scores = (state @ self.output.T) * weights + self.bias[:, 0] * weights
         weight = self._scoring_projection()
         if weight is not None:
             # state . (P v_j) = (state P) . v_j: one small product instead of projecting every
-            # item's vector.
+            # item's vector; the content bias c . v_j rides in the same product.
             vectors: torch.Tensor = self.get_buffer("vectors")
-            scores = scores + (state @ weight) @ vectors.T
+            query = state @ weight
+            if self.content_bias is not None:
+                query = query + self.content_bias.weight
+            scores = scores + query @ vectors.T
         return scores
 
     def score_some(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -196,6 +248,8 @@ class SessionGRU(nn.Module):
             vectors: torch.Tensor = self.get_buffer("vectors")
             output = output + vectors[items] @ weight.T
         bias = F.embedding(items, self.bias, sparse=True)
+        if self.content_bias is not None:
+            bias = bias + self.content_bias(self.get_buffer("vectors")[items])
         return state @ output.T + bias.T
 
 

@@ -19,6 +19,13 @@ import numpy as np
 from tqdm import tqdm
 
 from plugins.algorithm import Algorithm, UserHistory
+from plugins.evaluation.cold import (
+    COLD_SHARE,
+    COLD_USER_INTERACTIONS,
+    UserPropertyRows,
+    cold_items_split,
+    cold_users_split,
+)
 from plugins.evaluation.metrics import METRICS, item_coverage, top_k
 from plugins.evaluation.splits import (
     TEST,
@@ -35,6 +42,7 @@ from plugins.evaluation.splits import (
 )
 from plugins.training import (
     Holdout,
+    ItemEmbeddings,
     ItemTextVectorProvider,
     ItemVectorProvider,
     TrainingData,
@@ -43,7 +51,9 @@ from plugins.training import (
 )
 from storage.snapshot import KIND_NAMES, Snapshot
 
-PROTOCOLS = ("random", "loo", "temporal")
+PROTOCOLS = ("random", "loo", "temporal", "cold-items", "cold-users")
+COLD_PROTOCOLS = ("cold-items", "cold-users")
+RANK_AMONG = ("cold", "all")
 FEEDBACKS = ("implicit", "weighted")
 SCORE_CELLS = 1 << 24
 """Users are scored in batches of at most this many (user, item) scores (64 MiB of float32)."""
@@ -67,7 +77,12 @@ class Protocol:
     - `name`: "random" (per user, shuffled, by `split` ratios as RecBole), "loo" (each user's
       last interaction is the test, the one before it the validation) or "temporal" (a global
       cut at `at`, or else at the `quantile` of the interaction times; the validation is the
-      latest `split[1]` share of the interactions before the cut);
+      latest `split[1]` share of the interactions before the cut), "cold-items" (a seeded
+      `cold_share` of the items with every interaction of theirs held out; each test user's
+      cold items are ranked among the cold items, or all items with `rank_among="all"`) or
+      "cold-users" (a seeded `cold_share` of the users keep only their first
+      `cold_user_interactions` interactions in train; the rest are the test). The cold
+      protocols have no validation part (see plugins.evaluation.cold);
     - `feedback`: "implicit" (every interaction a positive of weight 1) or "weighted" (each
       model's kind weights);
     - `seeds`: one split (random protocol) and one fit of each model per seed; the seed seeds
@@ -86,6 +101,12 @@ class Protocol:
     exclude_seen: bool = True
     """Whether each ranking leaves out the items the user interacted with before the test (as
     RecBole does for general recommenders); RecBole's sequential protocol ranks them too."""
+    cold_share: float = COLD_SHARE
+    """The share of items (cold-items) or users (cold-users) that are new."""
+    rank_among: str = "cold"
+    """cold-items: rank the held-out items among the cold items ("cold") or every item."""
+    cold_user_interactions: int = COLD_USER_INTERACTIONS
+    """cold-users: how many of its first interactions a new user keeps in train."""
 
     def check(self) -> None:
         """SplitError where a setting cannot be used."""
@@ -98,11 +119,17 @@ class Protocol:
             raise SplitError(f"cut-offs K must be integers >= 1, not {list(self.ks)}")
         if not self.seeds:
             raise SplitError("at least one seed is needed")
+        if not 0 < self.cold_share < 1:
+            raise SplitError(f"the cold share must be in (0, 1), not {self.cold_share}")
+        if self.rank_among not in RANK_AMONG:
+            raise SplitError(f"rank among '{self.rank_among}'? (known: {', '.join(RANK_AMONG)})")
+        if self.cold_user_interactions < 0:
+            raise SplitError("a cold user keeps 0 or more interactions in train")
 
     @property
     def seeded_split(self) -> bool:
         """Whether the split depends on the seed (otherwise only the models' fitting does)."""
-        return self.name == "random"
+        return self.name == "random" or self.name in COLD_PROTOCOLS
 
 
 @dataclass(frozen=True)
@@ -162,6 +189,14 @@ def split_parts(snapshot: Snapshot, protocol: Protocol, seed: int) -> tuple[Part
         return random_split(snapshot.users, protocol.split, seed), None
     if protocol.name == "loo":
         return leave_one_out(snapshot.users, snapshot.timestamps), None
+    if protocol.name == "cold-items":
+        return cold_items_split(snapshot.items, protocol.cold_share, seed)[0], None
+    if protocol.name == "cold-users":
+        keep = protocol.cold_user_interactions
+        parts = cold_users_split(
+            snapshot.users, snapshot.timestamps, protocol.cold_share, keep, seed
+        )
+        return parts[0], None
     cut = protocol.at
     if cut is None:
         cut = quantile_time(snapshot.timestamps, protocol.quantile)
@@ -222,10 +257,14 @@ def seeded_params(spec: ModelSpec, seed: int) -> dict[str, Any]:
 _KIND_BY_CODE = [KIND_NAMES.get(code, "") for code in range(256)]
 
 
-def histories(data: TrainingData, users: Sequence[int]) -> list[UserHistory]:
-    """The users' train interactions, as the server's history index hands them to a model."""
+def histories(
+    data: TrainingData, users: Sequence[int], properties: UserPropertyRows | None = None
+) -> list[UserHistory]:
+    """The users' train interactions, as the server's history index hands them to a model, with
+    their property values where `properties` has them and their dense index."""
+    values = properties.of(list(users)) if properties is not None else [{}] * len(users)
     out = []
-    for user in users:
+    for user, found in zip(users, values, strict=True):
         start, end = int(data.indptr[user]), int(data.indptr[user + 1])
         out.append(
             UserHistory(
@@ -233,6 +272,8 @@ def histories(data: TrainingData, users: Sequence[int]) -> list[UserHistory]:
                 tuple(_KIND_BY_CODE[code] for code in data.kinds[start:end].tolist()),
                 data.timestamps[start:end],
                 data.weights[start:end],
+                found,
+                user,
             )
         )
     return out
@@ -249,10 +290,11 @@ def rank(
     """users x k: each user's best items, scored from their train history, leaving out the
     `excluded` items and the non-candidates."""
     batch = max(1, min(1024, SCORE_CELLS // max(1, data.n_items)))
+    properties = UserPropertyRows(data.user_properties, data.n_users)
     ranked = []
     for start in range(0, len(users), batch):
         chunk = users[start : start + batch].tolist()
-        scores = model.score_users(histories(data, chunk), data.n_items, candidates)
+        scores = model.score_users(histories(data, chunk, properties), data.n_items, candidates)
         ranked.append(top_k(scores, k, [excluded.of_user(u) for u in chunk]))
     if not ranked:
         return np.zeros((0, k), dtype=np.int64)
@@ -290,6 +332,7 @@ def evaluate(
     providers of item image and text embeddings (server/training/item_vectors.py), for models
     that use them."""
     protocol.check()
+    item_text_vectors = _remembered(item_text_vectors)
     candidates = np.array([item is not None for item in snapshot.item_ids], dtype=bool)
     ks = sorted(set(protocol.ks))
     runs: list[Run] = []
@@ -328,6 +371,21 @@ def evaluate(
     return Evaluation(protocol, tuple(models), dataset, tuple(infos), tuple(runs), cut)
 
 
+def _remembered(provider: ItemTextVectorProvider | None) -> ItemTextVectorProvider | None:
+    """The provider, each embedder's vectors computed once for every model and seed (the
+    offline provider embeds every text at each call)."""
+    if provider is None:
+        return None
+    known: dict[str, ItemEmbeddings] = {}
+
+    def provide(*, embedder: str) -> ItemEmbeddings:
+        if embedder not in known:
+            known[embedder] = provider(embedder=embedder)
+        return known[embedder]
+
+    return provide
+
+
 @dataclass(frozen=True)
 class PreparedSplit:
     """A split with its holdouts, ready for every model of a seed."""
@@ -335,6 +393,9 @@ class PreparedSplit:
     parts: Parts
     holdouts: Holdouts
     cut: float | None
+    candidates: np.ndarray[Any, np.dtype[np.bool_]] | None = None
+    """The items the test ranks where the protocol narrows them (the cold items); None: every
+    live item."""
 
     def info(self, seed: int) -> SplitInfo:
         return SplitInfo(
@@ -351,7 +412,13 @@ def prepare_split(snapshot: Snapshot, protocol: Protocol, seed: int) -> Prepared
     holdouts = make_holdouts(snapshot, parts)
     if not len(holdouts.test.users):
         raise SplitError("the split leaves no user with a test item to evaluate")
-    return PreparedSplit(parts, holdouts, cut)
+    candidates = None
+    if protocol.name == "cold-items" and protocol.rank_among == "cold":
+        # Every interaction of a cold item is in the test: those items are the cold ones.
+        candidates = np.zeros(snapshot.n_items, dtype=bool)
+        candidates[np.unique(snapshot.items[parts == TEST])] = True
+        candidates &= np.array([item is not None for item in snapshot.item_ids], dtype=bool)
+    return PreparedSplit(parts, holdouts, cut, candidates)
 
 
 def run_one(
@@ -378,6 +445,8 @@ def run_one(
         nothing = np.zeros(0, dtype=np.int64)
         excluded = Holdout.of(nothing, nothing, snapshot.n_users)
     history = test_histories(snapshot, spec, protocol, split, data)
+    if split.candidates is not None:
+        candidates = split.candidates
     ranked = rank(model, history, users, excluded, max(ks), candidates)
     relevant = [test.of_user(int(u)) for u in users]
     figures = measure(ranked, relevant, ks, int(candidates.sum()))
@@ -394,8 +463,9 @@ def test_histories(
     """The histories the test users are scored from. Where the validation part comes before the
     test in time (leave-last-one-out, temporal), the user has had those interactions by the time
     of the test, so they are in the history (as RecBole's sequential protocol has them); the
-    model was fitted without them. The random protocol scores from the train part alone."""
-    if protocol.name == "random":
+    model was fitted without them. The random and cold protocols score from the train part
+    alone (a cold user's history is its first few interactions, or none)."""
+    if protocol.name == "random" or protocol.name in COLD_PROTOCOLS:
         return train
     weights, kind_weights = feedback_weights(snapshot, protocol.feedback, spec.weights)
     return TrainingData.from_interactions(

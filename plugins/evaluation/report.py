@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from plugins.evaluation.harness import Evaluation
+from plugins.evaluation.harness import Evaluation, Protocol
 
 TRAIN_SECONDS = "train_seconds"
 PACKAGES = ("reqo", "numpy", "scipy", "torch", "duckdb", "matplotlib")
@@ -71,15 +71,26 @@ def describe(evaluation: Evaluation, database: str) -> str:
         "loo": "leave-last-one-out by time",
         "temporal": f"temporal cut at {_iso(evaluation.cut)}, "
         f"validation share {protocol.split[1]:g} of the earlier interactions",
+        "cold-items": f"cold items: {protocol.cold_share:g} of the items held out with all "
+        "their interactions",
+        "cold-users": f"cold users: {protocol.cold_share:g} of the users keep their first "
+        f"{protocol.cold_user_interactions} interactions in train",
     }[protocol.name]
     first = evaluation.splits[0]
     return (
         f"{database}: {data['users']:,} users, {data['items']:,} items, "
         f"{data['interactions']:,} interactions; {how}; {protocol.feedback} feedback; "
         f"seeds {', '.join(map(str, protocol.seeds))}; "
-        f"{first.test_users:,} test users; full ranking over all items"
+        f"{first.test_users:,} test users; {_ranking(protocol)}"
         + ("" if protocol.exclude_seen else ", the user's earlier items included")
     )
+
+
+def _ranking(protocol: Protocol) -> str:
+    """Which items each test user's ranking covers."""
+    if protocol.name == "cold-items" and protocol.rank_among == "cold":
+        return "ranking over the cold items"
+    return "full ranking over all items"
 
 
 def versions() -> dict[str, str | None]:
@@ -97,6 +108,7 @@ def to_json(evaluation: Evaluation, database: str) -> dict[str, Any]:
     """Every per-seed figure, with the protocol, the splits, the models and the versions."""
     protocol = evaluation.protocol
     summary = summarise(evaluation)
+    cold = protocol.name in ("cold-items", "cold-users")
     return {
         "database": database,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -109,7 +121,15 @@ def to_json(evaluation: Evaluation, database: str) -> dict[str, Any]:
             "feedback": protocol.feedback,
             "exclude_seen": protocol.exclude_seen,
             "ks": list(protocol.ks),
-            "ranking": "full: every live item but the user's earlier-part items",
+            "ranking": (
+                _ranking(protocol)
+                if protocol.name == "cold-items"
+                else "full: every live item but the user's earlier-part items"
+            ),
+            "cold_share": protocol.cold_share if cold else None,
+            "cold_user_interactions": (
+                protocol.cold_user_interactions if protocol.name == "cold-users" else None
+            ),
         },
         "seeds": list(protocol.seeds),
         "dataset": evaluation.dataset,

@@ -197,6 +197,8 @@ def scenario_models(config: Config, registry: Registry) -> set[str]:
         names.add(scenario.model or DEFAULT_MODEL[scenario.endpoint])
         if scenario.experiment is not None:
             names.update(v.model for v in scenario.experiment.variants)
+        if scenario.cold_start is not None:
+            names.add(scenario.cold_start.model)
     for name in list(names):
         if name in config.models:
             names.update(ensemble_members(config.models[name], registry))

@@ -227,6 +227,8 @@ def parse_request(
         search_text=search_text,
         search_fields=tuple((scenario.search_fields or {}).items()),
         personalisation=scenario.personalisation,
+        # A request's own logic picks its model; the scenario's newcomers' model goes with its.
+        cold_start=scenario.cold_start if model == scenario.model else None,
         search_mode=scenario.search_mode,
         text_embedder=scenario.text_embedder,
         user_impact=0.0 if user_impact is None else user_impact,

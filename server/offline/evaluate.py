@@ -1,7 +1,9 @@
 """`reqo evaluate`: offline evaluation of models on a database's interactions.
 
-    reqo evaluate --config reqo.yaml --db demo [--models a,b] [--protocol random|loo|temporal]
+    reqo evaluate --config reqo.yaml --db demo [--models a,b]
+                  [--protocol random|loo|temporal|cold-items|cold-users]
                   [--split 0.8,0.1,0.1] [--at TIME | --quantile Q] [--k 10,20] [--seeds 1,2,3]
+                  [--cold-share 0.1] [--rank-among cold|all] [--cold-user-interactions N]
                   [--feedback implicit|weighted] [--include-seen] [--out DIR] [--no-progress]
 
 Prints a Markdown table and writes a JSON record and a PNG chart under `--out`.
@@ -41,10 +43,29 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--protocol",
-        choices=["random", "loo", "temporal"],
+        choices=["random", "loo", "temporal", "cold-items", "cold-users"],
         default="random",
         help="random: per-user ratio split (RecBole's); loo: each user's last interaction; "
-        "temporal: a global cut in time (default: random)",
+        "temporal: a global cut in time; cold-items: a share of the items held out with all "
+        "their interactions; cold-users: a share of the users keep only their first "
+        "interactions (default: random)",
+    )
+    evaluate.add_argument(
+        "--cold-share",
+        type=_share,
+        help="cold protocols: the share of items or users that are new (default 0.1)",
+    )
+    evaluate.add_argument(
+        "--rank-among",
+        choices=["cold", "all"],
+        help="cold-items: rank each test user's cold items among the cold items (default) "
+        "or among all items",
+    )
+    evaluate.add_argument(
+        "--cold-user-interactions",
+        type=_count,
+        help="cold-users: how many of its first interactions a new user keeps in train "
+        "(default 0: the user is known by its properties alone)",
     )
     evaluate.add_argument(
         "--split",
@@ -83,7 +104,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run an evaluation from parsed arguments; 0, or 1 (data) / 2 (usage) with a message."""
-    from plugins.evaluation.harness import ModelSpec, Protocol, evaluate
+    from plugins.evaluation.cold import COLD_SHARE, COLD_USER_INTERACTIONS
+    from plugins.evaluation.harness import COLD_PROTOCOLS, ModelSpec, Protocol, evaluate
     from plugins.evaluation.report import describe, markdown_table, write_outputs
     from plugins.evaluation.splits import SplitError
     from server.api.app import load_registry
@@ -91,6 +113,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.protocol != "temporal" and (args.at is not None or args.quantile is not None):
         return _fail("--at and --quantile belong to --protocol temporal", 2)
+    if args.protocol not in COLD_PROTOCOLS and args.cold_share is not None:
+        return _fail("--cold-share belongs to --protocol cold-items or cold-users", 2)
+    if args.protocol != "cold-items" and args.rank_among is not None:
+        return _fail("--rank-among belongs to --protocol cold-items", 2)
+    if args.protocol != "cold-users" and args.cold_user_interactions is not None:
+        return _fail("--cold-user-interactions belongs to --protocol cold-users", 2)
     config = load_config(args.config)
     if args.db not in config.databases:
         raise ConfigError(config.source, f"databases.{args.db}", "no such database in the config")
@@ -118,6 +146,13 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         feedback=args.feedback,
         exclude_seen=not args.include_seen,
+        cold_share=COLD_SHARE if args.cold_share is None else args.cold_share,
+        rank_among=args.rank_among or "cold",
+        cold_user_interactions=(
+            COLD_USER_INTERACTIONS
+            if args.cold_user_interactions is None
+            else args.cold_user_interactions
+        ),
     )
     path = config.database_path(args.db)
     if not path.exists():
@@ -214,6 +249,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a count is 0 or more, not {text}")
+    return value
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_listed(str, "model names")(text)))
 
@@ -243,6 +288,16 @@ def _quantile(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"a quantile is between 0 and 1, not {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"a share is between 0 and 1 (exclusive), not {text}")
     return value
 
 

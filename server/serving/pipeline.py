@@ -27,7 +27,8 @@ from plugins.algorithm import Algorithm, UserHistory, pad_scores, restrict
 from plugins.builtin.ensemble import Ensemble
 from plugins.training import validate_weights
 from server.search.fulltext import Hit
-from server.serving import ranking, segments
+from server.serving import cold_start, ranking, segments
+from server.serving.cold_start import ColdStart
 from server.serving.expressions import BadExpression, Context
 from server.serving.histories import HistoryIndex, IdMap
 from server.serving.live_models import LiveModels, LoadedModel
@@ -121,6 +122,8 @@ class Query:
     """Search Items: full-text, semantic or hybrid retrieval."""
     text_embedder: str = ""
     """Search Items: the text embedder of semantic and hybrid retrieval."""
+    cold_start: ColdStart | None = None
+    """The scenario's model for new users and new items (server/serving/cold_start.py)."""
     segmentation: str | None = None
     """Segment endpoints: the scenario's segmentation (server/serving/segments.py)."""
     context_segmentation: str | None = None
@@ -211,6 +214,10 @@ class Pipeline:
 
         model = self._scoring_model(ctx, query)
         history = self._history(ctx, query) if query.user_id is not None else UserHistory.empty()
+        if query.user_id is not None and self._wants_user(ctx, query, model):
+            user = self._index(ctx, Entity.USER, query.user_id)
+            user_values = self.engine.entity_values(ctx, Entity.USER, query.user_id)
+            history = cold_start.with_user(history, user, user_values)
         item_index = self._index(ctx, Entity.ITEM, query.item_id) if query.item_id else None
         segment = segments.context_segment(self, ctx, query, size)
         if segment is not None:  # Items to Item Segment: the segment's items only
@@ -349,12 +356,23 @@ class Pipeline:
                 return scores
             scores = restrict(pad_scores(model.query_scores(query.vector[None, :]), size), mask)[0]
             return scores
+        cold = query.cold_start
         if query.endpoint == "items-to-user":
             scores = model.score_users([history], size, mask)[0]
+            weight = 1.0 if cold is None else cold_start.user_weight(history, cold.until)
+            if cold is not None and weight < 1.0:
+                newcomer = self._model(ctx, cold.model).algorithm
+                fresh = newcomer.score_users([history], size, mask)[0]
+                scores = cold_start.blend(scores, fresh, weight, mask)
             return scores
         if query.endpoint == "items-to-item":
             assert item_index is not None
             scores = model.score_items([item_index], size, mask)[0]
+            if cold is not None and cold_start.knows_nothing(scores):
+                # An item the model has no interactions of: its content speaks for it.
+                scores = self._model(ctx, cold.model).algorithm.score_items(
+                    [item_index], size, mask
+                )[0]
             if query.user_impact > 0 and len(history):
                 personal = model.score_users([history], size, mask)[0]
                 scores = (1 - query.user_impact) * ranking.normalized(scores) + (
@@ -485,6 +503,17 @@ class Pipeline:
             for member in loaded.algorithm.members:
                 self._model(ctx, member)
         return loaded
+
+    def _wants_user(self, ctx: ReadContext, query: Query, model: Algorithm) -> bool:
+        """Whether the scoring models read the user's properties (and index)."""
+
+        def member(name: str) -> Algorithm:
+            return self._model(ctx, name).algorithm
+
+        models = [model]
+        if query.cold_start is not None:
+            models.append(member(query.cold_start.model))
+        return any(cold_start.wants_user_properties(m, member) for m in models)
 
     def has_interactions(self, ctx: ReadContext, user_id: str) -> bool:
         """Whether the history index shows interactions of the user, which then exists

@@ -282,6 +282,13 @@ class ExpressionEngine:
         )
         return key, parameters
 
+    def entity_values(self, ctx: ReadContext, entity: Entity, entity_id: str) -> Mapping[str, Any]:
+        """An item's or user's property values (with its id), cached per catalog version: what
+        a model that scores from attributes reads (a new user's age, occupation, ...)."""
+        values = self._context_values(ctx, entity, entity_id)
+        assert values is not None
+        return values
+
     def _context_values(
         self, ctx: ReadContext, entity: Entity, entity_id: str | None
     ) -> Mapping[str, Any] | None:

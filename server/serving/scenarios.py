@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from server.serving.cold_start import ColdStart, ColdStartError, parse_cold_start
 from server.serving.logics import (
     BUILTIN_LOGICS,
     LogicChoice,
@@ -137,6 +138,7 @@ _SCENARIO_KEYS = {
     "context_segmentation",
     "source",
     "result",
+    "cold_start",
 }
 _SEARCH_KEYS = ("personalisation", "search_fields", "search_mode", "text_embedder")
 SEARCH_MODES = ("full-text", "semantic", "hybrid")
@@ -196,6 +198,8 @@ class ScenarioConfig:
     logic: LogicChoice | None = None
     """The scenario's `logic:` (its name and settings); `model` is the model it runs, or None
     for a plugin's logic, whose model the registry's catalogue gives (server.serving.logics)."""
+    cold_start: ColdStart | None = None
+    """How new users and new items are scored (server/serving/cold_start.py)."""
     segmentation: str | None = None
     """Segment endpoints and composites: the id of the segmentation whose segments they answer
     (Items to Item Segment: of the context segment); it is created over the API."""
@@ -332,9 +336,28 @@ def parse_scenarios(value: object, models: Mapping[str, ModelConfig]) -> dict[st
                 f"{key}.text_embedder", settings.get("text_embedder", DEFAULT_TEXT_EMBEDDER)
             ),
             logic=logic,
+            cold_start=_cold_start(
+                f"{key}.cold_start", settings.get("cold_start"), endpoint, models
+            ),
             **_segment_settings(key, endpoint, settings),
         )
     return scenarios
+
+
+def _cold_start(
+    key: str, value: object, endpoint: str, models: Mapping[str, ModelConfig]
+) -> ColdStart | None:
+    """A scenario's `cold_start:`, its model resolved (a configured model or a logic name)."""
+    try:
+        cold_start = parse_cold_start(key, value)
+    except ColdStartError as error:
+        raise ScenarioError(error.key, error.problem) from None
+    if cold_start is None:
+        return None
+    if endpoint not in ("items-to-user", "items-to-item"):
+        raise ScenarioError(key, "is for endpoints items-to-user and items-to-item")
+    model = resolve_model(cold_start.model, models, f"{key}.model")
+    return ColdStart(model, cold_start.until)
 
 
 def _segment_settings(key: str, endpoint: str, settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -246,6 +246,7 @@ def test_held_out_items_seen_earlier_are_dropped() -> None:
         ratings=np.full(8, np.nan),
         portions=np.full(8, np.nan),
         item_properties=pa.table({"$idx": list(range(5))}),
+        user_properties=pa.table({"$idx": [0, 1]}),
     )
     holdouts = make_holdouts(snapshot, parts)
     assert holdouts.test.of_user(0).tolist() == [2]
@@ -286,8 +287,12 @@ def test_include_seen_ranks_earlier_items_and_providers_reach_the_model(
     def provider(**_: Any) -> ItemEmbeddings:
         return ItemEmbeddings(np.zeros((0, 0), np.float32), np.zeros(0, bool))
 
-    def text_provider(**_: Any) -> ItemEmbeddings:
-        return ItemEmbeddings(np.zeros((0, 0), np.float32), np.zeros(0, bool))
+    calls: list[str] = []
+    text_vectors = ItemEmbeddings(np.ones((3, 2), np.float32), np.ones(3, bool))
+
+    def text_provider(*, embedder: str) -> ItemEmbeddings:
+        calls.append(embedder)
+        return text_vectors
 
     ndcg = {}
     for exclude_seen in (True, False):
@@ -296,9 +301,14 @@ def test_include_seen_ranks_earlier_items_and_providers_reach_the_model(
             snapshot, [probe], protocol, item_vectors=provider, item_text_vectors=text_provider
         )
         assert Probe.fitted[-1].item_vectors is provider
-        assert Probe.fitted[-1].item_text_vectors is text_provider
+        given = Probe.fitted[-1].item_text_vectors
+        assert given is not None
+        # The harness remembers each embedder's vectors: one embedding for every model and seed.
+        assert given(embedder="minilm") is text_vectors
+        assert given(embedder="minilm") is text_vectors
         ndcg[exclude_seen] = evaluation.runs[0].figures["ndcg@10"]
     assert ndcg[True] > ndcg[False]
+    assert calls == ["minilm", "minilm"]  # once per evaluation, not once per call
 
 
 def test_leave_one_out_scores_test_users_with_their_validation_item(

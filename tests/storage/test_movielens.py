@@ -10,6 +10,7 @@ import pytest
 
 from storage.database import Database
 from storage.movielens import DatasetError, find_files, interaction_count, load, read
+from storage.snapshot import take_snapshot
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,22 @@ def test_properties_have_their_types(loaded: Database) -> None:
     assert year == 1995
     assert sorted(genres) == ["Animation", "Children's", "Comedy"]  # type: ignore[call-overload]
     assert _one(loaded, "SELECT age, gender FROM users WHERE \"$id\" = '1'") == (24, "M")
+
+
+def test_a_snapshot_carries_user_properties_to_training(loaded: Database) -> None:
+    from plugins.training import TrainingData
+
+    snapshot = loaded.read_sync(take_snapshot)
+    users = snapshot.user_properties
+    assert users.num_rows == 943
+    assert {"$idx", "$id", "age", "gender", "occupation"} <= set(users.column_names)
+    # Row r is user index r, the way item_properties is laid out.
+    assert users.column("$idx").to_pylist() == list(range(943))
+    first = users.column("$id").to_pylist().index("1")
+    assert snapshot.user_ids[first] == "1"
+    assert users.column("age")[first].as_py() == 24
+    data = TrainingData.from_snapshot(snapshot)
+    assert data.user_properties is users
 
 
 def test_a_database_with_data_is_refused_unless_replaced(loaded: Database) -> None:
