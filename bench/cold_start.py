@@ -45,13 +45,13 @@ FIGURES = ("ndcg@10", "recall@10")
 def peer(name: str) -> type[Algorithm]:
     """A peer's algorithm class; ImportError (or another error) where it cannot be used."""
     if name == "lightfm":
-        import lightfm  # type: ignore[import-untyped]  # noqa: F401  (names what is missing)
+        import lightfm  # noqa: F401  (names what is missing)
 
         from bench.cold_start_peers import LightFMPeer
 
         return LightFMPeer
     if name == "pytorch-widedeep":
-        import pytorch_widedeep  # type: ignore[import-untyped]  # noqa: F401
+        import pytorch_widedeep  # noqa: F401
 
         raise RuntimeError("pytorch-widedeep imports, but no wrapper is written for it yet")
     raise ValueError(f"unknown peer '{name}' (known: {', '.join(PEERS)})")

@@ -45,7 +45,7 @@ class LightFMPeer(Algorithm):
         self.warm_users = np.zeros(0, dtype=bool)
 
     def fit(self, data: TrainingData) -> None:
-        from lightfm import LightFM  # type: ignore[import-untyped]
+        from lightfm import LightFM
 
         self.n_items = data.n_items
         counts_i = np.bincount(data.items, minlength=data.n_items)
