@@ -80,6 +80,26 @@ class RunningServer:
     def __post_init__(self) -> None:
         self.log = self.directory / f"server-{self.port}.log"
 
+    @classmethod
+    def over_tls(cls, directory: Path, tokens: Mapping[str, str], **settings: Any) -> RunningServer:
+        """A server on HTTPS with a certificate for 127.0.0.1 from a test authority, whose
+        certificate (`ca_file`) clients verify it with."""
+        import trustme
+
+        authority = trustme.CA()
+        certificate = authority.issue_cert("127.0.0.1", "localhost")
+        authority.cert_pem.write_to_path(str(directory / "ca.pem"))
+        certificate.private_key_and_cert_chain_pem.write_to_path(str(directory / "cert.pem"))
+        return cls(
+            directory,
+            free_port(),
+            tokens,
+            scheme="https",
+            tls={"certfile": "cert.pem", "keyfile": "cert.pem"},
+            ca_file=str(directory / "ca.pem"),
+            **settings,
+        )
+
     @property
     def config_path(self) -> Path:
         return self.directory / "reqo.yaml"

@@ -214,7 +214,7 @@ class Pipeline:
 
         model = self._scoring_model(ctx, query)
         history = self._history(ctx, query) if query.user_id is not None else UserHistory.empty()
-        if query.user_id is not None and self._wants_user(ctx, query, model):
+        if query.user_id is not None and self._wants_user(ctx, query, model, history):
             user = self._index(ctx, Entity.USER, query.user_id)
             user_values = self.engine.entity_values(ctx, Entity.USER, query.user_id)
             history = cold_start.with_user(history, user, user_values)
@@ -504,15 +504,19 @@ class Pipeline:
                 self._model(ctx, member)
         return loaded
 
-    def _wants_user(self, ctx: ReadContext, query: Query, model: Algorithm) -> bool:
-        """Whether the scoring models read the user's properties (and index)."""
+    def _wants_user(
+        self, ctx: ReadContext, query: Query, model: Algorithm, history: UserHistory
+    ) -> bool:
+        """Whether the models that will score this user read its properties (and index): the
+        cold-start model only where the user is still new to it."""
 
         def member(name: str) -> Algorithm:
             return self._model(ctx, name).algorithm
 
         models = [model]
-        if query.cold_start is not None:
-            models.append(member(query.cold_start.model))
+        cold = query.cold_start
+        if cold is not None and cold_start.user_weight(history, cold.until) < 1.0:
+            models.append(member(cold.model))
         return any(cold_start.wants_user_properties(m, member) for m in models)
 
     def has_interactions(self, ctx: ReadContext, user_id: str) -> bool:

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import requests
-import trustme
 from recombee_api_client.api_requests import (
     AddDetailView,
     AddItem,
@@ -25,30 +24,14 @@ from recombee_api_client.api_requests import (
     SetItemValues,
 )
 
-from tests.serving import RunningServer, free_port
+from tests.serving import RunningServer
 
 TOKEN = "batch-token-abcdef"
 
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    directory = tmp_path_factory.mktemp("tls")
-    authority = trustme.CA()
-    certificate = authority.issue_cert("127.0.0.1", "localhost")
-    ca_file = directory / "ca.pem"
-    authority.cert_pem.write_to_path(str(ca_file))
-    certificate.cert_chain_pems[0].write_to_path(str(directory / "cert.pem"))
-    for extra in certificate.cert_chain_pems[1:]:
-        extra.write_to_path(str(directory / "cert.pem"), append=True)
-    certificate.private_key_pem.write_to_path(str(directory / "key.pem"))
-    running = RunningServer(
-        directory,
-        free_port(),
-        {"test": TOKEN},
-        scheme="https",
-        tls={"certfile": "cert.pem", "keyfile": "key.pem"},
-        ca_file=str(ca_file),
-    )
+    running = RunningServer.over_tls(tmp_path_factory.mktemp("tls"), {"test": TOKEN})
     running.start()
     yield running
     running.stop()

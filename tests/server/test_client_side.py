@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import requests
-import trustme
 from recombee_api_client.api_requests import (
     AddDetailView,
     AddItemProperty,
@@ -24,7 +23,7 @@ from recombee_api_client.api_requests import (
     SetItemValues,
 )
 
-from tests.serving import REPO_ROOT, RunningServer, free_port
+from tests.serving import REPO_ROOT, RunningServer
 
 PRIVATE = "client-side-private-0123456789"
 PUBLIC = "client-side-public-0123456789"
@@ -47,17 +46,9 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server on HTTPS, as a page served over HTTPS must call it (the SDK sends a Batch over
     HTTPS whatever its settings)."""
     directory = tmp_path_factory.mktemp("client-side")
-    authority = trustme.CA()
-    certificate = authority.issue_cert("127.0.0.1")
-    authority.cert_pem.write_to_path(str(directory / "ca.pem"))
-    certificate.private_key_and_cert_chain_pem.write_to_path(str(directory / "cert.pem"))
-    running = RunningServer(
+    running = RunningServer.over_tls(
         directory,
-        free_port(),
         {"test": PRIVATE, "closed": "closed-private-0123456789"},
-        scheme="https",
-        tls={"certfile": "cert.pem", "keyfile": "cert.pem"},
-        ca_file=str(directory / "ca.pem"),
         server_settings={"cors": {"origins": [ORIGIN]}},
         extra={"scenarios": SCENARIOS},
         database_settings={"test": {"public_token": PUBLIC}},

@@ -21,9 +21,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import trustme
 
-from tests.serving import REPO_ROOT, RunningServer, free_port
+from tests.serving import REPO_ROOT, RunningServer
 
 TOKEN = "node-sdk-private-0123456789"
 SCRIPT = REPO_ROOT / "tests" / "js" / "server_sdk.js"
@@ -78,19 +77,7 @@ def ids(answer: dict[str, Any]) -> list[str]:
 @pytest.fixture(scope="module")
 def sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     directory = tmp_path_factory.mktemp("node-sdk")
-    authority = trustme.CA()
-    certificate = authority.issue_cert("127.0.0.1")
-    authority.cert_pem.write_to_path(str(directory / "ca.pem"))
-    certificate.private_key_and_cert_chain_pem.write_to_path(str(directory / "cert.pem"))
-    running = RunningServer(
-        directory,
-        free_port(),
-        {"test": TOKEN},
-        scheme="https",
-        tls={"certfile": "cert.pem", "keyfile": "cert.pem"},
-        ca_file=str(directory / "ca.pem"),
-        extra={"scenarios": SCENARIOS},
-    )
+    running = RunningServer.over_tls(directory, {"test": TOKEN}, extra={"scenarios": SCENARIOS})
     running.start()
     yield running
     running.stop()
