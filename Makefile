@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The CPU build of torch that lies on these machines' disk; an unpinned torch pulls a CUDA build.
 TORCH_PIN := torch==2.13.0
+# The torchvision built for TORCH_PIN (pytorch-widedeep imports it), for `make bench-reference`.
+TORCHVISION_PIN := torchvision==0.28.0
 RECBOLE_PIN := recbole==1.2.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 CONFIG ?= reqo.yaml
@@ -83,6 +85,14 @@ bench-reference: install
 	# LightFM 1.17's setup script fails under build isolation: it builds with the venv's tools.
 	$(BIN)/python -m pip install --quiet wheel
 	$(BIN)/python -m pip install --quiet --no-build-isolation --no-use-pep517 lightfm==1.17
+	# pytorch-widedeep 1.7.0 pins numpy<2 (and runs on numpy 2): its imports are in the
+	# `reference` extra. It and torchvision go to build/reference, outside the environment,
+	# without their dependencies (pip would replace the CPU torch): torchvision's wheel is built
+	# for CUDA torch and, installed in the environment, would break `import transformers` (the
+	# text embedder's); bench.cold_start puts the folder on its path and imports torchvision
+	# without its compiled operators, which WideDeep does not use.
+	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target build/reference \
+		$(TORCHVISION_PIN) pytorch-widedeep==1.7.0
 	$(BIN)/python -m bench.cold_start
 
 clean:

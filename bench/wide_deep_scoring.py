@@ -1,4 +1,5 @@
-"""Scoring cost of `wide-deep` per request at 100,000 items, in process.
+"""Scoring cost of `wide-deep` per request at 100,000 items, in process, beside
+`attribute-ridge` (the other cold-start model that reads user properties) on the same data.
 
     .venv/bin/python -m bench.wide_deep_scoring [--items N] [--users N] [--interactions N]
                                                 [--requests N] [--text-dimensions D]
@@ -17,7 +18,8 @@ depend on it), then, after a warm-up, each request scores every item for one use
 - a batch of 32 known users (per user),
 
 with latency percentiles over `--requests` requests each. torch runs on one thread, as a server
-under load gets.
+under load gets; `attribute-ridge` (default parameters, fitted on the same data) is timed on the
+same requests, its BLAS on one thread too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,7 +37,8 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from bench._report import publish
-from plugins.algorithm import UserHistory
+from plugins.algorithm import Algorithm, UserHistory
+from plugins.builtin.attribute_ridge import AttributeRidge
 from plugins.builtin.wide_deep import WideDeepModel
 from plugins.training import DEFAULT_WEIGHTS, ItemEmbeddings, TrainingData
 
@@ -146,6 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     model.fit(data)
     fitted = time.perf_counter() - start
+    from threadpoolctl import threadpool_limits
+
+    ridge = AttributeRidge()
+    start = time.perf_counter()
+    ridge.fit(data)
+    ridge_fitted = time.perf_counter() - start
     rng = np.random.default_rng(1)
     active = np.flatnonzero(np.diff(data.indptr) > 0)
 
@@ -160,17 +170,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     candidates = rng.random(data.n_items) < 0.9
-    rows = [
-        ("known user (id, properties, 50 latest items)", lambda: model.user_scores([known()]), 1),
-        ("new user (properties only)", lambda: model.user_scores([new()]), 1),
+    rows: list[tuple[str, Callable[[Algorithm], Any], int]] = [
+        ("known user (id, properties, 50 latest items)", lambda m: m.user_scores([known()]), 1),
+        ("new user (properties only)", lambda m: m.user_scores([new()]), 1),
         (
             "known user through `score_users` (90 % of items candidates)",
-            lambda: model.score_users([known()], data.n_items, candidates),
+            lambda m: m.score_users([known()], data.n_items, candidates),
             1,
         ),
         (
             "batch of 32 known users, per user",
-            lambda: model.user_scores([known() for _ in range(32)]),
+            lambda m: m.user_scores([known() for _ in range(32)]),
             32,
         ),
     ]
@@ -179,16 +189,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(synthetic; built in {built:.1f} s); text vectors {args.text_dimensions}-d; crosses "
         f"genre x occupation and tags x gender; default towers (embedding 16, hidden [64], "
         f"output 32); fitted for 1 epoch in {fitted:.1f} s; torch on 1 thread; "
+        f"attribute-ridge (defaults: text vectors, genre, tags, price in 10 bins; occupation, "
+        f"gender, age) fitted in {ridge_fitted:.1f} s, BLAS on 1 thread; "
         f"{args.requests} requests per row after a warm-up",
         "",
-        "| request | p50 ms | p99 ms |",
-        "|---|---:|---:|",
+        "| request | wide-deep p50 ms | wide-deep p99 ms | attribute-ridge p50 ms "
+        "| attribute-ridge p99 ms |",
+        "|---|---:|---:|---:|---:|",
     ]
     for name, call, per in rows:
-        p50, p99 = percentiles(
-            call, args.requests if per == 1 else max(args.requests // 10, 10), per
+        requests = args.requests if per == 1 else max(args.requests // 10, 10)
+        deep = percentiles(partial(call, model), requests, per)
+        with threadpool_limits(limits=1, user_api="blas"):
+            linear = percentiles(partial(call, ridge), requests, per)
+        lines.append(
+            f"| {name} | {deep[0]:.2f} | {deep[1]:.2f} | {linear[0]:.2f} | {linear[1]:.2f} |"
         )
-        lines.append(f"| {name} | {p50:.2f} | {p99:.2f} |")
     lines += [
         "",
         f"- load average after the runs: {os.getloadavg()[0]:.1f} (other work on the machine "

@@ -31,6 +31,7 @@ BUILTIN_PLUGINS = (
     "plugins.builtin.recently_viewed",
     "plugins.builtin.ease",
     "plugins.builtin.content_mf",
+    "plugins.builtin.attribute_ridge",
     "plugins.builtin.autoencoders",
     "plugins.builtin.image_embedders",
     "plugins.builtin.text_embedders",

@@ -94,8 +94,8 @@ class AttributePopularity(Algorithm):
     def fit(self, data: TrainingData) -> None:
         self.n_items = data.n_items
         max_values, bins = int(self.settings["max_values"]), int(self.settings["bins"])
-        users = _Attributes.of(data.user_properties, data.n_users, max_values, bins)
-        items = _Attributes.of(data.item_properties, data.n_items, max_values, bins)
+        users = Attributes.of(data.user_properties, data.n_users, max_values, bins)
+        items = Attributes.of(data.item_properties, data.n_items, max_values, bins)
         self.bin_names = np.array(list(users.edges), dtype=str)
         self.bin_edges = np.array(list(users.edges.values()), dtype=np.float64).reshape(
             len(users.edges), bins - 1
@@ -123,7 +123,7 @@ class AttributePopularity(Algorithm):
         bins = {name: self.bin_edges[row] for row, name in enumerate(self.bin_names.tolist())}
         rows = []
         for name, value in properties.items():
-            for key in _keys(name, value, bins.get(name)):
+            for key in property_keys(name, value, bins.get(name)):
                 if key in index:
                     rows.append(index[key])
         return np.array(sorted(set(rows)) or [0], dtype=np.int64)
@@ -149,8 +149,9 @@ class AttributePopularity(Algorithm):
         self.bin_edges = np.asarray(arrays["bin_edges"], dtype=np.float64)
 
 
-def _keys(name: str, value: Any, edges: np.ndarray[Any, Any] | None) -> list[str]:
-    """The segment keys of one property value: one per value of a set, a bin for a number."""
+def property_keys(name: str, value: Any, edges: np.ndarray[Any, Any] | None) -> list[str]:
+    """The keys (segments, one-hot columns) of one property value: one per value of a set, a
+    bin for a number."""
     if value is None or name.startswith("$"):
         return []
     if edges is not None:
@@ -161,7 +162,7 @@ def _keys(name: str, value: Any, edges: np.ndarray[Any, Any] | None) -> list[str
     return [f"{name}{SEPARATOR}{v}" for v in values if v is not None]
 
 
-class _Attributes:
+class Attributes:
     """The categorical values of an entity table: a rows x values indicator matrix (rows by
     "$idx"), each value's key and property, and the bin edges of the numeric properties."""
 
@@ -177,6 +178,20 @@ class _Attributes:
         self.owners = np.asarray(owners, dtype=np.int64)
         """The property (0, 1, ...) each value belongs to."""
         self.edges = edges
+
+    def unit_by_property(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """rows x values, dense: each property's values of a row scaled to unit length (a film
+        in three genres has 1/√3 in each), so that no property outweighs another by how many
+        values it has."""
+        matrix = self.matrix.tocoo()
+        out = np.zeros(matrix.shape)
+        if not matrix.nnz:
+            return out
+        owners = self.owners[matrix.col]
+        pair = matrix.row.astype(np.int64) * (int(owners.max()) + 1) + owners
+        _, pair_index, per_pair = np.unique(pair, return_inverse=True, return_counts=True)
+        out[matrix.row, matrix.col] = 1.0 / np.sqrt(per_pair[pair_index])
+        return out
 
     def mean_matrix(self) -> sp.csr_matrix:
         """rows x values weights that average a row's values within each property, then over
@@ -194,7 +209,7 @@ class _Attributes:
         return sp.csr_matrix((weights, (rows, matrix.col)), shape=matrix.shape)
 
     @classmethod
-    def of(cls, table: pa.Table | None, n_rows: int, max_values: int, bins: int) -> _Attributes:
+    def of(cls, table: pa.Table | None, n_rows: int, max_values: int, bins: int) -> Attributes:
         keys: dict[str, int] = {}
         owners: list[int] = []
         properties = 0
@@ -217,13 +232,15 @@ class _Attributes:
                 edges[name] = bin_edges.tolist()
             elif not _is_categorical(kind):
                 continue
-            elif len({k for value in column for k in _keys(name, value, None)}) > max_values:
+            elif (
+                len({k for value in column for k in property_keys(name, value, None)}) > max_values
+            ):
                 continue  # nearly one value per row (a title, a URL): not an attribute
             owner, properties = properties, properties + 1
             for row, value in zip(indexes, column, strict=True):
                 if row is None or not 0 <= row < n_rows:
                     continue
-                for key in _keys(name, value, bin_edges):
+                for key in property_keys(name, value, bin_edges):
                     if key not in keys:
                         keys[key] = len(keys)
                         owners.append(owner)

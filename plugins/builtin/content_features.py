@@ -25,6 +25,21 @@ def item_content(data: TrainingData, settings: Mapping[str, Any]) -> tuple[Array
     dimensions: the text embedding (where the host provides text vectors), the image embedding
     (where it provides image vectors and the items have `image_property`), and the categorical
     and numeric properties. An item without a block has zeros there."""
+    blocks = embedding_blocks(data, settings)
+    if settings["properties"]:
+        blocks.append(property_vectors(data.item_properties, data.n_items, settings))
+    if not blocks:
+        return np.zeros((data.n_items, 0)), np.zeros(data.n_items, dtype=np.bool_)
+    content = np.hstack([vectors for vectors, _ in blocks])
+    present = np.logical_or.reduce([present for _, present in blocks])
+    return content, present
+
+
+def embedding_blocks(data: TrainingData, settings: Mapping[str, Any]) -> list[tuple[Array, Array]]:
+    """The items' text embedding (`text_embedder`, where the host provides text vectors) and
+    image embedding (`image_property` with `image_embedder` and `image_embedder_settings`, where
+    it provides image vectors and the items have the property), each centred and at unit
+    length (see `_centred`), with which items have it."""
     blocks: list[tuple[Array, Array]] = []
     if settings["text_embedder"] and data.item_text_vectors is not None:
         blocks.append(_centred(data.item_text_vectors(embedder=settings["text_embedder"]), data))
@@ -36,13 +51,7 @@ def item_content(data: TrainingData, settings: Mapping[str, Any]) -> tuple[Array
             image_property=prop,
         )
         blocks.append(_centred(embeddings, data))
-    if settings["properties"]:
-        blocks.append(property_vectors(data.item_properties, data.n_items, settings))
-    if not blocks:
-        return np.zeros((data.n_items, 0)), np.zeros(data.n_items, dtype=np.bool_)
-    content = np.hstack([vectors for vectors, _ in blocks])
-    present = np.logical_or.reduce([present for _, present in blocks])
-    return content, present
+    return blocks
 
 
 def _centred(embeddings: ItemEmbeddings, data: TrainingData) -> tuple[Array, Array]:

@@ -286,16 +286,24 @@ def rank(
     excluded: Holdout,
     k: int,
     candidates: np.ndarray[Any, np.dtype[np.bool_]],
+    ties: np.ndarray[Any, np.dtype[np.int64]] | None = None,
 ) -> np.ndarray[Any, np.dtype[np.int64]]:
     """users x k: each user's best items, scored from their train history, leaving out the
-    `excluded` items and the non-candidates."""
+    `excluded` items and the non-candidates. Equal scores go by the lower index, or with
+    `ties` (a permutation of the items) by the lower place in it."""
     batch = max(1, min(1024, SCORE_CELLS // max(1, data.n_items)))
     properties = UserPropertyRows(data.user_properties, data.n_users)
+    place = None if ties is None else np.argsort(ties)
     ranked = []
     for start in range(0, len(users), batch):
         chunk = users[start : start + batch].tolist()
         scores = model.score_users(histories(data, chunk, properties), data.n_items, candidates)
-        ranked.append(top_k(scores, k, [excluded.of_user(u) for u in chunk]))
+        left_out = [excluded.of_user(u) for u in chunk]
+        if ties is None or place is None:
+            ranked.append(top_k(scores, k, left_out))
+            continue
+        best = top_k(scores[:, ties], k, [place[items] for items in left_out])
+        ranked.append(np.where(best >= 0, ties[np.maximum(best, 0)], -1))
     if not ranked:
         return np.zeros((0, k), dtype=np.int64)
     return np.concatenate(ranked)
@@ -447,7 +455,13 @@ def run_one(
     history = test_histories(snapshot, spec, protocol, split, data)
     if split.candidates is not None:
         candidates = split.candidates
-    ranked = rank(model, history, users, excluded, max(ks), candidates)
+    ties = None
+    if protocol.name in COLD_PROTOCOLS:
+        # A cold-start baseline ties many items (an attribute's popularity, no evidence at
+        # all); by index, ties would favour the items listed first, on ML-100K the popular
+        # ones. A seeded shuffle breaks them the same way for every model.
+        ties = np.random.default_rng(seed).permutation(snapshot.n_items)
+    ranked = rank(model, history, users, excluded, max(ks), candidates, ties)
     relevant = [test.of_user(int(u)) for u in users]
     figures = measure(ranked, relevant, ks, int(candidates.sum()))
     return Run(spec.name, seed, figures, train_seconds, time.perf_counter() - trained)

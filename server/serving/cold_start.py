@@ -10,7 +10,10 @@ scenarios:
 
 A user with fewer than `until` interactions is scored by a blend of the two models' normalised
 scores whose weight shifts from the cold-start model (no interactions: it alone) to the
-scenario's model (at `until`: it alone), linearly in the user's interactions. Items to Item for
+scenario's model (at `until`: it alone), linearly in the user's interactions. Items likewise:
+an item that had fewer than `until` interactions when the scenario's model was trained (one
+added since has none) is scored, for every user, by the same blend with its own weight, so
+that a new item reaches the users its content suits before the model learns it. Items to Item for
 an item that the scenario's model knows nothing of (no candidate scores above 0: an item without
 interactions, for a collaborative model) takes the cold-start model's scores, which a content
 model (`content-knn`, `wide-deep`, `content-mf`) gives from the item's attributes and text.
@@ -99,15 +102,37 @@ def user_weight(history: UserHistory, until: int) -> float:
     return min(len(history) / until, 1.0)
 
 
-def blend(main: Array, cold: Array, weight: float, mask: Array) -> Array:
-    """`weight` of the main model's and the rest of the cold-start model's scores, each
-    normalised to [0, 1] over the candidates; -inf outside the mask."""
-    if weight >= 1.0:
+def item_weights(counts: Array | None, known: int, size: int, until: int) -> Array:
+    """The scenario model's weight for each of `size` items (the cold-start model has the
+    rest): the item's interactions when that model was trained (`counts`) over `until`, at most
+    1; 0 for an item added since. Without counts (a model trained from shards, or saved before
+    they were kept), the `known` items the model was trained with count as known."""
+    weights = np.zeros(size)
+    if counts is None:
+        weights[: min(known, size)] = 1.0
+    else:
+        n = min(len(counts), size)
+        weights[:n] = np.minimum(np.asarray(counts[:n], dtype=np.float64) / until, 1.0)
+    return weights
+
+
+def blend(main: Array, cold: Array, weight: float | Array, mask: Array) -> Array:
+    """`weight` (one for every item, or one per item) of the main model's scores and the rest
+    of the cold-start model's, each normalised to [0, 1] over the candidates; -inf outside the
+    mask."""
+    weights = np.asarray(weight, dtype=np.float64)
+    if (weights >= 1.0).all():
         return main
-    if weight <= 0.0:
+    if (weights <= 0.0).all():
         return cold
-    mixed = weight * ranking.normalized(main) + (1 - weight) * ranking.normalized(cold)
-    return np.where(mask, mixed, -np.inf).astype(np.float32)
+    shares = np.broadcast_to(np.clip(weights, 0.0, 1.0), main.shape)
+    # A model's part counts only where it has weight: 0 x -inf (an item it cannot score) is no
+    # score at all, not NaN.
+    main_part = np.zeros(main.shape)
+    np.multiply(shares, ranking.normalized(main), out=main_part, where=shares > 0.0)
+    cold_part = np.zeros(main.shape)
+    np.multiply(1.0 - shares, ranking.normalized(cold), out=cold_part, where=shares < 1.0)
+    return np.where(mask, main_part + cold_part, -np.inf).astype(np.float32)
 
 
 def knows_nothing(scores: Array) -> bool:

@@ -12,6 +12,9 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from plugins.algorithm import Algorithm, ParameterError
 from plugins.builtin.ensemble import Ensemble
@@ -23,6 +26,7 @@ from server.serving.scenarios import FALLBACK_MODEL, ModelConfig
 from server.training.artifacts import (
     current_version,
     ensemble_members,
+    item_interactions,
     train_model,
     training_order,
 )
@@ -37,6 +41,9 @@ class LoadedModel:
     name: str
     version: str
     algorithm: Algorithm
+    item_interactions: np.ndarray[Any, Any] | None = None
+    """How many users had interacted with each item when the model was trained (None where the
+    version does not say): a scenario's cold start weighs the model by it."""
 
 
 def check_models(config: Config, registry: Registry) -> None:
@@ -238,7 +245,9 @@ class LiveModels:
         if isinstance(algorithm, Ensemble):
             # Members are resolved at each request, so that a retrained member counts at once.
             algorithm.bind(lambda member: self.get(member).algorithm)
-        return LoadedModel(name, version, algorithm)
+        return LoadedModel(
+            name, version, algorithm, item_interactions(self.directory / name / version)
+        )
 
     def _fallback(self, name: str) -> LoadedModel:
         """What serves a model that has no version yet (under the lock)."""

@@ -214,7 +214,7 @@ class Pipeline:
 
         model = self._scoring_model(ctx, query)
         history = self._history(ctx, query) if query.user_id is not None else UserHistory.empty()
-        if query.user_id is not None and self._wants_user(ctx, query, model, history):
+        if query.user_id is not None and self._wants_user(ctx, query, model):
             user = self._index(ctx, Entity.USER, query.user_id)
             user_values = self.engine.entity_values(ctx, Entity.USER, query.user_id)
             history = cold_start.with_user(history, user, user_values)
@@ -359,11 +359,18 @@ class Pipeline:
         cold = query.cold_start
         if query.endpoint == "items-to-user":
             scores = model.score_users([history], size, mask)[0]
-            weight = 1.0 if cold is None else cold_start.user_weight(history, cold.until)
-            if cold is not None and weight < 1.0:
+            if cold is None:
+                return scores
+            # New to the model: the user (few interactions) or the item (few when the model
+            # was trained, or added since); the cold-start model has the rest of the weight.
+            known = self._model(ctx, query.model)
+            weights = cold_start.user_weight(history, cold.until) * cold_start.item_weights(
+                known.item_interactions, known.algorithm.n_items, size, cold.until
+            )
+            if bool((weights[mask] < 1.0).any()):
                 newcomer = self._model(ctx, cold.model).algorithm
                 fresh = newcomer.score_users([history], size, mask)[0]
-                scores = cold_start.blend(scores, fresh, weight, mask)
+                scores = cold_start.blend(scores, fresh, weights, mask)
             return scores
         if query.endpoint == "items-to-item":
             assert item_index is not None
@@ -504,18 +511,16 @@ class Pipeline:
                 self._model(ctx, member)
         return loaded
 
-    def _wants_user(
-        self, ctx: ReadContext, query: Query, model: Algorithm, history: UserHistory
-    ) -> bool:
+    def _wants_user(self, ctx: ReadContext, query: Query, model: Algorithm) -> bool:
         """Whether the models that will score this user read its properties (and index): the
-        cold-start model only where the user is still new to it."""
+        cold-start model too, which scores new items for every user."""
 
         def member(name: str) -> Algorithm:
             return self._model(ctx, name).algorithm
 
         models = [model]
         cold = query.cold_start
-        if cold is not None and cold_start.user_weight(history, cold.until) < 1.0:
+        if cold is not None:
             models.append(member(cold.model))
         return any(cold_start.wants_user_properties(m, member) for m in models)
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from plugins.algorithm import Algorithm
 from plugins.builtin.ensemble import Ensemble
 from plugins.manager import Registry
@@ -50,7 +52,8 @@ def train_model(
     provider = provider_for(database, registry, data.item_properties, data.n_items)
     texts = text_provider_for(registry, data.item_properties, data.n_items, database)
     algorithm.fit(replace(data, item_vectors=provider, item_text_vectors=texts))
-    return _publish(algorithm, directory / model.name)
+    counts = np.diff(data.matrix.tocsc().indptr).astype(np.int64)
+    return _publish(algorithm, directory / model.name, counts)
 
 
 def learns_from_shards(model: ModelConfig, registry: Registry) -> bool:
@@ -78,17 +81,35 @@ def train_model_from_shards(
     return _publish(algorithm, directory / model.name)
 
 
-def _publish(algorithm: Algorithm, home: Path) -> Path:
-    """Save a fitted model as a new version under `home` and point `current` at it (an atomic
-    rename, so that a server never reads half a version); returns the version's directory."""
+ITEM_INTERACTIONS = "item_interactions.npy"
+"""Beside a saved model: how many users had interacted with each item in its training data."""
+
+
+def _publish(algorithm: Algorithm, home: Path, counts: np.ndarray[Any, Any] | None = None) -> Path:
+    """Save a fitted model (with its training data's interaction `counts` per item, where
+    given) as a new version under `home` and point `current` at it (an atomic rename, so that a
+    server never reads half a version); returns the version's directory."""
     version = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 10**9:09d}"
     staging = home / f".{version}.tmp"
     algorithm.save(staging)
+    if counts is not None:
+        np.save(staging / ITEM_INTERACTIONS, counts, allow_pickle=False)
     target = home / version
     staging.rename(target)
     _point(home, version)
     _prune(home, keep={version})
     return target
+
+
+def item_interactions(version_dir: Path) -> np.ndarray[Any, Any] | None:
+    """The per-item interaction counts saved with a model version; None where it has none (or
+    they cannot be read: the model serves without them)."""
+    path = version_dir / ITEM_INTERACTIONS
+    try:
+        counts = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return counts if counts.ndim == 1 else None
 
 
 def _point(home: Path, version: str) -> None:
