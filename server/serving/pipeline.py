@@ -513,14 +513,15 @@ class Pipeline:
 
     def _wants_user(self, ctx: ReadContext, query: Query, model: Algorithm) -> bool:
         """Whether the models that will score this user read its properties (and index): the
-        cold-start model too, which scores new items for every user."""
+        cold-start model too where it scores users (Items to User: new items, for every user;
+        in Items to Item it scores the context item alone)."""
 
         def member(name: str) -> Algorithm:
             return self._model(ctx, name).algorithm
 
         models = [model]
         cold = query.cold_start
-        if cold is not None:
+        if cold is not None and query.endpoint == "items-to-user":
             models.append(member(cold.model))
         return any(cold_start.wants_user_properties(m, member) for m in models)
 
