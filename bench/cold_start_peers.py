@@ -34,6 +34,11 @@ from plugins.training import TrainingData
 
 BINS = next(p.default for p in AttributeRidge.parameters if p.name == "bins")
 """Quantile bins of the numbers: attribute-ridge's, so that every model sees the same columns."""
+SHARED = (
+    Parameter("bins", int, BINS, "quantile bins of a number (the release year, the age)", 2),
+    Parameter("seed", int, 0, "the generator's seed"),
+)
+"""The parameters both peers take."""
 
 
 class LightFMPeer(Algorithm):
@@ -45,14 +50,7 @@ class LightFMPeer(Algorithm):
         Parameter("components", int, 64, "latent dimensions", minimum=1),
         Parameter("epochs", int, 20, "training epochs", minimum=1),
         Parameter("threads", int, 2, "training threads", minimum=1),
-        Parameter(
-            "bins",
-            int,
-            BINS,
-            "quantile bins of a numeric property (the release year, the age)",
-            minimum=2,
-        ),
-        Parameter("seed", int, 0, "the generator's seed"),
+        *SHARED,
     )
 
     def __init__(self, **settings: Any) -> None:
@@ -137,14 +135,7 @@ class PyTorchWideDeepPeer(Algorithm):
         Parameter("epochs", int, 5, "training epochs", minimum=1),
         Parameter("batch_size", int, 2048, "training batch size", minimum=1),
         Parameter("learning_rate", float, 3e-3, "Adam's learning rate", minimum=0.0),
-        Parameter(
-            "bins",
-            int,
-            BINS,
-            "quantile bins of a numeric property (the release year, the age)",
-            minimum=2,
-        ),
-        Parameter("seed", int, 0, "the generator's seed"),
+        *SHARED,
     )
 
     def __init__(self, **settings: Any) -> None:
