@@ -242,16 +242,31 @@ def solve_rows(
     prior: Array | None = None,
     prior_weight: float = 0.0,
     gram: Array | None = None,
+    *,
+    unobserved: float = 1.0,
+    row_l2: Array | None = None,
 ) -> Array:
     """One ALS half-step: for each row r (a user, or an item) the factor x minimising
     Σ_j c_rj (p_rj - x·y_j)² + l2 |x|² (or + prior_weight |x - prior_r|² with a prior), with
     c = 1 + alpha·weight on the row's entries and c = 1, p = 0 elsewhere. By Hu et al.'s
-    identity, YᵀC_rY = YᵀY + Yᵀ(C_r - I)Y, so each row costs its own entries only."""
+    identity, YᵀC_rY = YᵀY + Yᵀ(C_r - I)Y, so each row costs its own entries only.
+
+    `unobserved`: the c of the entries without an interaction, w0 (1 by default, as Hu et al.;
+    Rendle et al. 2022's alpha0): then YᵀC_rY = w0 YᵀY + Yᵀ(C_r - w0 I)Y. `row_l2`: each row's
+    own L2 weight, in place of `l2` (a frequency-scaled regularisation); not with a prior."""
     n, k = rows.shape[0], other.shape[1]
     if gram is None:
         gram = other.T @ other
     weight = prior_weight if prior is not None else l2
-    base = gram + np.eye(k) * max(weight, 1e-6)  # a row with no entries still has a solution
+    if unobserved != 1.0:
+        gram = unobserved * gram
+    if row_l2 is None:
+        base = gram + np.eye(k) * max(weight, 1e-6)  # a row with no entries still has a solution
+    elif prior is not None:
+        raise ValueError("row_l2 is the L2 weight of rows without a prior")
+    else:
+        base = gram
+        row_l2 = np.maximum(np.asarray(row_l2, dtype=np.float64), 1e-6)
     out = np.zeros((n, k))
     lengths = np.diff(rows.indptr)
     # Rows of similar lengths are solved together, their entries' factors padded into one
@@ -273,9 +288,13 @@ def solve_rows(
         at = np.where(held, rows.indptr[chunk][:, None] + offsets[None, :], 0)
         factors = other[rows.indices[at]] if rows.nnz else np.zeros((len(chunk), longest, k))
         extra = np.where(held, alpha * rows.data[at], 0.0) if rows.nnz else held * 0.0
+        # An entry's weight in YᵀC_rY beyond the unobserved w0 YᵀY: c - w0 (alpha·w by default).
+        beyond = extra if unobserved == 1.0 else np.where(held, extra + (1.0 - unobserved), 0.0)
         # Contiguous: numpy's stacked matmul calls BLAS only for contiguous operands.
-        weighted = np.ascontiguousarray((factors * extra[..., None]).transpose(0, 2, 1))
+        weighted = np.ascontiguousarray((factors * beyond[..., None]).transpose(0, 2, 1))
         lhs = base + np.matmul(weighted, factors)
+        if row_l2 is not None:
+            lhs += row_l2[chunk][:, None, None] * np.eye(k)
         rhs = np.matmul(((1.0 + extra) * held)[:, None, :], factors)[:, 0, :]
         if prior is not None:
             rhs += prior_weight * prior[chunk]
