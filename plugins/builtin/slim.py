@@ -33,7 +33,7 @@ W holds at most items x `neighbours` weights.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,7 @@ import scipy.sparse as sp
 
 from plugins.algorithm import Algorithm, Parameter, UserHistory
 from plugins.builtin.ease import binarised, history_matrix
-from plugins.builtin.rp3beta import BLOCK_CELLS, row_blocks, top_k_per_row
+from plugins.builtin.sparse_items import BLOCK_CELLS, SparseItemModel, row_blocks, top_k_per_row
 from plugins.hookspecs import hookimpl
 from plugins.training import TrainingData
 
@@ -54,7 +54,7 @@ TOLERANCE = 1e-4
 batch's largest weight."""
 
 
-class SLIM(Algorithm):
+class SLIM(SparseItemModel):
     name = "slim"
     description = "items a sparse nonnegative item-item regression predicts from a history"
     parameters = (
@@ -73,11 +73,6 @@ class SLIM(Algorithm):
         Parameter("sweeps", int, 50, "most coordinate-descent sweeps per batch", minimum=1),
     )
 
-    def __init__(self, **settings: Any) -> None:
-        super().__init__(**settings)
-        self.weights = sp.csr_matrix((0, 0), dtype=np.float32)
-        """W: column j predicts item j; row i holds what item i in a history adds."""
-
     def fit(self, data: TrainingData) -> None:
         self.n_items = data.n_items
         self.weights = slim_weights(
@@ -93,30 +88,6 @@ class SLIM(Algorithm):
         """The histories' binarised rows times W, as one sparse product."""
         rows = history_matrix(histories, self.n_items)
         return np.asarray((rows @ self.weights).toarray(), dtype=np.float32)
-
-    def item_scores(self, items: Sequence[int]) -> np.ndarray[Any, Any]:
-        """Row i of W: the scores of a one-item history."""
-        scores = np.zeros((len(items), self.n_items), dtype=np.float32)
-        indptr, indices, values = self.weights.indptr, self.weights.indices, self.weights.data
-        for row, item in enumerate(items):
-            if 0 <= item < self.n_items:
-                start, end = indptr[item], indptr[item + 1]
-                scores[row, indices[start:end]] = values[start:end]
-        return scores
-
-    def state(self) -> dict[str, np.ndarray[Any, Any]]:
-        return {
-            "indptr": self.weights.indptr,
-            "indices": self.weights.indices,
-            "data": self.weights.data,
-        }
-
-    def restore(self, arrays: Mapping[str, np.ndarray[Any, Any]]) -> None:
-        self.weights = sp.csr_matrix(
-            (arrays["data"], arrays["indices"], arrays["indptr"]),
-            shape=(self.n_items, self.n_items),
-            dtype=np.float32,
-        )
 
 
 def slim_weights(

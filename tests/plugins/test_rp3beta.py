@@ -12,7 +12,8 @@ import scipy.sparse as sp
 
 from plugins.algorithm import ParameterError, UserHistory
 from plugins.builtin import rp3beta
-from plugins.builtin.rp3beta import RP3beta, top_k_per_row
+from plugins.builtin.rp3beta import RP3beta
+from plugins.builtin.sparse_items import top_k_per_row
 from tests.plugins.test_ease import random_matrix, training_data
 
 
