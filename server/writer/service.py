@@ -135,6 +135,7 @@ class WriterService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._tcp: asyncio.base_events.Server | None = None
+        self._tcp_loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def open(self) -> None:
@@ -194,13 +195,25 @@ class WriterService:
             partial(self._connection, needs_token=True), host=host, port=port, limit=2**20
         )
         self._tcp = server
+        self._tcp_loop = asyncio.get_running_loop()
         bound = server.sockets[0].getsockname()
         logger.info("writer: listening on %s:%d", bound[0], bound[1])
         return str(bound[0]), int(bound[1])
 
     def close(self) -> None:
-        if self._tcp is not None:
-            self._tcp.close()
+        """Stop listening on TCP and close the databases; callable from any thread."""
+        server, loop = self._tcp, self._tcp_loop
+        if server is not None and loop is not None and not loop.is_closed():
+            # asyncio's Server is not thread-safe: closed from another thread while its loop
+            # detaches a connection, it wakes its waiters twice and fails.
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop or not loop.is_running():
+                server.close()
+            else:
+                loop.call_soon_threadsafe(server.close)
         for served in self._served.values():
             served.database.close()
             served.seq.close()
