@@ -1,15 +1,18 @@
-"""Sequence models: GRU4Rec and the feed-forward baseline against item-kNN and popularity, and
-GRU4Rec fed with image embeddings against GRU4Rec on item ids alone.
+"""Sequence models: GRU4Rec, SASRec and the feed-forward baseline against item-kNN and popularity,
+and GRU4Rec fed with image embeddings against GRU4Rec on item ids alone.
 
     .venv/bin/python -m bench.sequence [--seeds 1,2,3] [--parts movielens,images]
                                        [--directory DIR] [--no-report]
 
 Part `movielens`: MovieLens-100K, protocol (b): each user's last rating (by time) is the test,
 the one before it the validation (early stopping); full ranking of every item. Recall, NDCG and
-MRR at 10 and 20, and GRU4Rec's seconds per training epoch. RecBole 1.2.1's GRU4Rec on the same
-protocol, with its defaults, comes from the JSON that `python -m bench.recbole_gru4rec` writes
-(run it first; the table says when it is missing). RecBole ranks the user's earlier items too,
-so the comparison is made that way (`exclude_seen` off).
+MRR at 10 and 20; then, from one more fit of GRU4Rec (both settings) and SASRec on the first
+seed's split, each one's seconds per training epoch, the epochs it ran, and its NDCG@10 with the
+user's earlier items left out of the ranking too (reqo's harness convention, as the validation
+of early stopping ranks). RecBole 1.2.1's GRU4Rec on the same protocol, with its defaults, comes
+from the JSON that `python -m bench.recbole_gru4rec` writes (run it first; the table says when
+it is missing). RecBole ranks the user's earlier items too, so the comparison is made that way
+(`exclude_seen` off).
 
 Part `images`: a SYNTHETIC dataset (storage/fashion_sessions.py, seeded): 4,000 Fashion-MNIST
 products and simulated shoppers whose sessions move mostly between look-alike pictures. Leave
@@ -43,10 +46,12 @@ from plugins.evaluation.harness import (
     fit_one,
     prepare_split,
     rank,
+    test_histories,
 )
 from plugins.evaluation.metrics import ndcg_at
 from plugins.evaluation.report import format_figure, summarise, versions
 from plugins.manager import collect, get_plugin_manager
+from plugins.training import Holdout
 from server.training.item_vectors import provider_for
 from storage import fashion_sessions
 from storage.database import Database
@@ -58,6 +63,7 @@ WHOLE_HISTORY = {"session_gap": 0, "dropout_hidden": 0.3, "dropout_embedding": 0
 SEQUENCE_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "gru4rec": ("gru4rec", {}),
     "gru4rec (whole history)": ("gru4rec", WHOLE_HISTORY),
+    "sasrec": ("sasrec", {}),
     "next-item-ffn": ("next-item-ffn", {}),
     "item-knn": ("item-knn", {}),
     "popularity": ("popularity", {}),
@@ -104,7 +110,7 @@ def movielens(seeds: tuple[int, ...], directory: Path) -> list[str]:
         "item, the user's earlier items included (as RecBole ranks for sequential models); every "
         f"rating a positive; seeds {', '.join(map(str, seeds))} (mean ± sample std)",
         f"- gru4rec: the defaults (sessions cut at 30-minute pauses); gru4rec (whole history): "
-        f"{WHOLE_HISTORY}",
+        f"{WHOLE_HISTORY}; sasrec: the defaults (full softmax cross-entropy)",
         "",
     ]
     # RecBole's sequential protocol ranks the user's earlier items too (its full-sort evaluation
@@ -113,9 +119,9 @@ def movielens(seeds: tuple[int, ...], directory: Path) -> list[str]:
     evaluation = evaluate(snapshot, models, protocol, progress=True)
     summary = summarise(evaluation)
     # Read after the evaluation: bench.recbole_gru4rec may still be writing it when this starts.
-    lines += [_table(summary), *_recbole_lines(summary, recbole_reference()), ""]
-    lines += _epoch_lines(snapshot, seeds[0])
-    return lines
+    lines += [_table(summary), *_recbole_lines(summary, recbole_reference()), _sasrec_line(summary)]
+    timed, figures = _epoch_lines(snapshot, seeds[0])
+    return [*lines, "", *timed, _sasrec_target(figures["sasrec"], seeds[0])]
 
 
 def _table(summary: dict[str, dict[str, tuple[float, float | None]]]) -> str:
@@ -158,18 +164,64 @@ def _recbole_lines(
     return lines
 
 
-def _epoch_lines(snapshot: Snapshot, seed: int) -> list[str]:
-    """GRU4Rec's seconds per epoch on the protocol's training part."""
+def _sasrec_line(summary: dict[str, dict[str, tuple[float, float | None]]]) -> str:
+    sasrec = summary["sasrec"]["ndcg@10"][0]
+    gru = max(summary["gru4rec"]["ndcg@10"][0], summary["gru4rec (whole history)"]["ndcg@10"][0])
+    verdict = "met" if sasrec > gru else "**missed**"
+    return (
+        f"- SASRec's NDCG@10 {sasrec:.4f} vs GRU4Rec's best {gru:.4f}, the user's earlier items "
+        f"ranked too: beats it: {verdict}"
+    )
+
+
+SASREC_TARGET = (0.11, 5.0)
+"""SASRec's target: NDCG@10 with the user's earlier items left out, and seconds per epoch."""
+
+
+def _sasrec_target(figures: tuple[float, float], seed: int) -> str:
+    (ndcg, seconds), (goal, most) = figures, SASREC_TARGET
+    verdict = "met" if ndcg >= goal and seconds <= most else "**missed**"
+    return (
+        f"- target: SASRec's NDCG@10 with the user's earlier items left out >= {goal} at <= "
+        f"{most:g} s per epoch (seed {seed}): {ndcg:.4f} at {seconds:.2f} s: {verdict}"
+    )
+
+
+EPOCH_MODELS = ("gru4rec", "gru4rec (whole history)", "sasrec")
+"""The models whose training is timed per epoch."""
+
+
+def _epoch_lines(snapshot: Snapshot, seed: int) -> tuple[list[str], dict[str, tuple[float, float]]]:
+    """Each of EPOCH_MODELS fitted once more on the protocol's training part: a line with its
+    seconds per epoch (the fit's seconds, validation included, over its epochs), its epochs,
+    and its test NDCG@10 with and without the user's earlier items in the ranking; and by
+    model, the NDCG@10 without them and the seconds per epoch."""
     protocol = Protocol(name="loo", ks=(10,), seeds=(seed,))
     split = prepare_split(snapshot, protocol, seed)
-    [spec] = specs(["gru4rec"])
-    model, _, seconds = fit_one(snapshot, spec, protocol, seed, split)
-    epochs = max(1, int(getattr(model, "epochs_trained", 1)))
-    device = getattr(model, "device_used", "cpu")
-    return [
-        f"- GRU4Rec training on ML-100K (protocol (b) train part): {seconds / epochs:.2f} s per "
-        f"epoch over {epochs} epochs, on {device} (this machine's CPU; no GPU was lent)"
-    ]
+    candidates = np.array([item is not None for item in snapshot.item_ids], dtype=bool)
+    test = split.holdouts.test
+    relevant = [test.of_user(int(u)) for u in test.users]
+    nothing = np.zeros(0, dtype=np.int64)
+    keep_seen = Holdout.of(nothing, nothing, snapshot.n_users)
+    lines, figures = [], {}
+    for spec in specs(EPOCH_MODELS):
+        model, data, seconds = fit_one(snapshot, spec, protocol, seed, split)
+        epochs = max(1, int(getattr(model, "epochs_trained", 1)))
+        best = int(getattr(model, "best_epoch", epochs))
+        device = getattr(model, "device_used", "cpu")
+        history = test_histories(snapshot, spec, protocol, split, data)
+        ndcg = {}
+        for name, left_out in (("all", keep_seen), ("unseen", split.holdouts.seen_before_test)):
+            ranked = rank(model, history, test.users, left_out, 10, candidates)
+            ndcg[name] = float(ndcg_at(ranked, relevant, 10).mean())
+        lines.append(
+            f"- {spec.name} on ML-100K (protocol (b) train part, seed {seed}): "
+            f"{seconds / epochs:.2f} s per epoch over {epochs} epochs (best {best}), on {device} "
+            f"(this machine's CPU; no GPU was lent); test NDCG@10 {ndcg['all']:.4f}, "
+            f"{ndcg['unseen']:.4f} with the user's earlier items left out"
+        )
+        figures[spec.name] = (ndcg["unseen"], seconds / epochs)
+    return lines, figures
 
 
 @dataclass(frozen=True)

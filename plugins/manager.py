@@ -43,6 +43,7 @@ BUILTIN_PLUGINS = (
     "plugins.builtin.visual",
     "plugins.builtin.ensemble",
     "plugins.builtin.gru4rec",
+    "plugins.builtin.sasrec",
     "plugins.builtin.next_item_ffn",
     "plugins.builtin.wide_deep",
     "plugins.builtin.logics",
