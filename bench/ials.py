@@ -9,7 +9,8 @@ through the harness of `reqo evaluate` (each user scored from their train histor
 fitted on the train part and measured on the test part:
 
 - `ials`: reqo's, with its default parameters (chosen on the validation part of seed 1: `--tune`
-  runs that search again and prints it);
+  runs that search again and prints it), its half-steps by 3 steps of conjugate gradient;
+- `ials (exact)`: the same with every half-step solved exactly (a k x k solve per row);
 - `ials (Hu)`: reqo's on Hu et al.'s objective (no frequency scaling, unobserved weight 1) with
   the factors, confidence, regularisation and epochs given to implicit: the same objective as
   implicit's, so its figures should match implicit's and its time compares like for like;
@@ -170,7 +171,11 @@ def specs(threads: int, with_implicit: bool) -> list[ModelSpec]:
     """The models of the table, in its order."""
     peer = peer_settings(threads)
     hu = {key: value for key, value in peer.items() if key != "threads"}
-    models = [ModelSpec("ials", IALS), ModelSpec("ials (Hu)", IALS, {**hu, **HU})]
+    models = [
+        ModelSpec("ials", IALS),
+        ModelSpec("ials (exact)", IALS, {"solver": "exact"}),
+        ModelSpec("ials (Hu)", IALS, {**hu, **HU}),
+    ]
     if with_implicit:
         models.append(ModelSpec("implicit", ImplicitALS, peer))
     return [*models, ModelSpec("ease", EASE)]

@@ -31,7 +31,7 @@ every model that learns per-item parameters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -268,9 +268,28 @@ def solve_rows(
         base = gram
         row_l2 = np.maximum(np.asarray(row_l2, dtype=np.float64), 1e-6)
     out = np.zeros((n, k))
+    for chunk, factors, confidence, beyond in padded_rows(rows, other, alpha, unobserved):
+        # Contiguous: numpy's stacked matmul calls BLAS only for contiguous operands.
+        weighted = np.ascontiguousarray((factors * beyond[..., None]).transpose(0, 2, 1))
+        lhs = base + np.matmul(weighted, factors)
+        if row_l2 is not None:
+            lhs += row_l2[chunk][:, None, None] * np.eye(k)
+        rhs = np.matmul(confidence[:, None, :], factors)[:, 0, :]
+        if prior is not None:
+            rhs += prior_weight * prior[chunk]
+        out[chunk] = np.linalg.solve(lhs, rhs[..., None])[..., 0]
+    return out
+
+
+def padded_rows(
+    rows: sp.csr_matrix, other: Array, alpha: float, unobserved: float = 1.0
+) -> Iterator[tuple[Array, Array, Array, Array]]:
+    """The rows in batches of similar lengths, each as (row indices, the factors of its entries
+    padded into one (rows, longest, k) block, each entry's confidence c = 1 + alpha x weight,
+    and its weight in YᵀC_rY beyond the unobserved w0, c - w0; both 0 in the padding): a few
+    batched products instead of one small product per row."""
+    n, k = rows.shape[0], other.shape[1]
     lengths = np.diff(rows.indptr)
-    # Rows of similar lengths are solved together, their entries' factors padded into one
-    # (rows, longest, k) block: a few batched products instead of one small product per row.
     order = np.argsort(lengths, kind="stable")
     start = 0
     while start < n:
@@ -288,19 +307,9 @@ def solve_rows(
         at = np.where(held, rows.indptr[chunk][:, None] + offsets[None, :], 0)
         factors = other[rows.indices[at]] if rows.nnz else np.zeros((len(chunk), longest, k))
         extra = np.where(held, alpha * rows.data[at], 0.0) if rows.nnz else held * 0.0
-        # An entry's weight in YᵀC_rY beyond the unobserved w0 YᵀY: c - w0 (alpha·w by default).
         beyond = extra if unobserved == 1.0 else np.where(held, extra + (1.0 - unobserved), 0.0)
-        # Contiguous: numpy's stacked matmul calls BLAS only for contiguous operands.
-        weighted = np.ascontiguousarray((factors * beyond[..., None]).transpose(0, 2, 1))
-        lhs = base + np.matmul(weighted, factors)
-        if row_l2 is not None:
-            lhs += row_l2[chunk][:, None, None] * np.eye(k)
-        rhs = np.matmul(((1.0 + extra) * held)[:, None, :], factors)[:, 0, :]
-        if prior is not None:
-            rhs += prior_weight * prior[chunk]
-        out[chunk] = np.linalg.solve(lhs, rhs[..., None])[..., 0]
+        yield chunk, factors, (1.0 + extra) * held, beyond
         start = stop
-    return out
 
 
 def history_rows(histories: Sequence[UserHistory], n_items: int) -> sp.csr_matrix:

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from plugins.algorithm import UserHistory
 from plugins.builtin.content_mf import solve_rows
-from plugins.builtin.ials import IALS
+from plugins.builtin.ials import IALS, conjugate_gradient_rows
 from plugins.training import TrainingData, validate_weights
 
 N_ITEMS, N_USERS = 30, 60
@@ -176,6 +176,46 @@ def test_solve_rows_keeps_its_default_behaviour_with_the_new_keywords(data: Trai
     plain = solve_rows(rows, items, 2.0, 7.0)
     same = solve_rows(rows, items, 2.0, 123.0, unobserved=1.0, row_l2=np.full(N_USERS, 7.0))
     np.testing.assert_allclose(same, plain, rtol=1e-12)
+
+
+@pytest.mark.parametrize("unobserved", [1.0, 0.3])
+def test_conjugate_gradient_converges_to_the_exact_half_step(
+    graded: TrainingData, unobserved: float
+) -> None:
+    rows = graded.matrix.astype(np.float64)
+    items = np.random.default_rng(3).standard_normal((N_ITEMS, 6))
+    l2 = np.random.default_rng(4).uniform(0.5, 5.0, N_USERS)
+    exact = solve_rows(rows, items, 2.0, 0.0, unobserved=unobserved, row_l2=l2)
+    start = np.zeros_like(exact)
+    errors = [
+        np.abs(
+            conjugate_gradient_rows(rows, items, 2.0, start, l2, unobserved=unobserved, steps=n)
+            - exact
+        ).max()
+        for n in (1, 3, 6)
+    ]
+    # k = 6 unknowns: conjugate gradient is exact (to rounding) after 6 steps, and gets closer
+    # on the way.
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 1e-8 * np.abs(exact).max()
+    # Started at the answer, it stays there.
+    np.testing.assert_allclose(
+        conjugate_gradient_rows(rows, items, 2.0, exact, l2, unobserved=unobserved, steps=3),
+        exact,
+        atol=1e-10,
+    )
+
+
+def test_conjugate_gradient_training_matches_the_exact_solver(data: TrainingData) -> None:
+    exact = fitted(data, solver="exact", epochs=12)
+    approximate = fitted(data, solver="cg", cg_steps=3, epochs=12)
+    # The same objective reached within a few percent, and the same strongest co-occurrence.
+    assert approximate.training_loss[-1] == pytest.approx(exact.training_loss[-1], rel=0.05)
+    assert approximate.training_loss[-1] < approximate.training_loss[0]
+    for model in (exact, approximate):
+        scores = model.item_scores([PAIR[0]])[0]
+        scores[PAIR[0]] = -np.inf
+        assert int(np.argmax(scores)) == PAIR[1]
 
 
 def test_save_then_load_gives_the_same_model(data: TrainingData, tmp_path: Path) -> None:
