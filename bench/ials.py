@@ -274,7 +274,11 @@ def report_lines(
 
 def settings_line(threads: int) -> str:
     """What each model was given."""
-    listed = ", ".join(f"{n} {v:g}" for n, v in DEFAULTS.items() if n != "seed")
+    listed = ", ".join(
+        f"{n} {v:g}" if isinstance(v, int | float) else f"{n} {v}"
+        for n, v in DEFAULTS.items()
+        if n != "seed"
+    )
     peer = peer_settings(threads)
     same = ", ".join(f"{n} {v:g}" for n, v in peer.items() if n != "threads")
     return (
