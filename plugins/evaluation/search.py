@@ -10,7 +10,9 @@ parameter refits that member for each value (cached, but expensive).
 
 Each CMA-ES generation asks for `screen` times its population; the surrogate, fitted on every
 weighting evaluated so far, ranks them by an optimistic estimate (mean + std), and only the best
-`population` are evaluated; the others are told to CMA-ES at the surrogate's mean.
+`population` are evaluated; the others are told to CMA-ES at the surrogate's mean (`evolve`,
+which plugins.evaluation.param_search uses too, for one model's parameters alone). The spaces of
+searched parameters (`--params`) are those of plugins.evaluation.param_space.
 """
 
 from __future__ import annotations
@@ -35,41 +37,18 @@ from plugins.evaluation.harness import (
     prepare_split,
 )
 from plugins.evaluation.metrics import METRICS, top_k
+from plugins.evaluation.param_space import ParamValue, ParamValues
+from plugins.evaluation.param_space import SearchError as SearchError
+from plugins.evaluation.param_space import Tunable as Tunable
+from plugins.evaluation.param_space import parse_tunables as parse_tunables
 from plugins.training import ItemVectorProvider, TrainingData
 from storage.snapshot import Snapshot
 
 Array = np.ndarray[Any, Any]
-ParamValues = tuple[tuple[str, float | int], ...]
-"""A member's searched parameters, as (name, value) pairs in a fixed order."""
 SCORE_CELLS = 1 << 24
 """Users are scored in batches of at most this many (user, item) scores."""
 TUNED_CACHE = 12
 """Validation scores kept for refitted members (per seed and parameter values)."""
-
-
-class SearchError(ValueError):
-    """A search that cannot be run: `option` names the setting, as the command line does."""
-
-    def __init__(self, option: str, problem: str) -> None:
-        super().__init__(f"{option}: {problem}")
-        self.option = option
-        self.problem = problem
-
-
-@dataclass(frozen=True)
-class Tunable:
-    """A member parameter to search between `low` and `high` (rounded where `integer`)."""
-
-    member: str
-    parameter: str
-    low: float
-    high: float
-    integer: bool = False
-
-    def value(self, unit: float) -> float | int:
-        """The parameter's value at a point of [0, 1]."""
-        value = self.low + (self.high - self.low) * min(max(float(unit), 0.0), 1.0)
-        return round(value) if self.integer else value
 
 
 def parse_metric(text: str) -> tuple[str, int]:
@@ -81,48 +60,13 @@ def parse_metric(text: str) -> tuple[str, int]:
     return name, int(k)
 
 
-def parse_tunables(text: str, members: Mapping[str, ModelSpec]) -> tuple[Tunable, ...]:
-    """ "ease.l2=10:1000,mult-vae.epochs=50:200" -> tunables; SearchError naming --params."""
-    tunables = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        target, _, bounds = part.partition("=")
-        member, _, parameter = target.rpartition(".")
-        low_text, _, high_text = bounds.partition(":")
-        if not member or not parameter or not high_text:
-            raise SearchError("--params", f"{part!r} is not member.parameter=low:high")
-        spec = members.get(member)
-        if spec is None:
-            raise SearchError("--params", f"'{member}' is not a member ({', '.join(members)})")
-        found = {p.name: p for p in spec.algorithm.parameters}.get(parameter)
-        if found is None or found.kind not in (int, float):
-            numeric = ", ".join(p.name for p in spec.algorithm.parameters if p.kind in (int, float))
-            raise SearchError(
-                "--params", f"'{parameter}' is not a numeric parameter of {member} ({numeric})"
-            )
-        try:
-            low, high = float(low_text), float(high_text)
-        except ValueError:
-            raise SearchError("--params", f"{part!r}: the bounds must be numbers") from None
-        if not low < high:
-            raise SearchError("--params", f"{part!r}: low must be below high")
-        for bound in (low, high):
-            try:
-                found.validate(spec.algorithm.name, int(bound) if found.kind is int else bound)
-            except ValueError as error:
-                raise SearchError("--params", f"{part!r}: {error}") from None
-        tunables.append(Tunable(member, parameter, low, high, found.kind is int))
-    if len({(t.member, t.parameter) for t in tunables}) != len(tunables):
-        raise SearchError("--params", "a parameter is listed twice")
-    return tuple(tunables)
-
-
 @dataclass(frozen=True)
 class Evaluated:
     """One weighting (and member parameters) evaluated on the validation users."""
 
     weights: dict[str, float]
     """Normalised to sum to 1."""
-    params: dict[str, dict[str, float | int]]
+    params: dict[str, dict[str, ParamValue]]
     value: float
     """The metric, mean over the seeds."""
     generation: int
@@ -319,25 +263,19 @@ def search(
     progress: Callable[[Evaluated, Evaluated], None] | None = None,
 ) -> SearchResult:
     """CMA-ES over the members' weights (each in [0, 1], then normalised to sum to 1) and the
-    tunables (in [0, 1], mapped to their bounds), with a Gaussian-process surrogate choosing
+    tunables (in [0, 1], mapped to their spaces), with a Gaussian-process surrogate choosing
     which of each generation's candidates are evaluated; at most `budget` evaluations."""
-    import cma  # type: ignore[import-untyped]  # cma ships no type information
-
     members = tuple(objective.members)
     if budget < 1:
         raise SearchError("--budget", f"must be at least 1, not {budget}")
-    dims = len(members) + len(tunables)
     top = max(start.values()) if start and max(start.values()) > 0 else 1.0
     x0 = [start.get(m, 1.0) / top for m in members] + [0.5] * len(tunables)
-    options = {"bounds": [0.0, 1.0], "seed": seed, "verbose": -9, "tolx": 1e-4}
-    strategy = cma.CMAEvolutionStrategy(x0, sigma, options)
-    population = int(strategy.popsize)
 
     def decode(x: Sequence[float]) -> tuple[dict[str, float], dict[str, ParamValues]]:
         raw = np.clip(np.asarray(x[: len(members)], dtype=np.float64), 0.0, 1.0)
         raw = raw / raw.sum() if raw.sum() > 0 else np.full(len(members), 1.0 / len(members))
         weights = {m: float(w) for m, w in zip(members, raw, strict=True)}
-        params: dict[str, list[tuple[str, float | int]]] = {}
+        params: dict[str, list[tuple[str, ParamValue]]] = {}
         for tunable, unit in zip(tunables, x[len(members) :], strict=True):
             params.setdefault(tunable.member, []).append((tunable.parameter, tunable.value(unit)))
         return weights, {m: tuple(v) for m, v in params.items()}
@@ -348,43 +286,30 @@ def search(
         return [weights[m] for m in members] + [min(max(u, 0.0), 1.0) for u in x[len(members) :]]
 
     history: list[Evaluated] = []
-    seen_x: list[list[float]] = []
-    seen_y: list[float] = []
 
-    def evaluate(x: Sequence[float], generation: int) -> float:
+    def evaluate(x: Sequence[float], generation: int) -> float | None:
+        if len(history) >= budget:
+            return None
         weights, params = decode(x)
         value = objective(weights, params)
         record = Evaluated(weights, {m: dict(v) for m, v in params.items()}, value, generation)
         history.append(record)
-        seen_x.append(features(x))
-        seen_y.append(value)
         if progress is not None:
             progress(record, max(history, key=lambda e: e.value))
         return value
 
-    evaluate(x0, 0)
+    seen = [(features(x0), evaluate(x0, 0) or 0.0)]
     start_record = history[0]
-    screened = 0
-    generation = 0
-    while len(history) < budget and not strategy.stop():
-        generation += 1
-        warm = len(history) >= dims + 2
-        asked = strategy.ask(population * screen if warm else population)
-        screened += len(asked)
-        if warm:
-            # Pre-screening: the surrogate's most promising candidates form the generation.
-            mean, spread = _surrogate(seen_x, seen_y, [features(x) for x in asked], seed)
-            order = np.argsort(-(mean + spread), kind="stable")[:population]
-            chosen = [asked[i] for i in order]
-            guesses = [float(mean[i]) for i in order]
-        else:
-            chosen, guesses = list(asked), [seen_y[-1]] * len(asked)
-        # CMA-ES minimises; a candidate past the budget is told the surrogate's guess.
-        told = [
-            -evaluate(x, generation) if len(history) < budget else -guess
-            for x, guess in zip(chosen, guesses, strict=True)
-        ]
-        strategy.tell(chosen, told)
+    screened = evolve(
+        evaluate,
+        x0,
+        features,
+        seen,
+        more=lambda: len(history) < budget,
+        seed=seed,
+        sigma=sigma,
+        screen=screen,
+    )
     best = max(history, key=lambda e: e.value)
     validation = {m: objective({m: 1.0}) for m in members}
     configured = start_record.weights
@@ -400,6 +325,61 @@ def search(
         validation=validation,
         test=test,
     )
+
+
+def evolve(
+    evaluate: Callable[[Sequence[float], int], float | None],
+    x0: Sequence[float],
+    features: Callable[[Sequence[float]], list[float]],
+    seen: list[tuple[list[float], float]],
+    *,
+    more: Callable[[], bool] = lambda: True,
+    seed: int = 1,
+    sigma: float = 0.3,
+    screen: int = 4,
+) -> int:
+    """CMA-ES over [0, 1]^d from `x0`, maximising `evaluate(x, generation)` until it answers
+    None (its budget is spent), `more()` turns false before a generation, or CMA-ES stops;
+    returns how many candidates were screened.
+
+    Once `seen` (the surrogate's (features, value) pairs, appended to as points are evaluated)
+    holds d + 2 points, each generation asks for `screen` times its population and a Gaussian
+    process ranks them by mean + std: only the best `population` are evaluated."""
+    import cma  # type: ignore[import-untyped]  # cma ships no type information
+
+    dims = len(x0)
+    options = {"bounds": [0.0, 1.0], "seed": seed, "verbose": -9, "tolx": 1e-4}
+    strategy = cma.CMAEvolutionStrategy(list(x0), sigma, options)
+    population = int(strategy.popsize)
+    screened = 0
+    generation = 0
+    spent = False
+    while not spent and more() and not strategy.stop():
+        generation += 1
+        warm = len(seen) >= dims + 2
+        asked = strategy.ask(population * screen if warm else population)
+        screened += len(asked)
+        if warm:
+            # Pre-screening: the surrogate's most promising candidates form the generation.
+            seen_x, seen_y = [s[0] for s in seen], [s[1] for s in seen]
+            mean, spread = _surrogate(seen_x, seen_y, [features(x) for x in asked], seed)
+            order = np.argsort(-(mean + spread), kind="stable")[:population]
+            chosen = [asked[i] for i in order]
+            guesses = [float(mean[i]) for i in order]
+        else:
+            chosen, guesses = list(asked), [seen[-1][1] if seen else 0.0] * len(asked)
+        # CMA-ES minimises; a candidate past the budget is told the surrogate's guess.
+        told = []
+        for x, guess in zip(chosen, guesses, strict=True):
+            value = None if spent else evaluate(x, generation)
+            if value is None:
+                spent = True
+                told.append(-guess)
+            else:
+                seen.append((features(x), value))
+                told.append(-value)
+        strategy.tell(chosen, told)
+    return screened
 
 
 def _surrogate(

@@ -1,5 +1,5 @@
-"""`reqo optimize` on a real DuckDB file: the search, its overlay, the curve, bad arguments; and
-configuration overlays."""
+"""`reqo optimize` on a real DuckDB file: an ensemble's search and one model's, their overlays,
+the curve, bad arguments; and configuration overlays."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from plugins.evaluation.harness import ModelSpec, Protocol, evaluate
+from plugins.evaluation.param_search import ModelObjective
 from plugins.evaluation.search import (
     Objective,
     SearchError,
@@ -31,11 +32,15 @@ MODELS: dict[str, Any] = {
     "ease": {"algorithm": "ease", "params": {"l2": 10.0}},
     "pop": {"algorithm": "popularity"},
     "blend": {"algorithm": "ensemble", "params": {"members": ["ease", "pop"]}},
+    # A clearly bad regularisation on this data: the search must leave it.
+    "ease-bad": {"algorithm": "ease", "params": {"l2": 1.0}},
+    "knn": {"algorithm": "item-knn"},
 }
 SCENARIOS: dict[str, Any] = {
     # Starts from popularity alone: the search must find that EASE is worth more.
     "home": {"model": "blend", "ensemble_weights": {"ease": 0.0, "pop": 1.0}},
     "plain": {"model": "ease"},
+    "bad": {"model": "ease-bad"},
 }
 
 
@@ -146,13 +151,72 @@ def test_searched_parameters_refit_the_member(
 
 
 @pytest.mark.parametrize(
+    "target", [["--scenario", "bad"], ["--model", "ease-bad"]], ids=["scenario", "model"]
+)
+def test_a_models_search_writes_its_parameters_the_config_loads(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], target: list[str]
+) -> None:
+    out = tmp_path / "tuned.yaml"
+    code = optimize(
+        config, *target, "--params", "ease-bad.l2=1:10000", "--budget", "8", "--out", str(out)
+    )
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    written = yaml.safe_load(out.read_text())
+    assert set(written) == {"models"}  # no weights: a model alone
+    assert set(written["models"]) == {"ease-bad"}
+    (l2,) = written["models"]["ease-bad"]["params"].values()
+    assert 1.0 < l2 <= 10000.0
+    assert (tmp_path / "tuned.png").read_bytes().startswith(PNG_SIGNATURE)
+    table = [line for line in printed.splitlines() if line.startswith("| ")]
+    assert table[0] == "| seed | test ndcg@10: tuned | test ndcg@10: configured |"
+    assert "configured: l2=1" in printed
+    assert f"chosen: l2={l2:.4g}" in printed
+
+    # Listed under `overlays:`, the file sets the model's parameter; the rest stays.
+    base = yaml.safe_load(config.read_text())
+    base["data_dir"] = str(config.parent / "data")
+    merged = tmp_path / "reqo.yaml"
+    merged.write_text(yaml.safe_dump({**base, "overlays": ["tuned.yaml"]}))
+    loaded = load_config(merged)
+    assert loaded.models["ease-bad"].params == {"l2": l2}
+    assert loaded.models["ease-bad"].algorithm == "ease"
+    assert loaded.scenarios["bad"].model == "ease-bad"
+
+    # The chosen value beats the configured one on validation, by the harness's figures.
+    snapshot = read_snapshot(config.parent / "data" / "shop.duckdb")
+    objective = ModelObjective(
+        snapshot, ModelSpec("ease-bad", REGISTRY.algorithms["ease"]), Protocol(), "ndcg@10"
+    )
+    assert objective.fit({"l2": l2})[0] > objective.fit({"l2": 1.0})[0]
+
+
+@pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--scenario", "plain"], "--scenario: the model of 'plain' is 'ease' (ease), not an"),
+        (["--scenario", "plain"], "--params: 'ease' (ease) is not an ensemble: name the param"),
         (["--scenario", "nope"], "--scenario: 'nope' is not a configured scenario"),
         (["--scenario", "home", "--metric", "auc@10"], "--metric: 'auc@10' is not one of"),
         (["--scenario", "home", "--budget", "0"], "--budget: must be at least 1"),
         (["--scenario", "home", "--params", "vae.l2=1:2"], "--params: 'vae' is not a member"),
+        (["--model", "nope"], "--model: 'nope' is not a configured model (blend, default, ease"),
+        (["--model", "blend"], "--model: 'blend' is an ensemble: search its weights with"),
+        (["--model", "ease"], "--params: 'ease' (ease) is not an ensemble: name the parameters"),
+        (
+            ["--model", "ease", "--params", "ease.nope=1:2"],
+            "--params: 'nope' is not a searchable parameter of ease (l2, max_items)",
+        ),
+        (["--model", "ease", "--params", "ease.l2=a:b"], "--params: 'ease.l2=a:b': the bounds"),
+        (["--model", "ease", "--params", "ease.l2=9:2"], "--params: 'ease.l2=9:2': low must be"),
+        (["--model", "ease", "--params", "pop.l2=1:2"], "--params: 'pop' is not a model (ease)"),
+        (["--model", "knn", "--params", "binary=true|no"], "'no' is not true or false"),
+        (["--model", "knn", "--params", "binary=1:2"], "'binary' is a bool: list the choices"),
+        (["--model", "ease", "--params", "l2=1:9", "--budget", "0"], "--budget: must be at"),
+        (
+            ["--model", "knn", "--params", "binary=true|false", "--budget", "2"],
+            "--budget: the configured values and the 2 combinations of the choices need at least",
+        ),
+        (["--model", "ease", "--params", "l2=1:9", "--metric", "ndcg"], "--metric: 'ndcg' is"),
     ],
 )
 def test_bad_arguments_name_the_option(
@@ -163,10 +227,22 @@ def test_bad_arguments_name_the_option(
 
 
 @pytest.mark.parametrize(
+    "arguments", [[], ["--scenario", "home", "--model", "ease"]], ids=["neither", "both"]
+)
+def test_a_scenario_or_a_model_is_required(
+    config: Path, capsys: pytest.CaptureFixture[str], arguments: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        optimize(config, *arguments)
+    assert raised.value.code == 2
+    assert "--scenario" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
     ("text", "problem"),
     [
         ("ease.l2", "is not member.parameter=low:high"),
-        ("ease.nope=1:2", "'nope' is not a numeric parameter of ease"),
+        ("ease.nope=1:2", "'nope' is not a searchable parameter of ease"),
         ("ease.l2=5:1", "low must be below high"),
         ("ease.l2=a:b", "the bounds must be numbers"),
         ("ease.l2=-5:1", "below the minimum"),
@@ -180,7 +256,8 @@ def test_bad_parameter_ranges(text: str, problem: str) -> None:
 
 def test_tunables_and_metrics_parse() -> None:
     specs = {spec.name: spec for spec in members()}
-    assert parse_tunables("ease.l2=1:300", specs) == (Tunable("ease", "l2", 1.0, 300.0),)
+    assert parse_tunables("ease.l2=1:300", specs) == (Tunable("ease", "l2", 1.0, 300.0, log=True),)
+    assert parse_tunables("ease.l2=1:5", specs) == (Tunable("ease", "l2", 1.0, 5.0),)
     assert Tunable("m", "epochs", 10, 20, integer=True).value(0.26) == 13
     assert parse_metric("Recall@20") == ("recall", 20)
     with pytest.raises(SearchError, match="--metric"):
