@@ -1,6 +1,7 @@
 """What recommendations earned: the logged recommendations joined with the interactions that carry
-their recommId, per scenario and variant (KPIs, the bandits' rewards), and the sticky variant
-assignments of users.
+their recommId, per scenario and variant (KPIs, the bandits' rewards), the sticky variant
+assignments of users, and the states of experiments that keep one (the online weight evolution,
+server/experiments/evolution.py).
 
 An interaction is attributed to a recommendation when it carries the recommendation's recommId
 and is about one of the items (or users) it returned. A detail view is a click; a recommendation
@@ -154,7 +155,8 @@ def series(
 
 @dataclass(frozen=True)
 class Assignment:
-    """A user held to a variant of a scenario's experiment since a time."""
+    """A user held to a variant of a scenario's experiment since a time; or, where `user_id`
+    has the STATE_PREFIX, an experiment's state (`state_assignment`)."""
 
     scenario: str
     user_id: str
@@ -162,18 +164,70 @@ class Assignment:
     assigned: float  # epoch seconds
 
 
+STATE_PREFIX = "$state:"
+"""The user id prefix of an experiment's state rows, which no user id can have (ids match
+^[a-zA-Z0-9_\\-:@.]+$). A state row is `$state:<generation, 10 digits>` with the state's JSON as
+its variant: it travels with the assignments (the writer's `assign` command, the change feed,
+snapshots), and the first row of a generation wins, on the writer as on every copy, so that
+servers that advance the same generation at once agree on one."""
+
+
+def state_assignment(scenario: str, generation: int, state: str, at: float) -> Assignment:
+    """The row that stores a scenario's experiment state of a generation (JSON text)."""
+    return Assignment(scenario, f"{STATE_PREFIX}{generation:010d}", state, at)
+
+
+def state_generation(assignment: Assignment) -> int | None:
+    """The generation of a state row (None: a user's assignment)."""
+    if not assignment.user_id.startswith(STATE_PREFIX):
+        return None
+    return int(assignment.user_id[len(STATE_PREFIX) :])
+
+
+def load_states(ctx: ReadContext) -> dict[str, tuple[int, str]]:
+    """Each scenario's latest experiment state: its generation and JSON text."""
+    rows = ctx.conn.execute(
+        "SELECT scenario, user_id, variant FROM variant_assignments "
+        "WHERE starts_with(user_id, $prefix) ORDER BY scenario, user_id",
+        {"prefix": STATE_PREFIX},
+    ).fetchall()
+    latest: dict[str, tuple[int, str]] = {}
+    for scenario, user_id, state in rows:
+        latest[scenario] = (int(user_id[len(STATE_PREFIX) :]), state)  # ordered: the last wins
+    return latest
+
+
 def load_assignments(ctx: ReadContext, since: float) -> list[Assignment]:
     """The assignments made since a time (epoch seconds); older ones have expired."""
     rows = ctx.conn.execute(
         "SELECT scenario, user_id, variant, epoch_us(assigned) / 1e6 FROM variant_assignments "
-        "WHERE assigned >= make_timestamp(CAST(? * 1000000 AS BIGINT))",
-        [since],
+        "WHERE assigned >= make_timestamp(CAST(? * 1000000 AS BIGINT)) "
+        "AND NOT starts_with(user_id, ?)",
+        [since, STATE_PREFIX],
     ).fetchall()
     return [Assignment(row[0], row[1], row[2], float(row[3])) for row in rows]
 
 
 def save_assignments(ctx: WriteContext, assignments: Sequence[Assignment]) -> None:
-    """Store assignments, each replacing the user's earlier one in its scenario."""
+    """Store assignments, each replacing the user's earlier one in its scenario; and state
+    rows, each kept unless its generation has one already (then dropping the states two or more
+    generations older)."""
+    for state in assignments:
+        generation = state_generation(state)
+        if generation is None:
+            continue
+        ctx.conn.execute(
+            "INSERT OR IGNORE INTO variant_assignments "
+            "VALUES (?, ?, ?, make_timestamp(CAST(? * 1000000 AS BIGINT)))",
+            [state.scenario, state.user_id, state.variant, state.assigned],
+        )
+        kept = state_assignment(state.scenario, generation - 1, "", 0).user_id
+        ctx.conn.execute(
+            "DELETE FROM variant_assignments "
+            "WHERE scenario = ? AND starts_with(user_id, ?) AND user_id < ?",
+            [state.scenario, STATE_PREFIX, kept],
+        )
+    assignments = [a for a in assignments if state_generation(a) is None]
     if not assignments:
         return
     # The last assignment of a (scenario, user) wins; one statement may not upsert a key twice.

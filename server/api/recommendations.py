@@ -563,8 +563,8 @@ async def next_items(
     query = _excluding(request.query, record.returned)
     # The next page comes from the variant that served the first (no new allocation).
     variant = None
-    if request.experiment is not None and request.experiment.experiment is not None:
-        served_by = request.experiment.experiment.variant(record.variant)
+    if request.experiment is not None:
+        served_by = served.experiments.variant(request.experiment, record.variant)
         if served_by is not None:
             weights = tuple((served_by.ensemble_weights or {}).items())
             query = replace(query, model=served_by.model, ensemble_weights=weights)

@@ -3,11 +3,16 @@ variant's reward (or a fixed A/B split), sticky per user, with rewards from attr
 interactions.
 
 `Bandit` is the allocation rule of one experiment, over in-memory counters: the server and the
-replay simulator (bench/bandit_replay.py) use the same class. `Experiments` holds a database's
-bandits: it rebuilds their counters from the database when the database opens (so that the
-posteriors survive a restart), counts recommendations as they are served, takes the rewards from
-the database again in the background when interactions have changed (never on the request path),
-and keeps users on their variant for `sticky_seconds`, persisting the assignments.
+replay simulators (bench/bandit_replay.py, bench/online_weights.py) use the same class.
+`Experiments` holds a database's bandits: it rebuilds their counters from the database when the
+database opens (so that the posteriors survive a restart), counts recommendations as they are
+served, takes the rewards from the database again in the background when interactions have
+changed (never on the request path), and keeps users on their variant for `sticky_seconds`,
+persisting the assignments.
+
+A scenario with `optimize_online` evolves its ensemble's weights (server/experiments/evolution.py):
+its variants are the current generation's, and the background refresh ends a generation once
+each candidate has served its recommendations (server/experiments/evolving.py).
 """
 
 from __future__ import annotations
@@ -22,9 +27,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from server.experiments.evolution import Evidence
+from server.experiments.evolving import Evolutions
 from server.experiments.variants import Experiment, Variant
 from storage.database import Database, WriteContext, WriteJob
-from storage.kpi import Assignment, Outcomes, load_assignments, outcomes, save_assignments
+from storage.kpi import (
+    Assignment,
+    Outcomes,
+    load_assignments,
+    load_states,
+    outcomes,
+    save_assignments,
+    state_generation,
+)
 
 if TYPE_CHECKING:
     from server.serving.recommendation_log import RecommendationLog
@@ -101,6 +116,14 @@ class Bandit:
             return draws
         means, sds = self._gaussian(arms)
         return self.rng.normal(means, sds, size=(size, len(arms)))
+
+    def evidence(self) -> dict[str, Evidence]:
+        """Each variant's posterior mean reward, its standard deviation and recommendations
+        served: the fitness of a weighting in the online weight evolution."""
+        return {
+            name: Evidence(mean, sd, self.stats[name].served)
+            for name, (mean, sd) in self.posterior().items()
+        }
 
     def posterior(self) -> dict[str, tuple[float, float]]:
         """Each variant's posterior mean reward and its standard deviation."""
@@ -184,6 +207,10 @@ class Experiments:
         self._seen_version = -1
         self._last_refresh = 0.0
         self._refreshing: asyncio.Task[None] | None = None
+        self._evolutions = Evolutions(
+            self._lock, self._stats, self._queue, self._flush, deferred_writes
+        )
+        """The scenarios with `optimize_online` (server/experiments/evolving.py)."""
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -193,7 +220,9 @@ class Experiments:
         version = self.database.interactions_version
         found = self.database.read_sync(lambda ctx: outcomes(ctx))
         kept = self.database.read_sync(lambda ctx: load_assignments(ctx, time.time() - horizon))
+        states = self.database.read_sync(lambda ctx: load_states(ctx))
         with self._lock:
+            self._evolutions.stored(states)
             self._stats.clear()
             for (scenario, variant), stats in found.items():
                 if scenario is not None and variant is not None:
@@ -216,24 +245,33 @@ class Experiments:
         sticky = experiment.sticky_seconds > 0 and user_id is not None
         key = (scenario.name, user_id or "")
         with self._lock:
+            live = self._live(scenario)
             if sticky:
                 held = self._assigned.get(key)
                 if held is not None and now - held[1] < experiment.sticky_seconds:
-                    variant = experiment.variant(held[0])
+                    variant = live.variant(held[0])
                     if variant is not None:
                         return variant
-            variant = self._bandit(scenario.name, experiment).choose()
+            variant = self._bandit(scenario.name, live).choose()
             if not sticky:
                 return variant
             self._assigned[key] = (variant.name, now)
-            self._pending.append(Assignment(scenario.name, key[1], variant.name, now))
-            queue = not self._flush_queued
-            self._flush_queued = True
+            queue = self._queue(Assignment(scenario.name, key[1], variant.name, now))
             self._prune(now)
-        if queue and not self.deferred_writes:
-            future = self.database.submit(WriteJob(self._write_pending))
-            future.add_done_callback(_log_failure)
+        if queue:
+            self._flush()
         return variant
+
+    def variant(self, scenario: ScenarioConfig, name: str | None) -> Variant | None:
+        """The variant of that name of the scenario's experiment (an evolution's, of any
+        generation), where it has one: a next page is served by the first page's."""
+        experiment = scenario.experiment
+        if experiment is None:
+            return None
+        with self._lock:
+            evolution = self._evolutions.get(scenario.name)
+        found = evolution.variant(name) if evolution is not None else None
+        return found if found is not None else experiment.variant(name)
 
     def served(self, scenario: str, variant: str) -> None:
         """Count a recommendation that a variant served."""
@@ -242,8 +280,13 @@ class Experiments:
 
     def maybe_refresh(self) -> None:
         """Read the rewards again in the background where interactions changed since the last
-        read, at most once per `refresh_interval` (call on the event loop)."""
-        if self.database.interactions_version == self._seen_version:
+        read (or an evolution's generation is due to end, or another server stored a newer
+        one), at most once per `refresh_interval` (call on the event loop)."""
+        if (
+            self.database.interactions_version == self._seen_version
+            and not self._evolutions.changed
+            and not self._evolutions.due()
+        ):
             return
         if self._refreshing is not None and not self._refreshing.done():
             return
@@ -258,8 +301,10 @@ class Experiments:
         if self.log is not None:
             # Records of responses already sent must be in the table for their clicks to count.
             await self.log.settled()
-        found = await self.database.read(lambda ctx: outcomes(ctx))
+        found, states = await self.database.read(lambda ctx: (outcomes(ctx), load_states(ctx)))
         with self._lock:
+            for scenario, stored in states.items():
+                self._evolutions.learn(scenario, *stored)
             for scenario, arms in self._stats.items():
                 for variant, stats in arms.items():
                     fresh = found.get((scenario, variant), Outcomes())
@@ -271,6 +316,7 @@ class Experiments:
                 if of is not None and named is not None:
                     self._stats.setdefault(of, {}).setdefault(named, stats)
             self._seen_version = version
+        await self._evolutions.evolve()
 
     def state(self, scenario: ScenarioConfig) -> dict[str, Any] | None:
         """The scenario's bandit as the KPI endpoint shows it: each variant's counters,
@@ -279,23 +325,31 @@ class Experiments:
         if experiment is None:
             return None
         with self._lock:
-            bandit = self._bandit(scenario.name, experiment)
+            live = self._live(scenario)
+            bandit = self._bandit(scenario.name, live)
             posterior = bandit.posterior()
             shares = bandit.shares()
             variants = {
-                name: {
-                    "model": experiment.variant(name).model,  # type: ignore[union-attr]
-                    "served": bandit.stats[name].served,
-                    "clicks": bandit.stats[name].clicks,
-                    "revenue": bandit.stats[name].revenue,
-                    "profit": bandit.stats[name].profit,
-                    "posteriorMean": posterior[name][0],
-                    "posteriorSd": posterior[name][1],
-                    "share": shares[name],
+                variant.name: {
+                    "model": variant.model,
+                    "served": bandit.stats[variant.name].served,
+                    "clicks": bandit.stats[variant.name].clicks,
+                    "revenue": bandit.stats[variant.name].revenue,
+                    "profit": bandit.stats[variant.name].profit,
+                    "posteriorMean": posterior[variant.name][0],
+                    "posteriorSd": posterior[variant.name][1],
+                    "share": shares[variant.name],
                 }
-                for name in experiment.names
+                for variant in live.variants
             }
-        return {**experiment.to_json(), "variants": variants}
+            if experiment.evolution is not None:
+                for variant in live.variants:
+                    variants[variant.name]["weights"] = dict(variant.ensemble_weights or {})
+            evolution = self._evolutions.get(scenario.name)
+        shown = {**experiment.to_json(), "variants": variants}
+        if experiment.evolution is not None:
+            shown["evolution"] = evolution.summary() if evolution is not None else None
+        return shown
 
     def assignment(self, scenario: str, user_id: str) -> tuple[str, float] | None:
         """The variant a user is held to in a scenario, and since when (None: not held)."""
@@ -323,12 +377,38 @@ class Experiments:
 
     def learn(self, assignments: list[Assignment]) -> None:
         """Assignments that another server made (from the change feed): the user keeps the
-        variant here as well."""
+        variant here as well. An evolution state takes over where it is the one this server
+        proposed; another server's is built at the next refresh (off the event loop)."""
         with self._lock:
             for a in assignments:
+                generation = state_generation(a)
+                if generation is not None:
+                    self._evolutions.learn(a.scenario, generation, a.variant)
+                    continue
                 held = self._assigned.get((a.scenario, a.user_id))
                 if held is None or held[1] <= a.assigned:
                     self._assigned[(a.scenario, a.user_id)] = (a.variant, a.assigned)
+
+    def _queue(self, assignment: Assignment) -> bool:
+        """Add an assignment (or state) to write (under the lock); True where the caller must
+        `_flush` (no write is queued yet)."""
+        self._pending.append(assignment)
+        queue = not self._flush_queued
+        self._flush_queued = True
+        return queue and not self.deferred_writes
+
+    def _flush(self) -> None:
+        future = self.database.submit(WriteJob(self._write_pending))
+        future.add_done_callback(_log_failure)
+
+    def _live(self, scenario: ScenarioConfig) -> Experiment:
+        """The experiment whose variants serve the scenario now (under the lock): its own, or
+        its evolution's current generation."""
+        experiment = scenario.experiment
+        assert experiment is not None
+        if experiment.evolution is None:
+            return experiment
+        return self._evolutions.live(scenario.name, experiment)
 
     def _write_pending(self, ctx: WriteContext) -> None:
         with self._lock:

@@ -130,6 +130,7 @@ _SCENARIO_KEYS = {
     "ensemble_weights",
     "variants",
     "allocation",
+    "optimize_online",
     "personalisation",
     "search_fields",
     "search_mode",

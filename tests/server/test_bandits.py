@@ -286,3 +286,26 @@ def test_counters_and_assignments_are_rebuilt_from_the_database(tmp_path: Path) 
     expired.load(horizon=5)
     assert expired.assignment("home", "u9") is None
     reopened.close()
+
+
+def test_evidence_is_each_variants_posterior_and_recommendations() -> None:
+    bandit = Bandit(three_arms(), np.random.default_rng(1))
+    for name, served, clicks in (("a", 100, 5), ("b", 40, 8), ("c", 0, 0)):
+        bandit.served(name, served)
+        bandit.stats[name].clicks = clicks
+    evidence = bandit.evidence()
+    posterior = bandit.posterior()
+    for name, served in (("a", 100), ("b", 40), ("c", 0)):
+        assert (evidence[name].mean, evidence[name].sd) == posterior[name]
+        assert evidence[name].served == served
+    # Beta(1 + clicks, 1 + misses): 6/102 for a.
+    assert evidence["a"].mean == pytest.approx(6 / 102)
+
+
+def test_a_variant_is_found_by_name_for_a_next_page(database: Database) -> None:
+    experiments = Experiments(database, seed=1)
+    home = scenario()
+    assert experiments.variant(home, "knn") == Variant("knn", "item-knn")
+    assert experiments.variant(home, "gone") is None
+    assert experiments.variant(ScenarioConfig("plain", model="popularity"), "knn") is None
+    database.close()
