@@ -77,11 +77,15 @@ bench: install
 	$(BIN)/python -m bench.soak
 	$(BIN)/python -m bench.fuzz
 
-# RecBole's own GRU4Rec on the same protocol as bench.sequence (about 45 minutes a seed on two
-# CPU cores); bench.sequence reads its JSON.
+# RecBole's own GRU4Rec and SASRec on the same protocol as bench.sequence (GRU4Rec about 45
+# minutes a seed on two CPU cores; SASRec about 4.5 CPU minutes an epoch, so its training stops
+# at the first epoch past 70 minutes); bench.sequence reads their JSON. Then RecBole's
+# SLIMElastic and ADMMSLIM on bench.evaluate's protocol (a), the reference of `slim` (minutes).
 bench-reference: install
 	$(BIN)/python -m pip install --quiet -e '.[reference]'
 	$(BIN)/python -m bench.recbole_gru4rec
+	$(BIN)/python -m bench.recbole_gru4rec --model SASRec --minutes 70
+	$(BIN)/python -m bench.recbole_general --model SLIMElastic,ADMMSLIM --seeds 1,2,3
 	# LightFM 1.17's setup script fails under build isolation: it builds with the venv's tools.
 	$(BIN)/python -m pip install --quiet wheel
 	$(BIN)/python -m pip install --quiet --no-build-isolation --no-use-pep517 lightfm==1.17

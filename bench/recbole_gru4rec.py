@@ -1,12 +1,19 @@
-"""RecBole 1.2.1's GRU4Rec, at its defaults, on MovieLens-100K: leave-last-one-out, full ranking.
+"""RecBole 1.2.1's sequential models (GRU4Rec, SASRec), at their defaults, on MovieLens-100K:
+leave-last-one-out, full ranking.
 
-    .venv/bin/python -m bench.recbole_gru4rec [--seeds 2020,1,2,3] [--json PATH] [--threads N]
+    .venv/bin/python -m bench.recbole_gru4rec [--model GRU4Rec|SASRec] [--seeds 2020,1,2,3]
+                                              [--epochs N] [--minutes M] [--json PATH]
+                                              [--threads N]
                                               [--verbose] [--no-report] [--from-json PATH]
 
-The reference figure that reqo's GRU4Rec has to match or beat. It runs RecBole itself, through
-its lower-level API (`recbole.quick_start` imports `ray`), the way `run_recbole` does: Config,
+The reference figures that reqo's GRU4Rec and SASRec have to match or beat (bench.sequence reads
+them through `bench.recbole_common.recbole_reference`). It runs RecBole itself, through its
+lower-level API (`recbole.quick_start` imports `ray`), the way `run_recbole` does: Config,
 init_seed, create_dataset, data_preparation, init_seed again, the model, Trainer.fit, then the
-test split with the best checkpoint.
+test split with the best checkpoint. The model's settings are RecBole's defaults (its
+`properties/model/<model>.yaml`), bar `--epochs`, which caps RecBole's 300 where a run would
+take too long, and `--minutes`, which stops training at the first epoch boundary past that many
+minutes (the best checkpoint so far is tested); the section says when either cut training short.
 
 RecBole's protocol for sequential models: ML-100K's atomic file `ml-100k.inter` (from the
 installed RecBole wheel, copied into a temporary directory), every rating a positive whatever
@@ -20,42 +27,50 @@ of the user set to -inf), the convention of reqo's harness; that figure is ours,
 
 Requirements beyond `recbole==1.2.1 --no-deps` (no torch upgrade):
     pip install -e .[reference]   (colorlog, colorama, texttable, pandas<3; `make bench-reference`)
-
-Two shims, inside this process only, for third-party code: numpy 2 gets back the aliases
-`np.float_`, `np.complex_`, `np.unicode_` (float64, complex128, str_) that RecBole 1.2.1's
-Config assigns from; and `torch.utils.tensorboard` becomes a stub whose SummaryWriter does
-nothing (RecBole's Trainer always opens one; the real one needs the tensorboard package and
-writes `log_tensorboard/` into the working directory; nothing here reads it).
+RecBole runs with the two shims of bench.recbole_common (numpy 2's removed aliases, a
+do-nothing tensorboard), inside this process only.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.metadata
-import importlib.util
 import json
-import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import types
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy
 import torch
 
 from bench._report import machine, publish
+from bench.recbole_common import (
+    DATASET,
+    QUIET,
+    TrainingBudgetSpent,
+    bare_argv,
+    best_epoch,
+    figures,
+    json_path,
+    load_best,
+    mean_std,
+    parse_seeds,
+    prepare_recbole,
+    private_dataset,
+    settings_of,
+    summary,
+    timed_trainer,
+    versions,
+    write_record,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_JSON = ROOT / "evaluation" / "recbole_gru4rec.json"
-DATASET = "ml-100k"
-MODEL = "GRU4Rec"
+MODELS = ("GRU4Rec", "SASRec")
+"""RecBole's sequential models this benchmark runs: those of reqo's sequence members."""
+DEFAULT_MODEL = "GRU4Rec"
+DEFAULT_JSON = json_path(DEFAULT_MODEL)
+RECBOLE_EPOCHS = 300
+"""RecBole's default `epochs` (overall.yaml), which `--epochs` may cap."""
 TOPK = (10, 20)
 METRICS = ("Recall", "NDCG", "MRR", "Hit", "Precision")
 FIGURES = ("ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10", "mrr@20")
@@ -73,35 +88,10 @@ CONFIG: dict[str, Any] = {
     "metrics": list(METRICS),
     "topk": list(TOPK),
     "valid_metric": "NDCG@10",
-    "use_gpu": False,
-    "gpu_id": "",
-    "log_wandb": False,
-    "show_progress": False,
-    "save_dataset": False,
-    "save_dataloaders": False,
+    **QUIET,
 }
-"""What this benchmark sets; `data_path`, `checkpoint_dir` and `seed` are added per run."""
-RECORDED = (
-    "MAX_ITEM_LIST_LENGTH",
-    "embedding_size",
-    "hidden_size",
-    "num_layers",
-    "dropout_prob",
-    "loss_type",
-    "epochs",
-    "stopping_step",
-    "eval_step",
-    "train_batch_size",
-    "eval_batch_size",
-    "learner",
-    "learning_rate",
-    "weight_decay",
-    "valid_metric",
-    "metric_decimal_place",
-    "reproducibility",
-    "shuffle",
-)
-"""The effective settings (RecBole's defaults, bar those above) written to the JSON."""
+"""What this benchmark sets; `data_path`, `checkpoint_dir`, `seed` (and `epochs` where capped)
+are added per run."""
 
 
 @dataclass
@@ -119,6 +109,10 @@ class SeedRun:
     test: dict[str, float]
     test_history_excluded: dict[str, float]
     counts: dict[str, int] = field(default_factory=dict)
+    train_cpu_seconds: list[float] = field(default_factory=list)
+    """This process's CPU seconds per training epoch (absent from runs before it was kept)."""
+    budget_spent: bool = False
+    """Whether `--minutes` stopped the training (before early stopping or the epoch cap)."""
 
     @property
     def train_total(self) -> float:
@@ -128,123 +122,36 @@ class SeedRun:
     def seconds_per_epoch(self) -> float:
         return self.train_total / len(self.train_seconds)
 
-
-def _stub_tensorboard() -> None:
-    """Put a do-nothing `torch.utils.tensorboard` into sys.modules (this process only).
-
-    RecBole imports SummaryWriter at module level and its Trainer always opens one; the real
-    module needs the tensorboard package and would write event files into the working directory.
-    Nothing in this benchmark reads them. This replaces a third-party import, not reqo's code.
-    """
-
-    class SummaryWriter:
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            pass
-
-        def add_scalar(self, *args: object, **kwargs: object) -> None:
-            pass
-
-        def add_hparams(self, *args: object, **kwargs: object) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-    stub = types.ModuleType("torch.utils.tensorboard")
-    stub.SummaryWriter = SummaryWriter  # type: ignore[attr-defined]
-    sys.modules["torch.utils.tensorboard"] = stub
-
-
-def _numpy_aliases() -> None:
-    """Give numpy 2 back the three aliases RecBole 1.2.1 reads (this process only).
-
-    `Config.compatibility_settings` runs `np.float = np.float_`, `np.complex = np.complex_` and
-    `np.unicode = np.unicode_`; numpy 2.0 removed the right-hand sides, so Config fails. They were
-    exactly float64, complex128 and str_; RecBole's metrics then use `np.float` (float64) as in
-    numpy 1. A shim for a third-party library, not reqo's code.
-    """
-    aliases = {"float_": numpy.float64, "complex_": numpy.complex128, "unicode_": numpy.str_}
-    for name, alias in aliases.items():
-        if name not in numpy.__dict__:
-            setattr(numpy, name, alias)
-
-
-@contextlib.contextmanager
-def _bare_argv() -> Iterator[None]:
-    """RecBole's Config reads `--key=value` pairs from sys.argv; hide this script's options."""
-    saved = sys.argv
-    sys.argv = saved[:1]
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
-
-def recbole_dataset_directory() -> Path:
-    """The directory inside the installed RecBole wheel that holds `ml-100k/ml-100k.inter`."""
-    spec = importlib.util.find_spec("recbole")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("recbole is not installed: pip install --no-deps recbole==1.2.1")
-    directory = Path(next(iter(spec.submodule_search_locations))) / "dataset_example" / DATASET
-    if not (directory / f"{DATASET}.inter").is_file():
-        raise SystemExit(f"{directory / (DATASET + '.inter')} is missing from the RecBole wheel")
-    return directory
-
-
-def _best_epoch(scores: list[float]) -> int:
-    """The epoch RecBole keeps: the last one whose score reached the best so far (`>=`)."""
-    best, epoch = float("-inf"), -1
-    for index, score in enumerate(scores):
-        if score >= best:
-            best, epoch = score, index
-    return epoch
-
-
-def _figures(result: Any) -> dict[str, float]:
-    return {str(key): float(value) for key, value in dict(result).items()}
+    @property
+    def cpu_seconds_per_epoch(self) -> float | None:
+        if not self.train_cpu_seconds:
+            return None
+        return sum(self.train_cpu_seconds) / len(self.train_cpu_seconds)
 
 
 def run_seed(
-    seed: int, data_directory: Path, work: Path, verbose: bool
+    model_name: str,
+    seed: int,
+    epochs: int | None,
+    minutes: float | None,
+    data_directory: Path,
+    work: Path,
+    verbose: bool,
 ) -> tuple[SeedRun, dict[str, Any]]:
-    """Train and test GRU4Rec with one seed, as RecBole's `run_recbole` would; also the
-    effective settings."""
-    _stub_tensorboard()
-    _numpy_aliases()
+    """Train and test one RecBole sequential model with one seed, as RecBole's `run_recbole`
+    would; also the effective settings."""
+    prepare_recbole()
     from recbole.config import Config  # type: ignore[import-untyped]
     from recbole.data import create_dataset, data_preparation  # type: ignore[import-untyped]
-    from recbole.model.sequential_recommender import GRU4Rec  # type: ignore[import-untyped]
     from recbole.trainer import Trainer  # type: ignore[import-untyped]
-    from recbole.utils import init_seed  # type: ignore[import-untyped]
+    from recbole.utils import get_model, init_seed  # type: ignore[import-untyped]
 
-    class TimedTrainer(Trainer):  # type: ignore[misc]
-        """RecBole's Trainer, timing each epoch; optionally masking history at test time."""
+    timed = timed_trainer(Trainer, f"{model_name} seed {seed}", minutes)
 
-        def __init__(self, config: Any, model: Any) -> None:
-            super().__init__(config, model)
-            self.train_seconds: list[float] = []
-            self.valid_seconds: list[float] = []
-            self.valid_scores: list[float] = []
-            self.history: Any = None
+    class SequentialTrainer(timed):  # type: ignore[misc,valid-type]
+        """RecBole's Trainer, timed; optionally masking the user's history at test time."""
 
-        def _train_epoch(self, *args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            loss = super()._train_epoch(*args, **kwargs)
-            self.train_seconds.append(time.perf_counter() - start)
-            return loss
-
-        def _valid_epoch(self, *args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            score, result = super()._valid_epoch(*args, **kwargs)
-            self.valid_seconds.append(time.perf_counter() - start)
-            self.valid_scores.append(float(score))
-            epoch = len(self.train_seconds) - 1
-            print(
-                f"  seed {seed} epoch {epoch:3d}: train {self.train_seconds[-1]:.2f} s, "
-                f"valid NDCG@10 {score:.4f}",
-                flush=True,
-            )
-            return score, result
+        history: Any = None
 
         def _full_sort_batch_eval(self, batched_data: Any) -> Any:
             interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(
@@ -258,28 +165,31 @@ def run_seed(
                     scores[row, items[items != target]] = float("-inf")
             return interaction, scores, positive_u, positive_i
 
-    run_directory = work / f"seed-{seed}"
+    run_directory = work / f"{model_name.lower()}-seed-{seed}"
     settings = dict(CONFIG, data_path=str(data_directory), seed=seed)
     settings["checkpoint_dir"] = str(run_directory / "saved")
-    with _bare_argv():
-        config = Config(model=MODEL, dataset=DATASET, config_dict=settings)
+    if epochs is not None:
+        settings["epochs"] = epochs
+    with bare_argv():
+        config = Config(model=model_name, dataset=DATASET, config_dict=settings)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = GRU4Rec(config, train_data._dataset).to(config["device"])
-    trainer = TimedTrainer(config, model)
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = SequentialTrainer(config, model)
 
     start = time.perf_counter()
-    _, best_valid = trainer.fit(train_data, valid_data, verbose=verbose, saved=True)
+    budget_spent = False
+    try:
+        trainer.fit(train_data, valid_data, verbose=verbose, saved=True)
+    except TrainingBudgetSpent as stop:
+        print(f"  {model_name} seed {seed}: {stop}", flush=True)
+        budget_spent = True
     fit_seconds = time.perf_counter() - start
+    best_valid = trainer.best_valid_result
 
-    # The best checkpoint, which RecBole itself wrote a moment ago: torch >= 2.6 loads with
-    # weights_only=True by default and RecBole's checkpoint holds its Config object, so
-    # `trainer.evaluate(load_best_model=True)` would fail; load it here with weights_only=False.
-    checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
-    model.load_state_dict(checkpoint["state_dict"])
-    model.load_other_parameter(checkpoint.get("other_parameter"))
+    load_best(trainer, model)
     test = trainer.evaluate(test_data, load_best_model=False)
 
     # Every item each user rated (train, validation and test targets, and each first rating).
@@ -299,39 +209,31 @@ def run_seed(
         "test_examples": len(test_data._dataset),
         "torch_threads": torch.get_num_threads(),
     }
-    return SeedRun(
+    run = SeedRun(
         seed=seed,
         epochs=len(trainer.train_seconds),
-        best_epoch=_best_epoch(trainer.valid_scores),
+        best_epoch=best_epoch(trainer.valid_scores),
         train_seconds=trainer.train_seconds,
         valid_seconds=trainer.valid_seconds,
         valid_ndcg_at_10=trainer.valid_scores,
         fit_seconds=fit_seconds,
-        best_valid=_figures(best_valid),
-        test=_figures(test),
-        test_history_excluded=_figures(test_excluded),
+        best_valid=figures(best_valid),
+        test=figures(test),
+        test_history_excluded=figures(test_excluded),
         counts=counts,
-    ), {key: _plain(config[key]) for key in RECORDED}
-
-
-def _plain(value: Any) -> Any:
-    """A config value as JSON can hold it."""
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
-
-
-def _summary(values: list[float], digits: int = 4) -> str:
-    """`mean ± sample std` (the mean alone for one value)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+        train_cpu_seconds=trainer.train_cpu_seconds,
+        budget_spent=budget_spent,
+    )
+    return run, {
+        "budget_minutes": minutes,
+        **settings_of(config, model_name),
+        "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"],
+    }
 
 
 def table(runs: list[SeedRun]) -> list[str]:
     """Per seed and over seeds: epochs, time, test figures (RecBole's protocol)."""
-    header = ["seed", "epochs (best)", "s/epoch", "train s", "fit s"]
+    header = ["seed", "epochs (best)", "s/epoch", "CPU s/epoch", "train s", "fit s"]
     header += [
         name.replace("ndcg", "NDCG").replace("recall", "Recall").replace("mrr", "MRR")
         for name in FIGURES
@@ -343,6 +245,7 @@ def table(runs: list[SeedRun]) -> list[str]:
             str(run.seed),
             f"{run.epochs} ({run.best_epoch})",
             f"{run.seconds_per_epoch:.2f}",
+            _optional(run.cpu_seconds_per_epoch),
             f"{run.train_total:.1f}",
             f"{run.fit_seconds:.1f}",
             *(f"{run.test[name]:.4f}" for name in FIGURES),
@@ -352,39 +255,33 @@ def table(runs: list[SeedRun]) -> list[str]:
     if len(runs) > 1:
         cells = [
             "mean ± std",
-            _summary([float(run.epochs) for run in runs], 1),
-            _summary([run.seconds_per_epoch for run in runs], 2),
-            _summary([run.train_total for run in runs], 1),
-            _summary([run.fit_seconds for run in runs], 1),
-            *(_summary([run.test[name] for run in runs]) for name in FIGURES),
-            _summary([run.test_history_excluded["ndcg@10"] for run in runs]),
+            summary([float(run.epochs) for run in runs], 1),
+            summary([run.seconds_per_epoch for run in runs], 2),
+            _cpu_summary(runs),
+            summary([run.train_total for run in runs], 1),
+            summary([run.fit_seconds for run in runs], 1),
+            *(summary([run.test[name] for run in runs]) for name in FIGURES),
+            summary([run.test_history_excluded["ndcg@10"] for run in runs]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in ("recbole", "torch", "numpy", "pandas"):
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
+def _optional(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-    }
+def _cpu_summary(runs: list[SeedRun]) -> str:
+    values = [run.cpu_seconds_per_epoch for run in runs]
+    known = [value for value in values if value is not None]
+    return summary(known, 2) if len(known) == len(values) else "-"
 
 
-def write_json(path: Path, runs: list[SeedRun], settings: dict[str, Any]) -> None:
+def write_json(path: Path, model: str, runs: list[SeedRun], settings: dict[str, Any]) -> None:
     """The per-seed figures, their mean and sample std, the settings and the machine."""
-    figures = sorted(runs[0].test)
+    names = sorted(runs[0].test)
     record = {
-        "model": MODEL,
+        "model": model,
         "library": "RecBole",
         "dataset": DATASET,
         "protocol": {
@@ -401,87 +298,169 @@ def write_json(path: Path, runs: list[SeedRun], settings: dict[str, Any]) -> Non
             {
                 **asdict(run),
                 "seconds_per_epoch": run.seconds_per_epoch,
+                "cpu_seconds_per_epoch": run.cpu_seconds_per_epoch,
                 "train_seconds_total": run.train_total,
             }
             for run in runs
         ],
-        "test_mean_std": {name: _mean_std([run.test[name] for run in runs]) for name in figures},
+        "test_mean_std": {name: mean_std([run.test[name] for run in runs]) for name in names},
         "test_history_excluded_mean_std": {
-            name: _mean_std([run.test_history_excluded[name] for run in runs]) for name in figures
+            name: mean_std([run.test_history_excluded[name] for run in runs]) for name in names
         },
         "seconds_per_epoch": statistics.fmean(run.seconds_per_epoch for run in runs),
+        "cpu_seconds_per_epoch": statistics.fmean(run.cpu_seconds_per_epoch or 0.0 for run in runs),
         "train_seconds_total": statistics.fmean(run.train_total for run in runs),
         "epochs": statistics.fmean(run.epochs for run in runs),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_record(path, record)
 
 
-def read_json(path: Path) -> tuple[list[SeedRun], str]:
-    """The runs a previous `--json` file holds, and the machine they were measured on."""
+@dataclass(frozen=True)
+class Recorded:
+    """What a previous `--json` file holds."""
+
+    model: str
+    runs: list[SeedRun]
+    settings: dict[str, Any]
+    machine: str
+
+
+def read_json(path: Path) -> Recorded:
+    """The runs a previous `--json` file holds, their settings and the machine."""
     record = json.loads(path.read_text(encoding="utf-8"))
     names = {item.name for item in fields(SeedRun)}
     runs = [SeedRun(**{k: v for k, v in seed.items() if k in names}) for seed in record["seeds"]]
-    return runs, str(record["machine"])
+    return Recorded(
+        str(record.get("model", DEFAULT_MODEL)), runs, record["settings"], str(record["machine"])
+    )
 
 
-def report_lines(runs: list[SeedRun], measured_on: str) -> list[str]:
+def network(model: str, settings: dict[str, Any]) -> str:
+    """The model's architecture in words, from its recorded settings."""
+    s = settings
+    if model == "GRU4Rec":
+        return (
+            f"embedding {s['embedding_size']}, hidden {s['hidden_size']}, "
+            f"{s['num_layers']} GRU layer(s), dropout {s['dropout_prob']}"
+        )
+    if model == "SASRec":
+        return (
+            f"{s['n_layers']} Transformer layers of {s['n_heads']} heads, hidden "
+            f"{s['hidden_size']}, feed-forward {s['inner_size']}, dropout "
+            f"{s['hidden_dropout_prob']} (attention {s['attn_dropout_prob']}), {s['hidden_act']}"
+        )
+    return ", ".join(f"{key} {value}" for key, value in s.items())
+
+
+def report_lines(recorded: Recorded) -> list[str]:
     """The section's bullet points and table."""
+    runs, s = recorded.runs, recorded.settings
     counts = runs[0].counts
     seeds = ", ".join(str(run.seed) for run in runs)
+    epochs = int(s["epochs"])
+    capped = (
+        f" (capped here: RecBole's default is {RECBOLE_EPOCHS})" if epochs != RECBOLE_EPOCHS else ""
+    )
+    cut = _cut_short(runs, s.get("budget_minutes"))
     return [
-        f"- RecBole {versions()['recbole']} GRU4Rec with its defaults (embedding 64, hidden 128, "
-        "1 GRU layer, dropout 0.3, CE loss over all items, Adam lr 0.001, batch 2048, up to 300 "
-        "epochs, early stopping on validation NDCG@10 with patience 10); CPU, torch threads: "
-        f"{counts['torch_threads']}; measured on {measured_on}",
+        f"- RecBole {versions()['recbole']} {recorded.model} with its defaults "
+        f"({network(recorded.model, s)}, {s['loss_type']} loss over all items, "
+        f"{s['learner']} lr {s['learning_rate']}, batch {s['train_batch_size']}, up to {epochs} "
+        f"epochs{capped}, early stopping on validation {s['valid_metric']} with patience "
+        f"{s['stopping_step']}); CPU, torch threads: {counts['torch_threads']}; measured on "
+        f"{recorded.machine}",
+        *cut,
         f"- MovieLens-100K ({counts['users']:,} users, {counts['items']:,} items, "
         f"{counts['ratings']:,} ratings, every rating a positive): per user sorted by time, "
-        "each rating after the first predicted from the previous <= 50; the last for test, the "
-        f"one before for validation ({counts['train_examples']:,} / "
-        f"{counts['valid_examples']:,} / {counts['test_examples']:,} examples); full ranking of "
-        "every item, the user's history NOT excluded (RecBole's default for sequential models); "
+        f"each rating after the first predicted from the previous <= "
+        f"{s.get('MAX_ITEM_LIST_LENGTH', 50)}; the last for test, the one before for "
+        f"validation ({counts['train_examples']:,} / {counts['valid_examples']:,} / "
+        f"{counts['test_examples']:,} examples); full ranking of every item, the user's history "
+        "NOT excluded (RecBole's default for sequential models); "
         f"seeds {seeds}" + (" (mean ± sample std)" if len(runs) > 1 else ""),
         "",
         *table(runs),
         "",
-        "- epochs: run until early stopping (best: the epoch whose checkpoint was tested, "
-        "from 0); s/epoch: training only; fit s: training and the validation after each epoch",
+        "- epochs: run until early stopping, the epoch cap or the time budget (best: the epoch "
+        "whose checkpoint was tested, from 0); s/epoch: training only, wall clock (on a shared "
+        "machine, or reniced, it counts the time other processes held the core); CPU s/epoch: this "
+        "process's CPU time per training epoch (about an idle core's wall time, one torch "
+        "thread); fit s: training and the validation after each epoch",
         "- NDCG@10, history excluded: the same checkpoint, every other item the user rated "
         "masked (reqo's harness convention), not a RecBole figure",
     ]
 
 
-def train(seeds: list[int], json_path: Path, verbose: bool) -> list[SeedRun]:
-    """Run every seed, one after the other, and write the JSON."""
-    source = recbole_dataset_directory()
+def _cut_short(runs: list[SeedRun], minutes: float | None) -> list[str]:
+    """A line saying which seeds a time budget stopped, if any did."""
+    stopped = [run for run in runs if run.budget_spent]
+    if not stopped:
+        return []
+    which = ", ".join(f"seed {run.seed} after {run.epochs} epochs" for run in stopped)
+    return [
+        f"- **training cut short**: a {minutes:g}-minute budget (`--minutes`, for a run on a "
+        f"shared machine) stopped {which}, before early stopping; the best checkpoint so far "
+        "was tested, so these are the figures of an unfinished training, not of RecBole's "
+        "converged model"
+    ]
+
+
+def train(
+    model: str,
+    seeds: list[int],
+    epochs: int | None,
+    minutes: float | None,
+    json_file: Path,
+    verbose: bool,
+) -> Recorded:
+    """Run every seed, one after the other, writing the JSON after each."""
     runs: list[SeedRun] = []
     settings: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="reqo-recbole-gru4rec-") as temporary:
-        work = Path(temporary)
-        # A private copy of the atomic file, so nothing RecBole does touches the installed wheel.
-        data = work / "dataset" / DATASET
-        data.mkdir(parents=True)
-        shutil.copy2(source / f"{DATASET}.inter", data)
+    with private_dataset(f"reqo-recbole-{model.lower()}-") as (work, data):
         for seed in seeds:
-            print(f"seed {seed}: training GRU4Rec (RecBole 1.2.1)", flush=True)
-            run, settings = run_seed(seed, data.parent, work, verbose)
+            print(f"seed {seed}: training {model} (RecBole 1.2.1)", flush=True)
+            run, settings = run_seed(model, seed, epochs, minutes, data, work, verbose)
             print(
                 f"seed {seed}: {run.epochs} epochs (best {run.best_epoch}), "
-                f"{run.seconds_per_epoch:.2f} s/epoch, test NDCG@10 {run.test['ndcg@10']:.4f}",
+                f"{run.seconds_per_epoch:.2f} s/epoch, test NDCG@10 {run.test['ndcg@10']:.4f} "
+                f"({run.test_history_excluded['ndcg@10']:.4f} history excluded)",
                 flush=True,
             )
             runs.append(run)
             # Written after every seed, so that a long run cut short keeps what it finished.
-            write_json(json_path, runs, settings)
-    print(f"wrote {json_path}")
-    return runs
+            write_json(json_file, model, runs, settings)
+    print(f"wrote {json_file}")
+    return Recorded(model, runs, settings, machine())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default=DEFAULT_MODEL,
+        help=f"RecBole's sequential model (default {DEFAULT_MODEL})",
+    )
     parser.add_argument("--seeds", default="2020", help="comma-separated seeds (default 2020)")
     parser.add_argument(
-        "--json", type=Path, default=DEFAULT_JSON, help=f"per-seed figures (default {DEFAULT_JSON})"
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"cap RecBole's epochs (default: RecBole's own, {RECBOLE_EPOCHS}, with early "
+        "stopping); the section says when capped",
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="stop training at the first epoch boundary past this many minutes of a seed's "
+        "training and test the best checkpoint so far (default: no limit); the section says so",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="per-seed figures (default evaluation/recbole_<model>.json, the model in lower case)",
     )
     parser.add_argument(
         "--from-json",
@@ -500,12 +479,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="RecBole's own log lines too")
     parser.add_argument("--no-report", action="store_true", help="do not touch BENCHMARKS.md")
     args = parser.parse_args(argv)
-    try:
-        seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
-    except ValueError:
-        parser.error(f"--seeds: {args.seeds!r} is not a list of integers")
-    if not seeds:
-        parser.error("--seeds: no seed given")
+    seeds = parse_seeds(args.seeds)
+    if seeds is None:
+        parser.error(f"--seeds: {args.seeds!r} is not a non-empty list of integers")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs: {args.epochs} is not a positive number of epochs")
+    if args.minutes is not None and not args.minutes > 0:
+        parser.error(f"--minutes: {args.minutes} is not a positive number of minutes")
     if args.threads < 0:
         parser.error("--threads: 0 (torch's default) or more")
     if args.threads:
@@ -516,15 +496,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     if args.from_json is not None:
-        runs, measured_on = read_json(args.from_json)
+        recorded = read_json(args.from_json)
     else:
-        runs, measured_on = train(seeds, args.json, args.verbose), machine()
-    lines = report_lines(runs, measured_on)
+        json_file = args.json or json_path(args.model)
+        recorded = train(args.model, seeds, args.epochs, args.minutes, json_file, args.verbose)
+    lines = report_lines(recorded)
     if args.no_report:
         print("\n".join(lines))
     else:
         publish(
-            "RecBole GRU4Rec on MovieLens-100K: leave-last-one-out, full ranking",
+            f"RecBole {recorded.model} on MovieLens-100K: leave-last-one-out, full ranking",
             "bench.recbole_gru4rec",
             argv,
             lines,
