@@ -42,6 +42,7 @@ BUILTIN_PLUGINS = (
     "plugins.builtin.stored_vectors",
     "plugins.builtin.visual",
     "plugins.builtin.ensemble",
+    "plugins.builtin.stacker",
     "plugins.builtin.gru4rec",
     "plugins.builtin.sasrec",
     "plugins.builtin.next_item_ffn",

@@ -36,14 +36,26 @@ items); one with members that the host has not bound raises `MembersUnbound`.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from plugins.algorithm import Algorithm, Parameter, ParameterError, UserHistory
+from plugins.builtin.members import MemberLookup, MemberModel, MembersUnbound
 from plugins.hookspecs import hookimpl
 from plugins.training import TrainingData
+
+__all__ = [
+    "FLOOR",
+    "NORMALISATIONS",
+    "Ensemble",
+    "MemberLookup",
+    "MembersUnbound",
+    "check_weights",
+    "combine",
+    "normalise",
+]
 
 NORMALISATIONS = ("rank", "zscore")
 FLOOR = 1e-6
@@ -51,15 +63,9 @@ FLOOR = 1e-6
 as relevant."""
 
 Array = np.ndarray[Any, Any]
-MemberLookup = Callable[[str], Algorithm]
-"""The host's lookup of a member's current model by name."""
 
 
-class MembersUnbound(RuntimeError):
-    """An ensemble asked to score before the host bound its members."""
-
-
-class Ensemble(Algorithm):
+class Ensemble(MemberModel):
     """A weighted blend of the normalised scores of other models (its members)."""
 
     name = "ensemble"
@@ -76,41 +82,22 @@ class Ensemble(Algorithm):
         ),
     )
 
-    def __init__(self, **settings: Any) -> None:
-        super().__init__(**settings)
-        self._lookup: MemberLookup | None = None
-
     @classmethod
     def validate(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
-        """As Algorithm.validate, and: members are distinct non-empty names; weights name
-        members and are numbers >= 0, at least one of them above 0."""
+        """As MemberModel.validate, and: weights name members and are numbers >= 0, at least
+        one of them above 0."""
         checked = super().validate(settings)
         members = checked["members"]
-        if not all(isinstance(m, str) and m for m in members):
-            raise ParameterError(cls.name, "members", f"must be a list of model names: {members}")
-        if len(set(members)) != len(members):
-            raise ParameterError(cls.name, "members", f"lists a model twice: {members}")
-        checked["members"] = list(members)
         checked["weights"] = check_weights(cls.name, "weights", checked["weights"], members)
         return checked
 
     # -- members ----------------------------------------------------------------------------------
 
     @property
-    def members(self) -> tuple[str, ...]:
-        """The names of the models this ensemble blends."""
-        return tuple(self.settings["members"])
-
-    @property
     def member_weights(self) -> dict[str, float]:
         """Every member's weight (1 where the configuration leaves it out)."""
         given: Mapping[str, float] = self.settings["weights"]
         return {member: float(given.get(member, 1.0)) for member in self.members}
-
-    def bind(self, lookup: MemberLookup) -> None:
-        """Take the host's lookup of members by name, asked at each request (so that a
-        retrained member counts at once)."""
-        self._lookup = lookup
 
     def weighted(self, weights: Mapping[str, float]) -> Ensemble:
         """This ensemble (same members, same binding) with some members' weights replaced: a
@@ -120,14 +107,6 @@ class Ensemble(Algorithm):
         other = copy.copy(self)
         other.settings = {**self.settings, "weights": {k: float(v) for k, v in merged.items()}}
         return other
-
-    def _member(self, name: str) -> Algorithm:
-        if self._lookup is None:
-            raise MembersUnbound(
-                f"ensemble: member '{name}' is not bound (the host binds members to a loaded "
-                "ensemble before it scores)"
-            )
-        return self._lookup(name)
 
     # -- Algorithm ------------------------------------------------------------------------------
 

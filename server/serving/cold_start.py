@@ -77,15 +77,15 @@ def parse_cold_start(key: str, value: object) -> ColdStart | None:
 
 
 def wants_user_properties(model: Algorithm, member: Any) -> bool:
-    """Whether a model (or a member of an ensemble: `member(name)` loads one) scores users from
-    their properties."""
+    """Whether a model (or a member of an ensemble or stacker: `member(name)` loads one) scores
+    users from their properties."""
     # Imported here: scenarios (read with the configuration) parse `cold_start:` from this
     # module without loading the models.
-    from plugins.builtin.ensemble import Ensemble
+    from plugins.builtin.members import MemberModel
 
     if model.uses_user_properties:
         return True
-    if isinstance(model, Ensemble):
+    if isinstance(model, MemberModel):
         return any(member(name).uses_user_properties for name in model.members)
     return False
 

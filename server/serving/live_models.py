@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from plugins.algorithm import Algorithm, ParameterError
-from plugins.builtin.ensemble import Ensemble
+from plugins.builtin.members import MemberModel
 from plugins.manager import Registry
 from plugins.training import WeightError, validate_weights
 from server.config import Config, ConfigError
@@ -83,7 +83,9 @@ def check_models(config: Config, registry: Registry) -> None:
 
 
 def check_ensembles(config: Config, registry: Registry) -> None:
-    """Every ensemble's members are configured models, and no ensemble contains itself."""
+    """Every member of a model over other models (an ensemble, a stacker) is a configured
+    model, no such model contains itself, and a stacker's members fit on their own (it fits
+    copies of them: an ensemble or a stacker cannot be one)."""
     members = {name: ensemble_members(m, registry) for name, m in config.models.items()}
     for name, names in members.items():
         for member in names:
@@ -100,8 +102,23 @@ def check_ensembles(config: Config, registry: Registry) -> None:
             raise ConfigError(
                 config.source,
                 f"models.{name}.params.members",
-                f"an ensemble cannot contain itself: {' -> '.join(path)}",
+                f"a model over other models ({config.models[name].algorithm}) cannot contain "
+                f"itself: {' -> '.join(path)}",
             )
+    for name, names in members.items():
+        cls = registry.algorithm(config.models[name].algorithm)
+        if not issubclass(cls, MemberModel) or not cls.fits_members:
+            continue
+        for member in names:
+            algorithm = config.models[member].algorithm
+            if issubclass(registry.algorithm(algorithm), MemberModel):
+                raise ConfigError(
+                    config.source,
+                    f"models.{name}.params.members",
+                    f"'{member}' is a model over other models ({algorithm}): a "
+                    f"{config.models[name].algorithm} fits copies of its members, which must "
+                    "learn on their own",
+                )
 
 
 def _cycle(
@@ -212,8 +229,8 @@ class LiveModels:
             self.configs = configs
 
     def training_order(self) -> list[str]:
-        """Every configured model, each ensemble after its members (so that training them all
-        trains a member once)."""
+        """Every configured model, each ensemble (or stacker) after its members (so that
+        training them all trains a member once)."""
         return training_order(sorted(self.configs), self.configs, self.registry)
 
     def train(self, name: str) -> LoadedModel:
@@ -242,7 +259,7 @@ class LiveModels:
             assert version is not None
         cls = self.registry.algorithm(config.algorithm)
         algorithm = cls.load(self.directory / name / version)
-        if isinstance(algorithm, Ensemble):
+        if isinstance(algorithm, MemberModel):
             # Members are resolved at each request, so that a retrained member counts at once.
             algorithm.bind(lambda member: self.get(member).algorithm)
         return LoadedModel(

@@ -25,6 +25,7 @@ import numpy as np
 
 from plugins.algorithm import Algorithm, UserHistory, pad_scores, restrict
 from plugins.builtin.ensemble import Ensemble
+from plugins.builtin.members import MemberModel
 from plugins.training import validate_weights
 from server.search.fulltext import Hit
 from server.serving import cold_start, ranking, segments
@@ -506,7 +507,7 @@ class Pipeline:
             loaded = found
         else:
             loaded = self.models.get(name)
-        if isinstance(loaded.algorithm, Ensemble):
+        if isinstance(loaded.algorithm, MemberModel):
             for member in loaded.algorithm.members:
                 self._model(ctx, member)
         return loaded

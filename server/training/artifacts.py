@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from plugins.algorithm import Algorithm
-from plugins.builtin.ensemble import Ensemble
+from plugins.builtin.members import MemberModel, ModelFactory
 from plugins.manager import Registry
 from plugins.shards import SnapshotShards
 from plugins.training import TrainingData
@@ -39,13 +39,18 @@ def train_model(
     directory: Path,
     models: Mapping[str, ModelConfig] | None = None,
 ) -> Path:
-    """Fit one model on a fresh snapshot and publish it as the current version. An ensemble's
-    members that have no version yet are trained first (`models`: the configured models)."""
+    """Fit one model on a fresh snapshot and publish it as the current version. The members
+    of a model over other models (an ensemble, a stacker) that have no version yet are trained
+    first (`models`: the configured models); a stacker, which fits copies of its members while
+    it learns, gets a factory of them (it keeps no copies: the server binds the members it
+    serves)."""
     algorithm = registry.algorithm(model.algorithm)(**model.params)
-    if isinstance(algorithm, Ensemble) and models is not None:
+    if isinstance(algorithm, MemberModel) and models is not None:
         for member in algorithm.members:
             if current_version(directory, member) is None:
                 train_model(database, models[member], registry, directory, models)
+        if algorithm.fits_members:
+            algorithm.bind_factory(member_factory(models, registry), hosted=True)
     snapshot = database.read_sync(take_snapshot)
     data = TrainingData.from_snapshot(snapshot, model.weights)
     # Image models (and any plugin that wants item embeddings) get them from the host.
@@ -200,10 +205,22 @@ def _prune(home: Path, keep: set[str], keep_last: int = 3) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def member_factory(models: Mapping[str, ModelConfig], registry: Registry) -> ModelFactory:
+    """A maker of fresh, unfitted models of the configured models by name, for a model that
+    fits copies of its members (a stacker)."""
+
+    def fresh(name: str) -> Algorithm:
+        config = models[name]
+        return registry.algorithm(config.algorithm)(**config.params)
+
+    return fresh
+
+
 def ensemble_members(model: ModelConfig, registry: Registry) -> tuple[str, ...]:
-    """The members of a model whose algorithm is an ensemble (none for other models)."""
+    """The members of a model over other models (an ensemble, a stacker: a MemberModel);
+    none for other models."""
     cls = registry.algorithms.get(model.algorithm)
-    if cls is None or not issubclass(cls, Ensemble):
+    if cls is None or not issubclass(cls, MemberModel):
         return ()
     return tuple(cls.validate(model.params)["members"])
 
@@ -211,8 +228,8 @@ def ensemble_members(model: ModelConfig, registry: Registry) -> tuple[str, ...]:
 def training_order(
     names: list[str], models: Mapping[str, ModelConfig], registry: Registry
 ) -> list[str]:
-    """The models in `names`, each ensemble after those of its members that are listed (so
-    that a member is not trained twice)."""
+    """The models in `names`, each ensemble (or stacker) after those of its members that are
+    listed (so that a member is not trained twice)."""
     ordered: list[str] = []
 
     def visit(name: str) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from plugins.algorithm import Algorithm, ParameterError, UserHistory
+from plugins.builtin.members import MemberModel
 from plugins.manager import collect, get_plugin_manager
 from plugins.training import TrainingData
 from storage.snapshot import take_snapshot
@@ -26,10 +27,44 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> TrainingData:
     return TrainingData.from_snapshot(snapshot)
 
 
-def fitted(name: str, data: TrainingData) -> Algorithm:
-    model = REGISTRY.algorithm(name)(**{"seed": 3} if _has(name, "seed") else {})
-    model.fit(data)
+MEMBERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "knn": ("item-knn", {"neighbours": 10}),
+    "pop": ("popularity", {}),
+}
+"""What a model over other models (ensemble, stacker) is built on here: configured models."""
+
+
+def member(name: str) -> Algorithm:
+    """A fresh member, as the host's factory makes one."""
+    algorithm, params = MEMBERS[name]
+    return REGISTRY.algorithm(algorithm)(**params)
+
+
+_SERVED: dict[int, dict[str, Algorithm]] = {}
+
+
+def bound(model: Algorithm, data: TrainingData) -> Algorithm:
+    """The model bound to the members the host would serve (fitted on `data`), where it needs
+    them to score."""
+    if isinstance(model, MemberModel) and not model.scores_alone:
+        if id(data) not in _SERVED:
+            _SERVED[id(data)] = {name: member(name) for name in MEMBERS}
+            for served in _SERVED[id(data)].values():
+                served.fit(data)
+        model.bind(_SERVED[id(data)].__getitem__)
     return model
+
+
+def fitted(name: str, data: TrainingData) -> Algorithm:
+    params: dict[str, Any] = {"seed": 3} if _has(name, "seed") else {}
+    cls = REGISTRY.algorithm(name)
+    if issubclass(cls, MemberModel):
+        params["members"] = list(MEMBERS)
+    model = cls(**params)
+    if isinstance(model, MemberModel):
+        model.bind_factory(member)
+    model.fit(data)
+    return bound(model, data)
 
 
 def _has(name: str, parameter: str) -> bool:
@@ -143,7 +178,7 @@ def test_save_then_load_gives_the_same_scores(
     model = fitted(name, data)
     model.save(tmp_path / name)
     assert not list((tmp_path / name).glob("*.pkl"))
-    loaded = type(model).load(tmp_path / name)
+    loaded = bound(type(model).load(tmp_path / name), data)
     assert loaded.settings == model.settings
     np.testing.assert_array_equal(
         model.score_users(histories(data), data.n_items),
