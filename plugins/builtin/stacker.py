@@ -29,19 +29,20 @@ rank and margin may only raise an item (LightGBM's monotone constraints). Offlin
 data carries the evaluation's validation part (`data.validation`; `holdout: auto`), the ranker
 learns from it too, against members fitted on all the training data (those it then keeps): the
 linear ensemble's weights are optimised on the same part. On MovieLens-100K that part is worth
-about +0.004 NDCG@10 (bench.stacker): its examples come from the members that score the test,
+about +0.005 NDCG@10 (bench.stacker): its examples come from the members that score the test,
 where the rounds' come from members fitted on 90 % of the data. A served stacker has no such
 part: it learns from its rounds alone (`holdout: own` measures that offline).
 
 Members: the stacker fits copies of its members while it learns, from the host's factory of
-unfitted members (`bind_factory`; MembersUnbound without one). The server trains the members as
-models of their own and binds them when it loads the stacker (`hosted`): the stacker then keeps
-no copies and saves only the ranker and its item features. Without a host (`reqo evaluate`, the
-benchmarks, a saved stacker used on its own) it fits the members once more on all the data and
-keeps them: it saves their states beside the ranker, under `member<i>.` keys (with their
-algorithm and settings in the layout), so that a saved stacker scores alone (its members must
-be built-in or installed plugins' algorithms to load). The ranker is saved as LightGBM's text
-model, in a uint8 array (no pickle).
+unfitted members (`bind_factory`; MembersUnbound without one); the copies learn from the
+stacker's training data (its model's interaction `weights`, not each member's). The server
+trains the members as models of their own and binds them when it loads the stacker (`hosted`):
+the stacker then keeps no copies and saves only the ranker and its item features. Without a
+host (`reqo evaluate`, the benchmarks, a saved stacker used on its own) it fits the members once
+more on all the data and keeps them: it saves their states beside the ranker, under
+`member<i>.` keys (with their algorithm and settings in the layout), so that a saved stacker
+scores alone (its members must be built-in or installed plugins' algorithms to load). The ranker
+is saved as LightGBM's text model, in a uint8 array (no pickle).
 
 Cost: learning fits every member `rounds` + 1 times (`rounds` when hosted) and LightGBM on
 `rounds` x users x pool pairs (`max_users` bounds the users); a request costs the members'
@@ -54,16 +55,15 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from plugins.algorithm import Algorithm, Parameter, ParameterError, UserHistory, restrict
 from plugins.builtin.members import MemberModel
 from plugins.builtin.stacker_features import categorical_columns, feature_names, pools
 from plugins.builtin.stacker_items import ItemSide
+from plugins.builtin.stacker_learning import hold_out, sample, train_ranker, users_with_items
 from plugins.hookspecs import hookimpl
 from plugins.training import Holdout, TrainingData
 
@@ -74,9 +74,6 @@ Array = np.ndarray[Any, Any]
 HOLDOUTS = ("auto", "own")
 SCORE_CELLS = 1 << 22
 """(user, item) scores the stacker builds features from at a time, learning or serving."""
-EARLY_STOPPING_SHARE = 0.2
-"""The share of the labelled users whose NDCG@10 stops the boosting."""
-EVAL_AT = 10
 
 
 class Stacker(MemberModel):
@@ -220,9 +217,9 @@ class Stacker(MemberModel):
             # examples whose features are those of the scored test (as an ensemble's weights
             # are optimised on it).
             full = {name: self._fit_member(name, data) for name in self.members}
-            users = _sample(validation.users, most, rng)
+            users = sample(validation.users, most, rng)
             parts.append(self._examples(full, data, users, validation, self._side))
-        users = _sample(_users_with_items(data, 2), most, rng)
+        users = sample(users_with_items(data, 2), most, rng)
         for _ in range(int(self.settings["rounds"])):
             train, labels = hold_out(data, users, float(self.settings["validation"]), rng)
             fitted = {name: self._fit_member(name, train) for name in self.members}
@@ -398,140 +395,6 @@ class Stacker(MemberModel):
                 model.n_items = int(own["n_items"])
                 model.restore({key: arrays[f"member{i}.{key}"] for key in own["arrays"]})
                 self._own[own["name"]] = model
-
-
-def hold_out(
-    data: TrainingData, users: Array, validation: float, rng: np.random.Generator
-) -> tuple[TrainingData, Holdout]:
-    """The data without a random part of the users' items (a share below 1, else a count; at
-    least one item, never all of a user's), and that part as a Holdout."""
-    n_items = data.n_items
-    chosen = np.zeros(data.n_users, dtype=np.bool_)
-    chosen[users] = True
-    keys = np.unique((data.users * n_items + data.items)[chosen[data.users]])
-    owners = keys // n_items
-    order = np.lexsort((rng.random(len(keys)), owners))
-    keys, owners = keys[order], owners[order]
-    distinct = np.bincount(owners, minlength=data.n_users)
-    starts = np.cumsum(distinct) - distinct
-    place = np.arange(len(keys)) - starts[owners]
-    if validation < 1:
-        wanted = np.maximum(1, np.round(validation * distinct)).astype(np.int64)
-    else:
-        wanted = np.full(data.n_users, int(validation), dtype=np.int64)
-    wanted = np.minimum(wanted, distinct - 1)
-    held = keys[place < wanted[owners]]
-    dropped = np.isin(data.users * n_items + data.items, held)
-    holdout = Holdout.of(held // n_items, held % n_items, data.n_users)
-    return without(data, dropped), holdout
-
-
-def without(data: TrainingData, dropped: Array) -> TrainingData:
-    """The training data less some interactions (the rest of it kept: ids, properties, item
-    vectors, ...)."""
-    keep = ~dropped
-    users, items, weights = data.users[keep], data.items[keep], data.weights[keep]
-    matrix = sp.csr_matrix(
-        (weights, (users, items)), shape=(data.n_users, data.n_items), dtype=np.float32
-    )
-    matrix.sum_duplicates()
-    indptr = np.zeros(data.n_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(users, minlength=data.n_users), out=indptr[1:])
-    return replace(
-        data,
-        matrix=matrix,
-        users=users,
-        items=items,
-        kinds=data.kinds[keep],
-        timestamps=data.timestamps[keep],
-        weights=weights,
-        indptr=indptr,
-        validation=None,
-    )
-
-
-def train_ranker(
-    features: Array,
-    targets: Array,
-    groups: Array,
-    owners: Array,
-    names: list[str],
-    categorical: list[int],
-    settings: Mapping[str, Any],
-) -> lightgbm.Booster | None:
-    """LambdaRank over the pools (one query each, `owners` their users); None where fewer than
-    two users have a held-out item in their pool (nothing to learn an order from). With
-    early stopping, a seeded fifth of the users picks the number of rounds, then the ranker
-    is fitted again on every user for that many."""
-    if len(np.unique(owners)) < 2:
-        return None
-    import lightgbm
-
-    seed = int(settings["seed"])
-    params: dict[str, Any] = {
-        "objective": "lambdarank",
-        "metric": "ndcg",
-        "eval_at": [EVAL_AT],
-        "num_leaves": int(settings["num_leaves"]),
-        "learning_rate": float(settings["learning_rate"]),
-        "min_data_in_leaf": int(settings["min_data_in_leaf"]),
-        "seed": seed,
-        "deterministic": True,
-        "force_col_wise": True,
-        "verbosity": -1,
-        "num_threads": int(settings["threads"]),
-        # A better score or rank from a member never makes an item less likely: without this,
-        # trees fitted step functions of a member's z-score that ranked worse than the member.
-        "monotone_constraints": [
-            1 if name.endswith(("_z", "_margin")) else -1 if name.endswith("_rank") else 0
-            for name in names
-        ],
-    }
-    labels = targets.astype(np.float32)
-    rounds = int(settings["n_estimators"])
-    patience = int(settings["early_stopping"])
-
-    def dataset(chosen: Array, reference: lightgbm.Dataset | None = None) -> lightgbm.Dataset:
-        rows = np.repeat(chosen, groups)
-        return lightgbm.Dataset(
-            features[rows],
-            labels[rows],
-            group=groups[chosen],
-            feature_name=names,
-            categorical_feature=categorical,
-            reference=reference,
-            free_raw_data=True,
-        )
-
-    everyone = np.ones(len(groups), dtype=np.bool_)
-    distinct = np.unique(owners)
-    picked = np.random.default_rng(seed).random(len(distinct)) < EARLY_STOPPING_SHARE
-    inner = np.isin(owners, distinct[picked])
-    if patience and inner.any() and not inner.all():
-        fitting = dataset(~inner)
-        stopped = lightgbm.train(
-            params,
-            fitting,
-            num_boost_round=rounds,
-            valid_sets=[dataset(inner, fitting)],
-            callbacks=[lightgbm.early_stopping(patience, verbose=False)],
-        )
-        rounds = max(1, int(stopped.best_iteration))
-    return lightgbm.train(params, dataset(everyone), num_boost_round=rounds)
-
-
-def _users_with_items(data: TrainingData, at_least: int) -> Array:
-    """The users with at least this many distinct items."""
-    owners = np.unique(data.users * data.n_items + data.items) // max(1, data.n_items)
-    return np.flatnonzero(np.bincount(owners, minlength=data.n_users) >= at_least)
-
-
-def _sample(users: Array, most: int, rng: np.random.Generator) -> Array:
-    """At most `most` of the users (a seeded sample, in index order)."""
-    users = np.asarray(users, dtype=np.int64)
-    if len(users) <= most:
-        return users
-    return np.sort(rng.choice(users, size=most, replace=False))
 
 
 @hookimpl

@@ -13,9 +13,10 @@ import pytest
 from plugins.algorithm import Algorithm, ParameterError, UserHistory
 from plugins.builtin.ensemble import Ensemble
 from plugins.builtin.members import MembersUnbound
-from plugins.builtin.stacker import Stacker, hold_out
+from plugins.builtin.stacker import Stacker
 from plugins.builtin.stacker_features import standardise
 from plugins.builtin.stacker_items import PropertyError
+from plugins.builtin.stacker_learning import hold_out
 from plugins.manager import collect, get_plugin_manager
 from plugins.training import Holdout, TrainingData
 from storage.snapshot import take_snapshot
