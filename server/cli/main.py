@@ -14,7 +14,7 @@ from server.cli.check import add_parser as add_check_parser
 from server.cli.models import add_parser as add_models_parser
 from server.cli.recombee import add_parser as add_recombee_parser
 from server.cli.roles import add_parser as add_roles_parser
-from server.config import Config, ConfigError, load_config
+from server.config import CONFIG_EXIT, Config, ConfigError, load_config
 from server.offline.evaluate import add_parser as add_evaluate_parser
 from server.offline.kpi import add_parser as add_kpi_parser
 from server.offline.optimize import add_parser as add_optimize_parser
@@ -30,7 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except ConfigError as error:
         print(f"reqo: configuration error: {error}", file=sys.stderr)
-        return 2
+        # A role's refusal is told apart from its crash: the supervisor stops, not restarts.
+        return CONFIG_EXIT if args.command == "role" else 2
     return code
 
 

@@ -50,8 +50,19 @@ def run_role(args: argparse.Namespace) -> int:
     if args.name == "writer":
         return _until_stopped(_writer(config), "writer")
     if args.name == "trainer":
+        _writer_listens(config)
         return _until_stopped(_trainer(config), "trainer")
     return _server(config, args.fd, args.log_level)
+
+
+def _writer_listens(config: Config) -> None:
+    """Return once the group's writer listens (the supervisor starts every role at once);
+    exit where it never does."""
+    from server.cluster.supervisor import STARTUP_WAIT, wait_for_writer
+
+    if not wait_for_writer(config):
+        logging.getLogger("reqo").error("reqo: no writer listened within %.0f s", STARTUP_WAIT)
+        raise SystemExit(1)
 
 
 def _until_stopped(work: Coroutine[Any, Any, None], role: str) -> int:
@@ -153,5 +164,6 @@ def _server(config: Config, fd: int | None, log_level: str) -> int:
         **tls,  # type: ignore[arg-type]
     )
     listener = socket.socket(fileno=fd)
+    _writer_listens(config)
     uvicorn.Server(settings).run(sockets=[listener])
     return 0

@@ -138,9 +138,8 @@ class Supervisor:
         writer = Role("writer", self._argv("writer"))
         self._start(writer)
         self.roles.append(writer)
-        if not self._wait_for_writer(writer):
-            self._stop_all()
-            return 1
+        # The servers and the trainer start now, and wait for the writer once they have
+        # imported and checked what they serve (a second or more saved on every start).
         listener = socket.create_server((self.host, self.port), backlog=2048)
         listener.set_inheritable(True)
         self._listener = listener
@@ -156,6 +155,9 @@ class Supervisor:
         trainer = Role("trainer", self._argv("trainer"))
         self._start(trainer)
         self.roles.append(trainer)
+        if not self._wait_for_writer(writer):
+            self._stop_all()
+            return 1
         logger.info(
             "reqo: writer, %d server(s) on %s:%d and a trainer started",
             self.workers,
@@ -251,6 +253,17 @@ def _role_restarted(name: str) -> None:
     from server.telemetry.metrics import ROLE_RESTARTS
 
     ROLE_RESTARTS.labels(name).inc()
+
+
+def wait_for_writer(config: Config, timeout: float = STARTUP_WAIT) -> bool:
+    """Wait until the writer listens (True), or `timeout` seconds (False): a server or a
+    trainer starts beside the writer, and reads the data directory once the writer has it."""
+    deadline = time.monotonic() + timeout
+    while not writer_answers(config):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def writer_answers(config: Config) -> bool:

@@ -7,18 +7,19 @@ each weighting's noisy online performance, modelled by a surrogate.
   the incumbent (the best weighting found so far, so that users do not pay for the search);
   Thompson sampling (server.experiments.bandits.Bandit) shares the traffic among them, each with
   at least `min_share` of it.
-- A generation ends when each candidate has served `recommendations_per_candidate`
-  recommendations: the posterior mean reward of each of its variants, with its standard
-  deviation, joins the history. A Gaussian process over the history (server.experiments.surrogate)
-  models the fitness as a function of the weights and of the generation, so that a drift of the
-  traffic over time (the season, new items: every variant of a generation shares it) is not
-  mistaken for the weights' doing; each observation's noise is its posterior's variance. CMA-ES
-  is told the surrogate's mean at each candidate rather than its raw, noisy reward. The next
-  incumbent is chosen cautiously: the incumbent or a well-measured weighting, whichever has the
-  best lower bound (mean - standard deviation) now; before the surrogate has enough points, a
-  candidate that beat the incumbent of its generation with 90 % confidence (Bonferroni-corrected
-  for the population). Once it has, the surrogate also pre-screens: CMA-ES proposes `screen`
-  times the population and the most promising (mean + standard deviation) are served.
+- A generation ends when each candidate, and the incumbent, has served
+  `recommendations_per_candidate` recommendations: the posterior mean reward of each of its
+  variants, with its standard deviation, joins the history. A Gaussian process over the history
+  (server.experiments.surrogate) models the fitness as a function of the weights and of the
+  generation, so that a drift of the traffic over time (the season, new items: every variant of a
+  generation shares it) is not mistaken for the weights' doing; each observation's noise is its
+  posterior's variance. CMA-ES is told the surrogate's mean at each candidate rather than its raw,
+  noisy reward. The next incumbent is chosen cautiously: the incumbent or a well-measured weighting,
+  whichever has the best lower bound (mean - standard deviation) now; before the surrogate has
+  enough points, a candidate that beat the incumbent of its generation with 90 % confidence
+  (Bonferroni-corrected for the population). Once it has, the surrogate also pre-screens: CMA-ES
+  proposes `screen` times the population and the most promising (mean + standard deviation) are
+  served.
 - The state is plain JSON (`to_json`, `restore`): the settings it belongs to, each generation's
   candidates with their CMA-ES points, their evidence and the values told, and CMA-ES's mean,
   step size and covariance. CMA-ES's internals are restored exactly by replaying its asks and
@@ -163,9 +164,10 @@ class WeightEvolution:
         return None if found is None else self._variant(found)
 
     def ready(self, served: Mapping[str, int]) -> bool:
-        """Whether every candidate of the generation has served its recommendations."""
+        """Whether every variant of the generation, the incumbent too (every candidate is
+        judged against it), has served its recommendations."""
         need = self.settings.recommendations_per_candidate
-        return all(served.get(c.name, 0) >= need for c in self.current.candidates)
+        return all(served.get(v.name, 0) >= need for v in self.current.variants)
 
     # -- the search -----------------------------------------------------------------------------
 

@@ -104,13 +104,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run an evaluation from parsed arguments; 0, or 1 (data) / 2 (usage) with a message."""
-    from plugins.builtin.members import MemberModel
     from plugins.evaluation.cold import COLD_SHARE, COLD_USER_INTERACTIONS
     from plugins.evaluation.harness import COLD_PROTOCOLS, ModelSpec, Protocol, evaluate
     from plugins.evaluation.report import describe, markdown_table, write_outputs
     from plugins.evaluation.splits import SplitError
     from server.api.app import load_registry
-    from server.training.artifacts import member_factory
+    from server.training.artifacts import offline_algorithm
     from server.training.item_vectors import text_provider_for
 
     if args.protocol != "temporal" and (args.at is not None or args.quantile is not None):
@@ -126,16 +125,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(config.source, f"databases.{args.db}", "no such database in the config")
     registry = load_registry(config)
     names = list(args.models) if args.models else sorted(config.models)
-    # A stacker fits copies of its members (configured models) while it learns: no host binds
-    # a factory of them here, so its class comes with one.
-    factory = member_factory(config.models, registry)
     specs = []
     for name in names:
         model = config.models.get(name)
         if model is not None:
-            algorithm = registry.algorithm(model.algorithm)
-            if issubclass(algorithm, MemberModel) and algorithm.fits_members:
-                algorithm = algorithm.with_factory(factory)
+            algorithm = offline_algorithm(config.models, registry, name)
             specs.append(ModelSpec(name, algorithm, model.params, model.weights))
         elif name in registry.algorithms:
             specs.append(ModelSpec(name, registry.algorithms[name]))

@@ -200,10 +200,13 @@ def run_model(args: argparse.Namespace, config: Config, registry: Registry, name
     from plugins.evaluation.param_space import SearchError, parse_tunables, searchable
     from plugins.evaluation.search import parse_metric
     from plugins.evaluation.splits import SplitError
+    from server.training.artifacts import offline_algorithm
     from server.training.item_vectors import text_provider_for
 
     model = config.models[name]
-    spec = ModelSpec(name, registry.algorithm(model.algorithm), model.params, model.weights)
+    spec = ModelSpec(
+        name, offline_algorithm(config.models, registry, name), model.params, model.weights
+    )
     budget = MODEL_BUDGET if args.budget is None else args.budget
     try:
         parse_metric(args.metric)

@@ -184,8 +184,10 @@ class LiveModels:
 
     def refresh(self) -> list[str]:
         """Load every model whose current version on disk is newer than the loaded one (or
-        that the fallback served until now)."""
-        changed = []
+        that the fallback served until now), and every configured model that has a version
+        and is not loaded yet: loading (a torch import, a large index) happens here, in the
+        background, never in the first request that wants the model."""
+        changed = self._preload()
         for name, loaded in sorted(self._loaded.items(), key=lambda kv: kv[0] != FALLBACK_MODEL):
             version = current_version(self.directory, name)
             if version is None and loaded.version == FALLBACK_VERSION and name != FALLBACK_MODEL:
@@ -216,6 +218,19 @@ class LiveModels:
                     },
                 )
         return changed
+
+    def _preload(self) -> list[str]:
+        """Load the configured models that have a current version but are not loaded."""
+        loaded = []
+        for name in self.training_order():
+            if name in self._loaded or current_version(self.directory, name) is None:
+                continue
+            with self._lock:
+                if name in self._loaded:
+                    continue
+                self._loaded = {**self._loaded, name: self._load(name)}
+            loaded.append(name)
+        return loaded
 
     def update(self, configs: dict[str, ModelConfig]) -> None:
         """New model definitions (a configuration reload): models whose definition changed are

@@ -163,13 +163,14 @@ class Store:
             logger.warning("the trainer could not be asked for a model: %s", task.exception())
 
     async def _poll_models(self) -> None:
+        # The first round loads the trained models at start-up, before requests ask for them.
         while True:
-            await asyncio.sleep(MODEL_POLL_INTERVAL)
             for served in list(self._served.values()):
                 try:
                     await asyncio.to_thread(served.models.refresh)
                 except Exception:
                     logger.exception("database %r: loading a new model version failed", served.name)
+            await asyncio.sleep(MODEL_POLL_INTERVAL)
 
     def _longest_sticky(self) -> float:
         """The longest time a configured experiment keeps a user on a variant (seconds)."""

@@ -216,6 +216,18 @@ def member_factory(models: Mapping[str, ModelConfig], registry: Registry) -> Mod
     return fresh
 
 
+def offline_algorithm(
+    models: Mapping[str, ModelConfig], registry: Registry, name: str
+) -> type[Algorithm]:
+    """The class of configured model `name` for code that fits it where no host binds members
+    (evaluation, search): a stacker, which fits copies of its members while it learns, comes
+    with a factory of the configured models."""
+    algorithm = registry.algorithm(models[name].algorithm)
+    if issubclass(algorithm, MemberModel) and algorithm.fits_members:
+        return algorithm.with_factory(member_factory(models, registry))
+    return algorithm
+
+
 def ensemble_members(model: ModelConfig, registry: Registry) -> tuple[str, ...]:
     """The members of a model over other models (an ensemble, a stacker: a MemberModel);
     none for other models."""

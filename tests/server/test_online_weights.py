@@ -128,6 +128,20 @@ def test_a_stored_evolution_is_restored_exactly() -> None:
     assert restored.experiment.variants != evolution.experiment.variants
 
 
+def test_a_generation_waits_for_its_incumbent_to_be_measured_too() -> None:
+    # Every candidate is judged against the incumbent: a generation whose incumbent has not
+    # served would keep it for lack of evidence, whatever the candidates earned.
+    evolution = WeightEvolution(settings(population=2, recommendations_per_candidate=10))
+    candidates = [c.name for c in evolution.current.candidates]
+    incumbent = evolution.current.incumbent.name
+    assert incumbent not in candidates
+    served = dict.fromkeys(candidates, 10)
+    assert not evolution.ready({**served, incumbent: 0})
+    assert not evolution.ready({**served, incumbent: 9})
+    assert not evolution.ready({**served, candidates[0]: 9, incumbent: 10})
+    assert evolution.ready({**served, incumbent: 10})
+
+
 def test_a_state_of_other_settings_is_refused() -> None:
     stored = WeightEvolution(settings()).to_json()
     for changed in (settings(seed=2), settings(members=("a", "b", "d")), settings(population=5)):

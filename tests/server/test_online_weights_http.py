@@ -105,7 +105,7 @@ def test_clicks_end_a_generation_and_a_restart_keeps_it(server: RunningServer) -
     assert set(first["variants"]) == {"g0-c0", "g0-c1", "g0-c2", "g0-best"}
     weights = {name: v["weights"] for name, v in first["variants"].items()}
     assert weights["g0-best"] == {"ease": 1.0, "knn": 1.0, "popularity": 0.5}
-    # Each candidate serves its recommendations; g0-c1's are clicked. The KPI request reads
+    # Each variant serves its recommendations; g0-c1's are clicked. The KPI request reads
     # the rewards at once; the next recommendation carries the new generation to the writer,
     # and the change feed brings it back to serve.
     client = server.client()
@@ -118,7 +118,7 @@ def test_clicks_end_a_generation_and_a_restart_keeps_it(server: RunningServer) -
         if group == "g0-c1":
             item = response["recomms"][0]["id"]
             client.send(AddDetailView(user, item, recomm_id=response["recommId"]))
-        if min(counts.get(f"g0-c{c}", 0) for c in range(3)) >= PER_CANDIDATE:
+        if min(counts.get(v, 0) for v in weights) >= PER_CANDIDATE:
             break
     ended = kpi_state(server)
     assert ended["evolution"]["generation"] == 0  # proposed, not yet back from the writer

@@ -35,6 +35,10 @@ MODELS: dict[str, Any] = {
     # A clearly bad regularisation on this data: the search must leave it.
     "ease-bad": {"algorithm": "ease", "params": {"l2": 1.0}},
     "knn": {"algorithm": "item-knn"},
+    "ranker": {
+        "algorithm": "stacker",
+        "params": {"members": ["ease", "pop"], "n_estimators": 20, "threads": 1},
+    },
 }
 SCENARIOS: dict[str, Any] = {
     # Starts from popularity alone: the search must find that EASE is worth more.
@@ -189,6 +193,26 @@ def test_a_models_search_writes_its_parameters_the_config_loads(
         snapshot, ModelSpec("ease-bad", REGISTRY.algorithms["ease"]), Protocol(), "ndcg@10"
     )
     assert objective.fit({"l2": l2})[0] > objective.fit({"l2": 1.0})[0]
+
+
+def test_a_stackers_parameters_are_searched_over_fitted_copies_of_its_members(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A stacker fits copies of its members while it learns: the search gives it a factory of
+    # the configured models (no server binds one here).
+    out = tmp_path / "ranker.yaml"
+    code = optimize(
+        config,
+        *("--model", "ranker", "--params", "ranker.num_leaves=4:64", "--budget", "2"),
+        *("--out", str(out)),
+    )
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    written = yaml.safe_load(out.read_text())
+    (leaves,) = written["models"]["ranker"]["params"].values()
+    assert isinstance(leaves, int)
+    assert 4 <= leaves <= 64
+    assert "model ranker: 2 settings fitted" in printed
 
 
 @pytest.mark.parametrize(

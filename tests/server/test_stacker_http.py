@@ -99,6 +99,19 @@ def test_a_mistyped_stacker_fails_the_start_up_checks(tmp_path: Path) -> None:
     assert "models.stacked.params.members: 'knm' is not a configured model" in checked.stderr
 
 
+def test_reqo_serve_stops_on_a_mistyped_stacker_rather_than_restarting_its_roles(
+    tmp_path: Path,
+) -> None:
+    models = {**MODELS, "stacked": {"algorithm": "stacker", "params": {"members": ["ease", "knm"]}}}
+    server = RunningServer(tmp_path, free_port(), {"test": "t0123456789"}, extra={"models": models})
+    with pytest.raises(RuntimeError) as caught:
+        server.start()
+    assert "reqo exited with 2" in str(caught.value)
+    assert "models.stacked.params.members: 'knm' is not a configured model" in str(caught.value)
+    assert "refused the configuration; stopping" in str(caught.value)
+    assert "restarting it" not in str(caught.value)
+
+
 def test_members_are_trained_before_their_stacker() -> None:
     models = parse_config(
         {"databases": {"t": {"token": "t"}}, "models": MODELS}, source="x", base_dir=Path(".")
