@@ -44,10 +44,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from plugins.algorithm import Algorithm, Parameter, ParameterError, UserHistory
+from plugins.algorithm import Algorithm, Parameter, ParameterError
 from plugins.builtin.image_embedders import DEFAULT_EMBEDDER
 from plugins.builtin.next_item import (
-    NextItemAlgorithm,
+    SequenceScoring,
     torch_device,
     torch_threads,
     training_parameters,
@@ -57,7 +57,6 @@ from plugins.builtin.sessions import (
     NegativeSampler,
     Pause,
     count_distribution,
-    recent_items,
     sessions,
 )
 from plugins.hookspecs import hookimpl
@@ -77,7 +76,7 @@ sessions (BENCHMARKS.md): it lifts the rare test items' NDCG@10 above id-only's 
 the overall figure, where larger values lift the rare items further at some cost overall."""
 
 
-class GRU4Rec(NextItemAlgorithm):
+class GRU4Rec(SequenceScoring):
     """GRU4Rec with the authors' defaults: one layer of 100 units, 64 slots, Adagrad at 0.05,
     2,048 sampled negatives, cross-entropy with logQ correction (`sample_alpha` 0.75 where
     their code has 0.5).
@@ -370,17 +369,6 @@ class GRU4Rec(NextItemAlgorithm):
 
     # -- scoring and state ------------------------------------------------------------------------
 
-    def user_scores(self, histories: Sequence[UserHistory]) -> np.ndarray[Any, Any]:
-        """Scores of every item after the latest session of each history, one batch."""
-        gap, limit = float(self.settings["session_gap"]), int(self.settings["max_history"])
-        return self._scores([recent_items(h, self.n_items, gap, limit) for h in histories])
-
-    def item_scores(self, items: Sequence[int]) -> np.ndarray[Any, Any]:
-        """Scores of every item after a one-item session of each context item."""
-        return self._scores(
-            [np.asarray([i] if 0 <= i < self.n_items else [], dtype=np.int64) for i in items]
-        )
-
     def _scores(self, sequences: Sequence[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
         import torch
 
@@ -391,13 +379,6 @@ class GRU4Rec(NextItemAlgorithm):
             state = self.network.final_state([torch.from_numpy(s).to(device) for s in sequences])
             scores = self.network.score_all(state)
         return np.asarray(scores.float().cpu().numpy(), dtype=np.float32)
-
-    def state(self) -> dict[str, np.ndarray[Any, Any]]:
-        """The network's weights, the fixed item vectors where the input reads them, and the
-        serving weights of the free item parameters where `shrinkage` made them."""
-        if self.network is None:
-            return {}
-        return {k: v.detach().cpu().numpy().copy() for k, v in self.network.state_dict().items()}
 
     def restore(self, arrays: Mapping[str, np.ndarray[Any, Any]]) -> None:
         import torch

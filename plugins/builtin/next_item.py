@@ -1,20 +1,20 @@
-"""What the next-item models (gru4rec, next-item-ffn) share: their common parameters, the device,
-the progress bar over epochs and early stopping on the validation holdout.
+"""What the next-item models (gru4rec, sasrec, next-item-ffn) share: their common
+parameters, the device, the progress bar over epochs and early stopping on the validation holdout.
 
 torch is imported inside the functions: loading the built-in plugins must not pay for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
-from plugins.algorithm import Algorithm, Parameter, ParameterError
-from plugins.builtin.sessions import histories_of
+from plugins.algorithm import Algorithm, Parameter, ParameterError, UserHistory
+from plugins.builtin.sessions import histories_of, recent_items
 from plugins.training import TrainingData
 
 if TYPE_CHECKING:
@@ -217,4 +217,34 @@ class NextItemAlgorithm(Algorithm):
         network.eval()
 
     def _fit(self, data: TrainingData) -> None:
+        raise NotImplementedError
+
+
+class SequenceScoring(NextItemAlgorithm):
+    """A next-item model that scores from the latest items of a history (its latest session,
+    at most `max_history` of them; both parameters are the subclass's), and Items to Item as
+    a one-item history; its state is its network's weights. Subclasses implement `_scores`."""
+
+    network: torch.nn.Module | None
+
+    def user_scores(self, histories: Sequence[UserHistory]) -> np.ndarray[Any, Any]:
+        """Scores of every item after the latest `max_history` items of each history's latest
+        session, one batch."""
+        gap, limit = float(self.settings["session_gap"]), int(self.settings["max_history"])
+        return self._scores([recent_items(h, self.n_items, gap, limit) for h in histories])
+
+    def item_scores(self, items: Sequence[int]) -> np.ndarray[Any, Any]:
+        """Scores of every item after a one-item history of each context item."""
+        return self._scores(
+            [np.asarray([i] if 0 <= i < self.n_items else [], dtype=np.int64) for i in items]
+        )
+
+    def state(self) -> dict[str, np.ndarray[Any, Any]]:
+        """The network's weights (its buffers included)."""
+        if self.network is None:
+            return {}
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.network.state_dict().items()}
+
+    def _scores(self, sequences: Sequence[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
+        """Scores of every item after each sequence of item indices (oldest first)."""
         raise NotImplementedError

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from plugins.algorithm import Algorithm, Parameter, ParameterError, UserHistory
-from plugins.builtin.next_item import NextItemAlgorithm, torch_device, training_parameters
-from plugins.builtin.sessions import recent_items, sessions
+from plugins.algorithm import Algorithm, Parameter, ParameterError
+from plugins.builtin.next_item import SequenceScoring, torch_device, training_parameters
+from plugins.builtin.sessions import sessions
 from plugins.hookspecs import hookimpl
 from plugins.training import TrainingData
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from plugins.builtin.sasrec_network import SelfAttentive
 
 
-class SASRec(NextItemAlgorithm):
+class SASRec(SequenceScoring):
     """SASRec with full softmax cross-entropy: 2 blocks of 96 units, one head, the latest 50
     items, dropout 0.3, Adam at 0.002, 128 windows a batch.
 
@@ -159,18 +159,6 @@ class SASRec(NextItemAlgorithm):
 
     # -- scoring and state ------------------------------------------------------------------------
 
-    def user_scores(self, histories: Sequence[UserHistory]) -> np.ndarray[Any, Any]:
-        """Scores of every item after the latest `max_history` items of each history's latest
-        session, one batch."""
-        gap, limit = float(self.settings["session_gap"]), int(self.settings["max_history"])
-        return self._scores([recent_items(h, self.n_items, gap, limit) for h in histories])
-
-    def item_scores(self, items: Sequence[int]) -> np.ndarray[Any, Any]:
-        """Scores of every item after a one-item history of each context item."""
-        return self._scores(
-            [np.asarray([i] if 0 <= i < self.n_items else [], dtype=np.int64) for i in items]
-        )
-
     def _scores(self, sequences: Sequence[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
         import torch
 
@@ -181,12 +169,6 @@ class SASRec(NextItemAlgorithm):
             state = self.network.last_states([torch.from_numpy(s).to(device) for s in sequences])
             scores = self.network.score_all(state)
         return np.asarray(scores.float().cpu().numpy(), dtype=np.float32)
-
-    def state(self) -> dict[str, np.ndarray[Any, Any]]:
-        """The network's weights."""
-        if self.network is None:
-            return {}
-        return {k: v.detach().cpu().numpy().copy() for k, v in self.network.state_dict().items()}
 
     def restore(self, arrays: Mapping[str, np.ndarray[Any, Any]]) -> None:
         import torch
