@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from server.experiments.evolution import Evidence
 from server.experiments.evolving import Evolutions
+from server.experiments.generations import Evidence
 from server.experiments.variants import Experiment, Variant
 from storage.database import Database, WriteContext, WriteJob
 from storage.kpi import (

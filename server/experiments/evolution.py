@@ -41,6 +41,16 @@ from typing import Any
 
 import numpy as np
 
+from server.experiments.generations import (
+    Candidate,
+    Evidence,
+    Generation,
+    StateMismatch,
+    candidate_of,
+    fingerprint,
+    generation_json,
+    generation_of,
+)
 from server.experiments.surrogate import Surrogate
 from server.experiments.variants import EvolutionSettings, Experiment, Variant, evolved_name
 
@@ -62,54 +72,6 @@ WEIGHT_DIGITS = 4
 PROMOTION_CONFIDENCE = 0.9
 """Before the surrogate has enough points, a candidate replaces the incumbent where it beat it
 in their generation with this confidence (one-sided, over all the generation's candidates)."""
-
-
-class StateMismatch(ValueError):
-    """A stored evolution that cannot continue under the configured settings."""
-
-    def __init__(self, problem: str) -> None:
-        super().__init__(f"the stored weight evolution does not fit the configuration: {problem}")
-        self.problem = problem
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """What a weighting earned in its generation: the posterior mean of its reward per
-    recommendation, that mean's standard deviation, and the recommendations it served."""
-
-    mean: float
-    sd: float
-    served: int
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A weighting served as a variant."""
-
-    name: str
-    weights: tuple[float, ...]
-    """Normalised to sum to 1, in the order of the members."""
-    point: tuple[float, ...] | None = None
-    """Its CMA-ES point (log-weights); None for an incumbent."""
-
-
-@dataclass
-class Generation:
-    """CMA-ES's candidates of one generation, the incumbent served beside them, and (once the
-    generation is over) what each earned and what CMA-ES was told."""
-
-    number: int
-    asked: int
-    """Points CMA-ES proposed (the candidates are the surrogate's pick among them)."""
-    candidates: tuple[Candidate, ...]
-    incumbent: Candidate
-    evidence: dict[str, Evidence] | None = None
-    told: tuple[float, ...] | None = None
-    """The fitness told to CMA-ES per candidate (negated: CMA-ES minimises)."""
-
-    @property
-    def variants(self) -> tuple[Candidate, ...]:
-        return (*self.candidates, self.incumbent)
 
 
 @dataclass(frozen=True)
@@ -259,12 +221,12 @@ class WeightEvolution:
         strategy = self._strategy
         return {
             "version": STATE_VERSION,
-            "settings": _fingerprint(self.settings),
+            "settings": fingerprint(self.settings),
             "generation": self.generation,
             "mean": [float(v) for v in strategy.mean],
             "sigma": float(strategy.sigma),
             "covariance": np.asarray(strategy.sm.C, dtype=np.float64).tolist(),
-            "generations": [_generation_json(g) for g in self._generations],
+            "generations": [generation_json(g) for g in self._generations],
         }
 
     @classmethod
@@ -274,10 +236,10 @@ class WeightEvolution:
         sigma, seed, screen) or cannot be read."""
         if data.get("version") != STATE_VERSION:
             raise StateMismatch(f"version {data.get('version')!r}, not {STATE_VERSION}")
-        if data.get("settings") != _fingerprint(settings):
+        if data.get("settings") != fingerprint(settings):
             raise StateMismatch("the members, start, population, sigma, seed or screen changed")
         try:
-            generations = [_generation_of(g, len(settings.members)) for g in data["generations"]]
+            generations = [generation_of(g, len(settings.members)) for g in data["generations"]]
         except (KeyError, TypeError, ValueError) as error:
             raise StateMismatch(f"unreadable generations ({error!r})") from None
         numbers = [g.number for g in generations]
@@ -412,9 +374,7 @@ def stored_incumbent(settings: EvolutionSettings, data: Mapping[str, Any]) -> Va
     """The incumbent of a stored state's current generation, read without CMA-ES (it serves
     while the evolution is restored); None where the state cannot be read."""
     try:
-        incumbent = _candidate_of(
-            data["generations"][-1]["incumbent"], len(settings.members), False
-        )
+        incumbent = candidate_of(data["generations"][-1]["incumbent"], len(settings.members), False)
     except (KeyError, IndexError, TypeError, ValueError):
         return None
     return Variant(
@@ -455,58 +415,3 @@ def _softmax(x: Array) -> Array:
 def _normalised(weights: Sequence[float]) -> tuple[float, ...]:
     total = sum(weights)
     return tuple(float(w) / total for w in weights)
-
-
-def _fingerprint(settings: EvolutionSettings) -> dict[str, Any]:
-    """What a stored state must have been made with to be replayed under these settings."""
-    return {
-        "members": list(settings.members),
-        "start": list(settings.start),
-        "population": settings.population,
-        "sigma": settings.sigma,
-        "seed": settings.seed,
-        "screen": settings.screen,
-    }
-
-
-def _candidate_json(candidate: Candidate) -> dict[str, Any]:
-    found: dict[str, Any] = {"name": candidate.name, "weights": list(candidate.weights)}
-    if candidate.point is not None:
-        found["point"] = list(candidate.point)
-    return found
-
-
-def _generation_json(generation: Generation) -> dict[str, Any]:
-    return {
-        "number": generation.number,
-        "asked": generation.asked,
-        "candidates": [_candidate_json(c) for c in generation.candidates],
-        "incumbent": _candidate_json(generation.incumbent),
-        "evidence": None
-        if generation.evidence is None
-        else {k: [e.mean, e.sd, e.served] for k, e in generation.evidence.items()},
-        "told": None if generation.told is None else list(generation.told),
-    }
-
-
-def _candidate_of(data: Mapping[str, Any], dims: int, point: bool) -> Candidate:
-    weights = tuple(float(w) for w in data["weights"])
-    found = tuple(float(v) for v in data["point"]) if point else None
-    if len(weights) != dims or (found is not None and len(found) != dims):
-        raise ValueError(f"candidate {data['name']!r} has not {dims} weights")
-    return Candidate(str(data["name"]), weights, found)
-
-
-def _generation_of(data: Mapping[str, Any], dims: int) -> Generation:
-    evidence = data["evidence"]
-    told = data["told"]
-    return Generation(
-        int(data["number"]),
-        int(data["asked"]),
-        tuple(_candidate_of(c, dims, True) for c in data["candidates"]),
-        _candidate_of(data["incumbent"], dims, False),
-        None
-        if evidence is None
-        else {str(k): Evidence(float(v[0]), float(v[1]), int(v[2])) for k, v in evidence.items()},
-        None if told is None else tuple(float(t) for t in told),
-    )

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from server.experiments.evolution import StateMismatch, WeightEvolution, stored_incumbent
+from server.experiments.evolution import WeightEvolution, stored_incumbent
+from server.experiments.generations import StateMismatch
 from server.experiments.variants import EvolutionSettings, Experiment
 from storage.kpi import Assignment, Outcomes, state_assignment
 

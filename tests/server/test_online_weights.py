@@ -17,7 +17,8 @@ import pytest
 
 from server.config import ConfigError, parse_config
 from server.experiments.bandits import Bandit, Experiments
-from server.experiments.evolution import Evidence, StateMismatch, WeightEvolution
+from server.experiments.evolution import WeightEvolution
+from server.experiments.generations import Evidence, StateMismatch
 from server.experiments.variants import EvolutionSettings
 from server.serving.scenarios import ScenarioConfig
 from storage.database import Database
