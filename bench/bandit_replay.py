@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from bench._replay_plots import percent_spread, plot_cumulative_ctr
 from bench._report import publish
 from bench.evaluate import open_dataset
 from plugins.evaluation.harness import (
@@ -149,25 +150,13 @@ def plot(
 
     path.mkdir(parents=True, exist_ok=True)
     ctr_png, share_png = path / "bandit_replay_ctr.png", path / "bandit_replay_share.png"
-    figure, axes = plt.subplots(figsize=(9, 5))
-    start = 200  # the first events' CTR is noise
-    steps = np.arange(1, len(thompson[0]) + 1)
-    for name, curve in fixed.items():
-        axes.plot(steps[start:], 100 * curve[start:], linestyle="--", label=f"{name} alone")
-    for runs, label in ((uniform, "uniform split"), (thompson, "Thompson sampling")):
-        stacked = 100 * np.array(runs)
-        axes.plot(steps[start:], stacked.mean(axis=0)[start:], linewidth=2, label=label)
-        axes.fill_between(
-            steps[start:], stacked.min(axis=0)[start:], stacked.max(axis=0)[start:], alpha=0.2
-        )
-    axes.set_xlabel("held-out events replayed (time order)")
-    axes.set_ylabel("cumulative CTR (%)")
-    axes.set_title(f"ML-100K replay: cumulative CTR ({len(thompson)} seeded runs, min-max band)")
-    axes.legend()
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(ctr_png, dpi=110)
-    plt.close(figure)
+    curves = {
+        **{f"{name} alone": [curve] for name, curve in fixed.items()},
+        "uniform split": uniform,
+        "Thompson sampling": thompson,
+    }
+    title = f"ML-100K replay: cumulative CTR ({len(thompson)} seeded runs, min-max band)"
+    plot_cumulative_ctr(ctr_png, curves, title)
 
     figure, axes = plt.subplots(figsize=(9, 4.5))
     x = np.arange(WINDOW, WINDOW + len(shares[0]))
@@ -185,12 +174,6 @@ def plot(
     figure.savefig(share_png, dpi=110)
     plt.close(figure)
     return ctr_png, share_png
-
-
-def _spread(values: list[float]) -> str:
-    mean = statistics.fmean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * mean:.2f} % ± {100 * sd:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,11 +255,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{fixed_ctr[name] / fixed_ctr[best]:.1%} | {share} / {share} |"
         )
     lines.append(
-        f"| uniform split | {_spread(ctr['uniform'])} | "
+        f"| uniform split | {percent_spread(ctr['uniform'])} | "
         f"{statistics.fmean(ctr['uniform']) / fixed_ctr[best]:.1%} | 33 % / 33 % |"
     )
     lines.append(
-        f"| Thompson sampling | {_spread(ctr['thompson'])} | "
+        f"| Thompson sampling | {percent_spread(ctr['thompson'])} | "
         f"{statistics.fmean(ratio):.1%} (min {min(ratio):.1%}) | "
         f"{statistics.fmean(share_all):.1%} / {statistics.fmean(late_share):.1%} |"
     )

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from bench._replay_plots import percent_spread, plot_cumulative_ctr
 from bench._report import publish
 from bench.bandit_replay import HELD_OUT, TOP, cumulative_ctr, per_user_temporal
 from bench.evaluate import open_dataset
@@ -198,24 +199,8 @@ def plot(
 
     path.mkdir(parents=True, exist_ok=True)
     ctr_png, weights_png = path / "online_weights_ctr.png", path / "online_weights_weights.png"
-    figure, axes = plt.subplots(figsize=(9, 5))
-    start = 200  # the first events' CTR is noise
-    steps = np.arange(1, events + 1)
-    for name, runs in curves.items():
-        stacked = 100 * np.array(runs)
-        line = "--" if len(runs) == 1 else "-"
-        axes.plot(steps[start:], stacked.mean(axis=0)[start:], linestyle=line, label=name)
-        if len(runs) > 1:
-            low, high = stacked.min(axis=0)[start:], stacked.max(axis=0)[start:]
-            axes.fill_between(steps[start:], low, high, alpha=0.2)
-    axes.set_xlabel("held-out events replayed (time order)")
-    axes.set_ylabel("cumulative CTR (%)")
-    axes.set_title(f"ML-100K replay: ensemble weights ({len(online)} seeded runs, min-max band)")
-    axes.legend()
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(ctr_png, dpi=110)
-    plt.close(figure)
+    title = f"ML-100K replay: ensemble weights ({len(online)} seeded runs, min-max band)"
+    plot_cumulative_ctr(ctr_png, curves, title)
 
     figure, axes = plt.subplots(figsize=(9, 4.5))
     shares = np.array([incumbent_shares(run, events) for run in online])  # runs x events x members
@@ -235,12 +220,6 @@ def plot(
     figure.savefig(weights_png, dpi=110)
     plt.close(figure)
     return ctr_png, weights_png
-
-
-def _spread(values: list[float]) -> str:
-    mean = statistics.fmean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * mean:.2f} % ± {100 * sd:.2f}"
 
 
 def _shares(weights: Mapping[str, float]) -> str:
@@ -362,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         ("equal", "equal weights"),
     ):
         lines.append(
-            f"| {label} | {_spread(ctr[key])} | {statistics.fmean(ctr[key]) / reference:.1%} | "
-            f"{_spread(late[key])} |"
+            f"| {label} | {percent_spread(ctr[key])} | "
+            f"{statistics.fmean(ctr[key]) / reference:.1%} | {percent_spread(late[key])} |"
         )
     final = {m: statistics.fmean(_share(r.final, m) for r in online) for m in MEMBERS}
     found = {m: statistics.fmean(_share(o["weights"], m) for o in offline) for m in MEMBERS}
