@@ -4,7 +4,6 @@ official Recombee client."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from recombee_api_client.api_requests import (
-    AddDetailView,
-    AddItemProperty,
     RecommendItemsToUser,
-    SetItemValues,
 )
 
 from plugins.algorithm import UserHistory
@@ -26,6 +22,7 @@ from server.serving.live_models import LiveModels, check_models
 from server.training.artifacts import current_version, training_order
 from storage.interactions import InteractionKind, apply_interaction_writes, parse_interaction
 from tests.plugins.catalog import build_catalog
+from tests.server.films import view_films
 from tests.serving import RunningServer, free_port
 
 REGISTRY = collect(get_plugin_manager())
@@ -175,7 +172,6 @@ def test_a_loaded_ensemble_trains_missing_members_and_uses_their_current_version
 
 # -- over HTTP ------------------------------------------------------------------------------------
 
-GENRES = ["action", "comedy", "drama"]
 FILMS = 24
 USERS = 16
 SCENARIOS: dict[str, Any] = {
@@ -198,16 +194,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     extra = {"models": MODELS, "scenarios": SCENARIOS, "overlays": ["optimized.yaml"]}
     running = RunningServer(directory, free_port(), {"test": "ensemble-token"}, extra=extra)
     running.start()
-    client = running.client()
-    client.send(AddItemProperty("genre", "string"))
-    for i in range(FILMS):
-        client.send(SetItemValues(f"f{i:02d}", {"genre": GENRES[i % 3]}, cascade_create=True))
-    # Seeded, uneven tastes: the members' scores seldom tie, so that their orders are defined.
-    rng = random.Random(5)
-    for user in range(USERS):
-        for film in range(FILMS):
-            if rng.random() < (0.5 if film % 3 == user % 3 else 0.1):
-                client.send(AddDetailView(f"u{user}", f"f{film:02d}", cascade_create=True))
+    view_films(running, films=FILMS, users=USERS, seed=5, off_taste=0.1)
     assert running.request("POST", "/-/train", json={}).status_code == 200
     yield running
     running.stop()

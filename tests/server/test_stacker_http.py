@@ -4,7 +4,6 @@ Recombee client."""
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,10 +15,7 @@ import numpy as np
 import pytest
 import yaml
 from recombee_api_client.api_requests import (
-    AddDetailView,
-    AddItemProperty,
     RecommendItemsToUser,
-    SetItemValues,
 )
 
 from plugins.builtin.stacker import Stacker
@@ -27,6 +23,7 @@ from plugins.manager import collect, get_plugin_manager
 from server.config import Config, ConfigError, parse_config
 from server.serving.live_models import check_models
 from server.training.artifacts import current_version, training_order
+from tests.server.films import view_films
 from tests.serving import REPO_ROOT, RunningServer, free_port
 
 REGISTRY = collect(get_plugin_manager())
@@ -123,7 +120,6 @@ def test_members_are_trained_before_their_stacker() -> None:
 
 # -- over HTTP ------------------------------------------------------------------------------------
 
-GENRES = ["action", "comedy", "drama"]
 FILMS = 30
 USERS = 40
 SCENARIOS: dict[str, Any] = {
@@ -145,22 +141,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     extra = {"models": MODELS, "scenarios": SCENARIOS}
     running = RunningServer(directory, free_port(), {"test": "stacker-token"}, extra=extra)
     running.start()
-    client = running.client()
-    client.send(AddItemProperty("genre", "string"))
-    for i in range(FILMS):
-        client.send(SetItemValues(f"f{i:02d}", {"genre": GENRES[i % 3]}, cascade_create=True))
-    rng = random.Random(9)
-    seen: dict[str, set[str]] = {}
-    for user in range(USERS):
-        for film in range(FILMS):
-            if rng.random() < (0.5 if film % 3 == user % 3 else 0.06):
-                client.send(AddDetailView(f"u{user}", f"f{film:02d}", cascade_create=True))
-                seen.setdefault(f"u{user}", set()).add(f"f{film:02d}")
+    seen = view_films(running, films=FILMS, users=USERS, seed=9, off_taste=0.06)
     assert running.request("POST", "/-/train", json={}).status_code == 200
-    # The first request loads the models (LightGBM's library with the stacker): seconds on a
-    # busy machine, more than the client's 3 s timeout.
-    warm = {"count": 1, "scenario": "stacked"}
-    assert running.request("POST", "/recomms/users/u0/items/", json=warm).status_code == 200
     yield Served(running, seen)
     running.stop()
 
