@@ -9,10 +9,10 @@ the one before it the validation (early stopping); full ranking of every item. R
 MRR at 10 and 20; then, from one more fit of GRU4Rec (both settings) and SASRec on the first
 seed's split, each one's seconds per training epoch, the epochs it ran, and its NDCG@10 with the
 user's earlier items left out of the ranking too (reqo's harness convention, as the validation
-of early stopping ranks). RecBole 1.2.1's GRU4Rec on the same protocol, with its defaults, comes
-from the JSON that `python -m bench.recbole_gru4rec` writes (run it first; the table says when
-it is missing). RecBole ranks the user's earlier items too, so the comparison is made that way
-(`exclude_seen` off).
+of early stopping ranks). RecBole 1.2.1's GRU4Rec and SASRec on the same protocol, with their
+defaults, come from the JSON that `python -m bench.recbole_gru4rec [--model SASRec]` writes (run
+it first; the section says when it is missing). RecBole ranks the user's earlier items too, so
+the comparison is made that way (`exclude_seen` off).
 
 Part `images`: a SYNTHETIC dataset (storage/fashion_sessions.py, seeded): 4,000 Fashion-MNIST
 products and simulated shoppers whose sessions move mostly between look-alike pictures. Leave
