@@ -122,7 +122,7 @@ class SASRec(SequenceScoring):
     def _fit(self, data: TrainingData) -> None:
         import torch
 
-        from plugins.builtin.sasrec_network import Training, train_pass, windows
+        from plugins.builtin.sasrec_network import Training, batches, train_pass, windows
 
         s = self.settings
         device, generator, rng = self._start_fit(data)
@@ -139,7 +139,7 @@ class SASRec(SequenceScoring):
         )
 
         def one_epoch() -> float:
-            total, pairs = train_pass(training, rng.permutation(len(firsts)), s)
+            total, pairs = train_pass(training, batches(sizes, int(s["batch_size"]), rng), s)
             return total / max(pairs, 1)
 
         self._train_epochs(network, data, one_epoch)

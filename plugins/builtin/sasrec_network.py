@@ -194,19 +194,38 @@ class Training:
     generator: torch.Generator
 
 
+BUCKET = 16
+"""Batches whose windows are drawn together and sorted by length (`batches`)."""
+
+
+def batches(sizes: Int64s, batch_size: int, rng: np.random.Generator) -> list[np.ndarray[Any, Any]]:
+    """An epoch's batches of windows, in random order: the windows are shuffled, each run of
+    `BUCKET` batches' worth is sorted by length and cut into batches, and the batches are
+    shuffled. A batch is padded to its longest window, so that windows of like lengths share
+    one: with 200-item windows over histories mostly shorter, random batches computed two to
+    three times the positions they learnt from."""
+    order = rng.permutation(len(sizes))
+    out = []
+    step = batch_size * BUCKET
+    for begin in range(0, len(order), step):
+        run = order[begin : begin + step]
+        run = run[np.argsort(sizes[run], kind="stable")]
+        out += [run[at : at + batch_size] for at in range(0, len(run), batch_size)]
+    return [out[i] for i in rng.permutation(len(out))]
+
+
 def train_pass(
-    training: Training, order: np.ndarray[Any, Any], settings: Mapping[str, Any]
+    training: Training, chosen_batches: list[np.ndarray[Any, Any]], settings: Mapping[str, Any]
 ) -> tuple[float, int]:
-    """One pass over the windows in `order`, `batch_size` windows a step, with a SASRec model's
+    """One pass over the windows, a step per batch of them (`batches`), with a SASRec model's
     settings: the summed loss and the number of pairs."""
     s = settings
     network, items, generator = training.network, training.items, training.generator
     device = items.device
-    batch_size, dropout = int(s["batch_size"]), float(s["dropout"])
+    dropout = float(s["dropout"])
     loss_name, n_sample = str(s["loss"]), int(s["n_sample"])
     total, pairs = 0.0, 0
-    for begin in range(0, len(order), batch_size):
-        chosen = order[begin : begin + batch_size]
+    for chosen in chosen_batches:
         sizes = training.sizes[chosen]
         columns = np.arange(int(sizes.max()))[None, :]
         # A shorter window's padding repeats its last input: the causal mask keeps it from

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from plugins.algorithm import ParameterError, UserHistory
 from plugins.builtin.sasrec import SASRec
-from plugins.builtin.sasrec_network import CHUNK, full_cross_entropy, windows
+from plugins.builtin.sasrec_network import CHUNK, batches, full_cross_entropy, windows
 from plugins.builtin.sessions import sessions
 from tests.plugins.sequences import CYCLE, cyclic, next_item_accuracy, sequence_data
 
@@ -56,6 +56,28 @@ def test_windows_learn_every_pair_once_the_latest_whole() -> None:
         for p in range(first, first + size)
     ]
     assert sorted(pairs) == sorted([(1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 7), (8, 9), (9, 0)])
+
+
+def test_batches_cover_every_window_once_and_group_like_lengths() -> None:
+    rng = np.random.default_rng(0)
+    # Mostly short windows and a few whole ones, as histories shorter than the window give.
+    sizes = np.where(rng.random(5_000) < 0.2, 200, rng.integers(5, 60, 5_000)).astype(np.int64)
+    chosen = batches(sizes, 64, np.random.default_rng(1))
+    assert sorted(np.concatenate(chosen).tolist()) == list(range(len(sizes)))
+    assert all(0 < len(batch) <= 64 for batch in chosen)
+    # A batch is padded to its longest window: far fewer positions than random batches cost.
+    padded = sum(int(sizes[batch].max()) * len(batch) for batch in chosen)
+    shuffled = np.random.default_rng(1).permutation(len(sizes))
+    random_padded = sum(
+        int(sizes[shuffled[at : at + 64]].max()) * len(shuffled[at : at + 64])
+        for at in range(0, len(sizes), 64)
+    )
+    assert padded < 0.6 * random_padded
+    # The order is random (the long windows are not all at the end), and seeded.
+    firsts = [int(sizes[batch].max()) for batch in chosen]
+    assert firsts != sorted(firsts)
+    again = batches(sizes, 64, np.random.default_rng(1))
+    assert [b.tolist() for b in again] == [b.tolist() for b in chosen]
 
 
 def test_the_full_softmax_is_torch_cross_entropy_in_chunks() -> None:
