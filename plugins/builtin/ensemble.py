@@ -114,12 +114,6 @@ class Ensemble(MemberModel):
         """Nothing to learn: the members are trained as models of their own."""
         self.n_items = data.n_items
 
-    def user_scores(self, histories: Sequence[UserHistory]) -> Array:
-        return self.score_users(histories, self.n_items)
-
-    def item_scores(self, items: Sequence[int]) -> Array:
-        return self.score_items(items, self.n_items)
-
     def score_users(
         self,
         histories: Sequence[UserHistory],

@@ -16,10 +16,12 @@ class whose models come bound to a factory.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
-from plugins.algorithm import Algorithm, ParameterError
+import numpy as np
+
+from plugins.algorithm import Algorithm, ParameterError, UserHistory
 
 MemberLookup = Callable[[str], Algorithm]
 """The host's lookup of a member's current (fitted) model by name."""
@@ -58,6 +60,14 @@ class MemberModel(Algorithm):
             raise ParameterError(cls.name, "members", f"lists a model twice: {members}")
         checked["members"] = list(members)
         return checked
+
+    def user_scores(self, histories: Sequence[UserHistory]) -> np.ndarray[Any, Any]:
+        """Every item's score for each history: `score_users` over the whole catalog."""
+        return self.score_users(histories, self.n_items)
+
+    def item_scores(self, items: Sequence[int]) -> np.ndarray[Any, Any]:
+        """Every item's score for each context item: `score_items` over the whole catalog."""
+        return self.score_items(items, self.n_items)
 
     @property
     def members(self) -> tuple[str, ...]:

@@ -291,12 +291,6 @@ class Stacker(MemberModel):
             return self._own[name]
         return self._member(name)
 
-    def user_scores(self, histories: Sequence[UserHistory]) -> Array:
-        return self.score_users(histories, self.n_items)
-
-    def item_scores(self, items: Sequence[int]) -> Array:
-        return self.score_items(items, self.n_items)
-
     def score_users(
         self,
         histories: Sequence[UserHistory],

@@ -165,6 +165,8 @@ class LiveModels:
         self._lock = threading.RLock()
         self.awaiting: set[str] = set()
         """Models served by the fallback until a trainer has fitted them."""
+        self._unloadable: dict[str, str] = {}
+        """The version of each model that failed to load in the background (not tried again)."""
 
     def get(self, name: str) -> LoadedModel:
         """The current version of a model (loading, or training, it if needed)."""
@@ -220,15 +222,28 @@ class LiveModels:
         return changed
 
     def _preload(self) -> list[str]:
-        """Load the configured models that have a current version but are not loaded."""
+        """Load the configured models that have a current version but are not loaded. A version
+        that fails to load is logged once and left to the request that wants the model (which
+        reports the error), so that it holds up neither the other models nor their swaps."""
         loaded = []
         for name in self.training_order():
-            if name in self._loaded or current_version(self.directory, name) is None:
+            version = None if name in self._loaded else current_version(self.directory, name)
+            if version is None or self._unloadable.get(name) == version:
                 continue
             with self._lock:
                 if name in self._loaded:
                     continue
-                self._loaded = {**self._loaded, name: self._load(name)}
+                try:
+                    self._loaded = {**self._loaded, name: self._load(name)}
+                except Exception:
+                    self._unloadable[name] = version
+                    logger.exception(
+                        "database %r: model '%s' version %s could not be loaded",
+                        self.database.name,
+                        name,
+                        version,
+                    )
+                    continue
             loaded.append(name)
         return loaded
 
