@@ -8,6 +8,7 @@ TORCH_PIN := torch==2.13.0
 TORCHVISION_PIN := torchvision==0.28.0
 RECBOLE_PIN := recbole==1.2.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
+CHROMIUM := /usr/bin/chromium
 CONFIG ?= reqo.yaml
 
 .PHONY: install serve serve-fashion test lint bench bench-reference clean
@@ -23,6 +24,11 @@ $(VENV)/.installed: pyproject.toml examples/reqo-plugin-example/pyproject.toml
 	test -e $(FASHION_MNIST)/train-images-idx3-ubyte.gz \
 		|| apt-get install -y -q dataset-fashion-mnist \
 		|| sudo -n apt-get install -y -q dataset-fashion-mnist
+	# Debian's Chromium, which Playwright drives in the console's end-to-end tests (no browser
+	# download), as root or through sudo.
+	test -x $(CHROMIUM) \
+		|| apt-get install -y -q chromium \
+		|| sudo -n apt-get install -y -q chromium
 	touch $@
 
 install: $(VENV)/.installed

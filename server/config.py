@@ -159,6 +159,8 @@ class Config:
     """`server.logs:` (None: the defaults)."""
     cors_origins: tuple[str, ...] = ()
     """`server.cors.origins`: the web origins that browsers may call from (none: no CORS)."""
+    written: Mapping[str, Any] = field(default_factory=dict)
+    """`scenarios:` and `models:` as the YAML wrote them (overlays merged), for the console."""
 
     def models_dir(self, database: str) -> Path:
         """Where the trained models of a database are kept (one versioned directory each): on a
@@ -169,6 +171,16 @@ class Config:
 
     def database_path(self, name: str) -> Path:
         return self.data_dir / f"{name}.duckdb"
+
+    @property
+    def evaluations_dir(self) -> Path:
+        """Where `reqo evaluate` writes its records by default (the console reads them)."""
+        return self.data_dir / "evaluation"
+
+    def maps_dir(self, database: str) -> Path:
+        """Where `reqo plot embeddings` writes a database's maps by default (the console shows
+        them)."""
+        return self.data_dir / "maps" / database
 
     def check_serving(self, host: str) -> None:
         """Unsigned requests are for local development: refuse them on a non-loopback address."""
@@ -314,6 +326,7 @@ def parse_config(data: object, *, source: str, base_dir: Path) -> Config:
         metrics=metrics,
         logs=logs,
         cors_origins=cors_origins,
+        written={key: data.get(key) or {} for key in ("scenarios", "models")},
     )
 
 

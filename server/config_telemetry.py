@@ -5,6 +5,7 @@ server:
   metrics:
     enabled: true           # GET /-/metrics (and /metrics) in Prometheus' text format
     public: false           # true: scraped without the admin token (a private network only)
+    history_interval: 10s   # the console's last hour of traffic: one point per interval
   logs:
     format: auto            # json, text, or auto: JSON lines unless stderr is a terminal
     access: true            # one line per request (never its query string or signature)
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from server.config import ConfigError
 
-_METRICS_KEYS = {"enabled", "public"}
+_METRICS_KEYS = {"enabled", "public", "history_interval"}
 _LOGS_KEYS = {"format", "access", "slow_request"}
 LOG_FORMATS = ("auto", "json", "text")
 
@@ -31,6 +32,8 @@ class MetricsConfig:
     enabled: bool = True
     public: bool = False
     """Whether a scrape needs no admin token."""
+    history_interval: float = 10.0
+    """Seconds between two points of the console's traffic history."""
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,20 @@ class LogsConfig:
 
 def parse_metrics(source: str, value: object) -> MetricsConfig:
     """Validate `server.metrics:`."""
+    from server.config import _duration
+
     mapping = _mapping(source, "server.metrics", value, _METRICS_KEYS)
+    interval = _duration(
+        source,
+        "server.metrics.history_interval",
+        mapping.get("history_interval", 10.0),
+        at_least=0.1,
+        at_most=600,
+    )
     return MetricsConfig(
         enabled=_flag(source, "server.metrics.enabled", mapping.get("enabled", True)),
         public=_flag(source, "server.metrics.public", mapping.get("public", False)),
+        history_interval=interval or 10.0,
     )
 
 

@@ -129,28 +129,35 @@ def outcomes(
 
 @dataclass(frozen=True)
 class Bucket:
-    """One time bucket of a variant's recommendations and clicks."""
+    """One time bucket of a variant's recommendations and what they earned."""
 
     scenario: str | None
     variant: str | None
     start: float  # epoch seconds
     served: int
     clicks: int
+    converted: int = 0
+    """Recommendations followed by at least one purchase."""
+    revenue: float = 0.0
 
 
 def series(
     ctx: ReadContext, bucket_seconds: float, scenario: str | None = None, since: float | None = None
 ) -> list[Bucket]:
-    """Recommendations and clicks per time bucket (by when the recommendation was served)."""
+    """Recommendations, clicks, conversions and revenue per time bucket (by when the
+    recommendation was served)."""
     variant = "r.variant" if has_variant_column(ctx.conn) else "CAST(NULL AS VARCHAR)"
     rows = ctx.conn.execute(
         f"""SELECT scenario, variant, floor(epoch_us(ts) / 1e6 / $bucket) * $bucket AS start,
-                   count(*), count_if(clicked)
+                   count(*), count_if(clicked), count_if(purchases > 0), sum(revenue)
             FROM ({_attributed(variant)}) GROUP BY ALL
             ORDER BY scenario NULLS FIRST, variant NULLS FIRST, start""",
         {"scenario": scenario, "since": since, "bucket": bucket_seconds},
     ).fetchall()
-    return [Bucket(row[0], row[1], float(row[2]), int(row[3]), int(row[4])) for row in rows]
+    return [
+        Bucket(row[0], row[1], float(row[2]), int(row[3]), int(row[4]), int(row[5]), float(row[6]))
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,6 +34,9 @@ from server.config_telemetry import MetricsConfig
 from server.serving.lifecycle import Live
 from server.serving.store import Store
 from server.telemetry.sampler import Sampler
+
+if TYPE_CHECKING:
+    from server.console.history import TrafficHistory
 from storage.errors import StorageError
 
 OPENAPI = Path(__file__).resolve().parent.parent / "openapi.yaml"
@@ -51,6 +54,8 @@ class ServerState:
     sampler: Sampler
     started: bool = False
     """True once every database is open; false again while the server shuts down."""
+    history: TrafficHistory | None = None
+    """The last hour of each database's traffic (the console's overview)."""
 
 
 def plugins_json(registry: Registry) -> dict[str, Any]:
@@ -125,7 +130,7 @@ def admin_routes(state: ServerState) -> list[Route]:
     async def ready(request: Request) -> Response:
         # Ready once every database is open and every model a scenario serves with has a
         # version (a model without one would be served by the fallback meanwhile).
-        missing = _awaiting_versions(state) if state.started else {}
+        missing = awaiting_versions(state) if state.started else {}
         is_ready = state.started and not missing
         body: dict[str, Any] = {"status": "ready" if is_ready else "not ready"}
         if admin(request):
@@ -205,7 +210,7 @@ def scenario_models(config: Config, registry: Registry) -> set[str]:
     return {name for name in names if name in config.models}
 
 
-def _awaiting_versions(state: ServerState) -> dict[str, list[str]]:
+def awaiting_versions(state: ServerState) -> dict[str, list[str]]:
     """By database, the scenarios' models that have no version yet."""
     from server.training.artifacts import current_version
 

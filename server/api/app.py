@@ -64,6 +64,9 @@ from server.cluster.client import WriterRefused
 from server.cluster.links import Links
 from server.config import CONFIG_EXIT, Config, ConfigError
 from server.config_telemetry import LogsConfig, MetricsConfig
+from server.console.history import TrafficHistory
+from server.console.routes import console_routes
+from server.console.session import CONSOLE_SCOPE_KEY, session_opens
 from server.serving.expressions import LIMITS
 from server.serving.lifecycle import Live, reload_was_asked
 from server.serving.live_models import check_models
@@ -104,6 +107,8 @@ def create_app(
     traffic = Traffic()
     state = ServerState(store, live, registry, traffic, Sampler("server"))
     state.sampler.sources.append(ServerGauges(store, traffic))
+    metrics_settings = config.metrics or MetricsConfig()
+    state.history = TrafficHistory(config.databases, metrics_settings.history_interval)
     # Unknown databases are checked against a token nobody has, so that an unsigned or wrongly
     # signed request learns nothing from the answer about which databases exist.
     nobody = secrets.token_hex(32)
@@ -124,6 +129,8 @@ def create_app(
         registry.manager.hook.startup(config=config)
         log_startup(live.config, store)
         sampling = asyncio.create_task(state.sampler.run())
+        assert state.history is not None
+        recording = asyncio.create_task(state.history.run())
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.create_task(_reload_logged()))
@@ -135,6 +142,7 @@ def create_app(
         finally:
             state.started = False
             sampling.cancel()
+            recording.cancel()
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
             registry.manager.hook.shutdown()
@@ -153,6 +161,9 @@ def create_app(
             verify_request(request.scope, nobody, allow_unsigned=config.allow_unsigned)
             raise NotFound(f"database '{name}' does not exist on this server")
         settings = found.settings
+        if session_opens(request.scope, live.config.admin_token):
+            request.scope[CONSOLE_SCOPE_KEY] = True  # the console, logged in: no signature
+            return found
         if signed_publicly(request.scope):
             if settings.public_token is None:
                 raise Unauthorized(
@@ -180,7 +191,8 @@ def create_app(
         served = served_of(request, public=public)
         target = await served.replica.target()
         params, raw = await read_params(request)
-        if served.settings.strict_signatures and not _unsigned(request, config):
+        console = bool(request.scope.get(CONSOLE_SCOPE_KEY))
+        if served.settings.strict_signatures and not _unsigned(request, config) and not console:
             check_digest(request.scope, raw)
         if reads:
             await served.replica.caught_up(target)
@@ -255,7 +267,9 @@ def create_app(
                 )
                 if parsed.scenario is not None and parsed.scenario in current.scenarios:
                     note_scenario(request.scope, parsed.scenario)
-                result = await recommend(served, parsed, endpoint)
+                # The console's previews are not logged: they earn no KPI and skew none.
+                logged = not request.scope.get(CONSOLE_SCOPE_KEY)
+                result = await recommend(served, parsed, endpoint, logged=logged)
             except StorageError as error:
                 return SafeJSONResponse(error_body(error), status_code=error.status)
             return SafeJSONResponse(result)
@@ -342,6 +356,7 @@ def create_app(
 
     routes = [
         *admin_routes(state),
+        *console_routes(state),
         Route("/{databaseId}/-/train", train, methods=["POST"]),
         *model_routes(store, accept),
         Route("/{databaseId}/scenarios/", scenarios, methods=["GET"]),

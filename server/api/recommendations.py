@@ -396,10 +396,15 @@ async def with_text_hits(served: Served, request: Request) -> Request:
     return replace(request, query=replace(query, text_hits=tuple(hits)))
 
 
-async def recommend(served: Served, request: Request, endpoint: str) -> dict[str, Any]:
+async def recommend(
+    served: Served, request: Request, endpoint: str, *, logged: bool = True
+) -> dict[str, Any]:
+    """Answer a recommendation request and log it (`logged`: false for a preview, which no
+    KPI counts)."""
     request, body, result = await answer(served, request)
     record = new_log(request, result.ids, endpoint)
-    await log(served, request, record)
+    if logged:
+        await log(served, request, record)
     return {"recommId": record.recomm_id, **body, **ab_group(request)}
 
 

@@ -139,7 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     embeddings.add_argument(
         "--color-by", required=True, help="the item property that colours the points"
     )
-    embeddings.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
+    embeddings.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="the PNG to write (default: DATA_DIR/maps/DB/MODEL-PROPERTY.png, where the console "
+        "shows it)",
+    )
     embeddings.add_argument(
         "--sample", type=int, default=5000, help="items drawn at random (default 5000)"
     )
@@ -347,7 +353,7 @@ def _plot_embeddings(args: argparse.Namespace) -> int:
             args.db,
             args.model,
             args.color_by,
-            args.output,
+            args.output or config.maps_dir(args.db) / f"{args.model}-{args.color_by}.png",
             sample=args.sample,
             seed=args.seed,
         )

@@ -22,8 +22,6 @@ from server.config import ConfigError, load_config
 if TYPE_CHECKING:
     from storage.snapshot import Snapshot
 
-DEFAULT_OUT = Path("evaluation")
-
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Add the `evaluate` sub-command to the `reqo` parser's sub-commands."""
@@ -94,7 +92,10 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "sequential protocol); by default they are left out",
     )
     evaluate.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="directory for the JSON and PNG files"
+        "--out",
+        type=Path,
+        help="directory for the JSON and PNG files (default: DATA_DIR/evaluation, where the "
+        "console reads them)",
     )
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     evaluate.set_defaults(run=run)
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     print(describe(evaluation, args.db))
     print()
     print(markdown_table(evaluation))
-    record, chart = write_outputs(evaluation, args.db, args.out)
+    record, chart = write_outputs(evaluation, args.db, args.out or config.evaluations_dir)
     print(f"\nwrote {record} and {chart}")
     return 0
 

@@ -10,6 +10,7 @@ memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -56,9 +57,16 @@ def train_model(
     # Image models (and any plugin that wants item embeddings) get them from the host.
     provider = provider_for(database, registry, data.item_properties, data.n_items)
     texts = text_provider_for(registry, data.item_properties, data.n_items, database)
+    started = time.monotonic()
     algorithm.fit(replace(data, item_vectors=provider, item_text_vectors=texts))
+    figures = {
+        "seconds": round(time.monotonic() - started, 3),
+        "users": int(data.matrix.shape[0]),
+        "items": int(data.matrix.shape[1]),
+        "interactions": int(data.matrix.nnz),
+    }
     counts = np.diff(data.matrix.tocsc().indptr).astype(np.int64)
-    return _publish(algorithm, directory / model.name, counts)
+    return _publish(algorithm, directory / model.name, counts, figures)
 
 
 def learns_from_shards(model: ModelConfig, registry: Registry) -> bool:
@@ -81,24 +89,36 @@ def train_model_from_shards(
             f"model '{model.name}' ({model.algorithm}) cannot be trained from shards "
             "with these parameters"
         )
+    started = time.monotonic()
     with SnapshotShards(snapshot_dir, batch_rows=batch_rows, weights=model.weights) as shards:
         algorithm.fit_shards(shards)
-    return _publish(algorithm, directory / model.name)
+    figures = {"seconds": round(time.monotonic() - started, 3), "shards": True}
+    return _publish(algorithm, directory / model.name, figures=figures)
 
 
 ITEM_INTERACTIONS = "item_interactions.npy"
 """Beside a saved model: how many users had interacted with each item in its training data."""
+TRAINING_FIGURES = "training.json"
+"""Beside a saved model: how long it trained, on how many users, items and interactions."""
 
 
-def _publish(algorithm: Algorithm, home: Path, counts: np.ndarray[Any, Any] | None = None) -> Path:
-    """Save a fitted model (with its training data's interaction `counts` per item, where
-    given) as a new version under `home` and point `current` at it (an atomic rename, so that a
-    server never reads half a version); returns the version's directory."""
+def _publish(
+    algorithm: Algorithm,
+    home: Path,
+    counts: np.ndarray[Any, Any] | None = None,
+    figures: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save a fitted model (with its training data's interaction `counts` per item and its
+    training `figures`, where given) as a new version under `home` and point `current` at it
+    (an atomic rename, so that a server never reads half a version); returns the version's
+    directory."""
     version = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 10**9:09d}"
     staging = home / f".{version}.tmp"
     algorithm.save(staging)
     if counts is not None:
         np.save(staging / ITEM_INTERACTIONS, counts, allow_pickle=False)
+    if figures is not None:
+        (staging / TRAINING_FIGURES).write_text(json.dumps(dict(figures)))
     target = home / version
     staging.rename(target)
     _point(home, version)
@@ -139,6 +159,8 @@ class ModelVersion:
     """Whether `current` points at it."""
     meta: Mapping[str, Any]
     """What the algorithm saved about itself (algorithm, settings, n_items)."""
+    training: Mapping[str, Any] | None = None
+    """Its training figures (seconds, users, items, interactions), where they were saved."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,6 +170,7 @@ class ModelVersion:
             "live": self.live,
             "algorithm": self.meta.get("algorithm"),
             "nItems": self.meta.get("n_items"),
+            "training": dict(self.training) if self.training is not None else None,
         }
 
 
@@ -165,7 +188,12 @@ def model_versions(directory: Path, model: str) -> list[ModelVersion]:
             meta = json.loads((path / "meta.json").read_text())
         except (OSError, ValueError):
             continue  # not a complete version
-        found.append(ModelVersion(model, path.name, path.stat().st_mtime, path.name == live, meta))
+        training = None
+        with contextlib.suppress(OSError, ValueError):
+            training = json.loads((path / TRAINING_FIGURES).read_text())
+        found.append(
+            ModelVersion(model, path.name, path.stat().st_mtime, path.name == live, meta, training)
+        )
     return found
 
 
