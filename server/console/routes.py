@@ -83,6 +83,9 @@ def console_routes(state: ServerState) -> list[Route]:
         response.headers.append("set-cookie", ended)
         return response
 
+    async def to_slash(request: Request) -> Response:
+        return RedirectResponse(f"{PREFIX}/", 308)
+
     async def page(request: Request) -> Response:
         if not may_see_pages(request):
             return RedirectResponse(f"{PREFIX}/login", 303)
@@ -175,6 +178,7 @@ def console_routes(state: ServerState) -> list[Route]:
         Route(f"{PREFIX}/login", login, methods=["POST"]),
         Route(f"{PREFIX}/logout", logout, methods=["POST"]),
         Route(f"{PREFIX}/", page, methods=["GET"]),
+        Route(PREFIX, to_slash, methods=["GET"]),
         Route(f"{PREFIX}/static/{{name}}", asset, methods=["GET"]),
         Route(f"{base}/overview", guarded(overview), methods=["GET"]),
         Route(f"{base}/{{db}}/scenarios", guarded(scenarios), methods=["GET"]),

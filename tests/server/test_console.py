@@ -170,6 +170,50 @@ def test_previews_are_not_logged_and_the_kpis_count_only_real_traffic(
     assert totals["clicks"] == 2  # users 3 and 9 clicked their homepage recommendations
 
 
+@pytest.mark.parametrize(
+    ("path", "status", "named"),
+    [
+        ("/-/console/api/demo/users/not%20an%20id", 400, "userId"),
+        ("/-/console/api/demo/users/nobody", 404, "nobody"),
+        ("/-/console/api/demo/items/nothing/neighbours", 404, "nothing"),
+        ("/-/console/api/nope/models", 404, "nope"),
+        ("/-/console/api/demo/scenarios?bucket=week", 400, "bucket"),
+        ("/-/console/api/demo/reql", 400, "expression"),
+        ("/-/console/api/demo/reql?expression=1&purpose=sort", 400, "purpose"),
+        ("/-/console/api/demo/reql?expression=1&endpoint=nowhere", 400, "endpoint"),
+        ("/-/console/api/demo/find?entity=things", 400, "entity"),
+        ("/-/console/api/demo/find?entity=users&q='age' >", 400, "ReQL"),
+        ("/-/console/api/demo/find?entity=users&q='aeg' > 3", 400, "aeg"),
+        ("/-/console/api/demo/items/1/neighbours?count=0", 400, "count"),
+        ("/-/console/api/demo/items/1/neighbours?count=1000", 400, "count"),
+        ("/-/console/api/demo/items/1/neighbours?count=many", 400, "count"),
+        ("/-/console/api/demo/maps/..%2F..%2Fdemo.duckdb", 404, "map"),
+        ("/-/console/api/demo/maps/.hidden.png", 404, "map"),
+        ("/-/console/api/demo/maps/none.png", 404, "map"),
+    ],
+)
+def test_bad_console_requests_are_4xx_naming_the_problem(
+    demo: RunningServer, path: str, status: int, named: str
+) -> None:
+    answer = _bearer(demo, path)
+    assert answer.status_code == status, answer.text
+    assert named in answer.json()["error"]
+
+
+def test_hostile_text_is_data_to_the_console(demo: RunningServer) -> None:
+    # LIKE's wildcards match themselves; a huge expression is refused by ReQL's limits.
+    found = _bearer(demo, "/-/console/api/demo/find?entity=users&q=%25_").json()
+    assert found == {"by": "id", "found": []}
+    prefix = _bearer(demo, "/-/console/api/demo/find?entity=users&q=94").json()
+    assert [u["userId"] for u in prefix["found"]] == ["94", "940", "941", "942", "943"]
+    huge = "'release_year' > 1 and " * 500 + "true"  # over ReQL's 10,000 characters
+    checked = _bearer(demo, f"/-/console/api/demo/reql?expression={huge}").json()
+    assert checked["ok"] is False
+    assert checked["kind"] == "limit"
+    quoted = _bearer(demo, "/-/console/api/demo/reql?expression='title' == \"'); DROP\"").json()
+    assert quoted == {"ok": True}
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     assert CHROMIUM.exists(), "Debian's chromium is missing: `make install` installs it with apt"
@@ -284,7 +328,10 @@ def test_the_console_in_a_browser(demo: RunningServer, browser: Browser) -> None
     _open(page, demo, "models")
     serving = page.locator("code.serving[data-model=ease]")
     expect(serving).to_have_text(newer)
-    expect(page.locator("text=Evaluation")).to_be_visible()
+    # The fixture's `reqo evaluate` record, from its default place.
+    evaluation = page.locator("section.card", has=page.locator("h2", has_text="· random"))
+    expect(evaluation).to_contain_text("ndcg@10")
+    expect(evaluation).to_contain_text("popularity")
     page.click(f"button[data-rollback='{older}']")
     page.click("#confirm-ok")
     expect(serving).to_have_text(older)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from server.config import Config, ConfigError, parse_config
 from server.console.api import evaluations, maps
 from server.console.history import Reading, TrafficHistory, difference, quantile
 from server.console.session import (
@@ -144,3 +145,29 @@ def test_evaluation_records_and_maps_are_listed_newest_first(tmp_path: Path) -> 
     (folder / "visual-category.png").write_bytes(b"\x89PNG")
     (folder / "notes.txt").write_text("x")
     assert [(m["file"], m["model"]) for m in maps(folder)] == [("visual-category.png", "visual")]
+
+
+def _config(tmp_path: Path, metrics: object) -> Config:
+    data = {"databases": {"demo": {"token": "t"}}, "server": {"metrics": metrics}}
+    return parse_config(data, source="reqo.yaml", base_dir=tmp_path)
+
+
+def test_the_history_interval_is_checked_at_load(tmp_path: Path) -> None:
+    for given, seconds in (({"history_interval": "30s"}, 30.0), (None, 10.0)):
+        settings = _config(tmp_path, given).metrics
+        assert settings is not None
+        assert settings.history_interval == seconds
+    for wrong in ("often", 0, "1h", 0.01):
+        with pytest.raises(ConfigError, match=r"server\.metrics\.history_interval"):
+            _config(tmp_path, {"history_interval": wrong})
+
+
+def test_the_scenarios_yaml_is_kept_as_written(tmp_path: Path) -> None:
+    data = {
+        "databases": {"demo": {"token": "t"}},
+        "models": {"ease": {"algorithm": "ease", "params": {"l2": 200}}},
+        "scenarios": {"home": {"endpoint": "items-to-user", "model": "ease", "filter": "'x' > 1"}},
+    }
+    config = parse_config(data, source="reqo.yaml", base_dir=tmp_path)
+    assert config.written["scenarios"]["home"]["filter"] == "'x' > 1"
+    assert config.written["models"]["ease"]["params"] == {"l2": 200}

@@ -145,3 +145,14 @@ def test_an_unknown_database_is_a_configuration_error(
     arguments[arguments.index("fashion")] = "shop"
     assert main(arguments) == 2
     assert "databases.shop" in capsys.readouterr().err
+
+
+def test_without_an_output_the_map_goes_where_the_console_shows_it(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["plot", "embeddings", "--config", str(config), "--db", "fashion"]
+    code = main([*common, "--model", "visual", "--color-by", "category", "--sample", "20"])
+    assert code == 0, capsys.readouterr().err
+    written = tmp_path / "data" / "maps" / "fashion" / "visual-category.png"
+    assert written.read_bytes().startswith(PNG_SIGNATURE)
+    assert f"wrote {written}" in capsys.readouterr().out

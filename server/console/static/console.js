@@ -638,7 +638,7 @@ async function previewPage(view, params) {
     form,
     el("div", { class: "preview" }, el("div", { class: "panes" }, panes.map((p) => p.pane)), history),
   );
-  if (context.user || context.item) run();
+  if (context.user || context.item) await run();
 }
 
 async function dataPage(view, params) {
