@@ -173,7 +173,6 @@ def measure_pages(url: str, loads: int) -> dict[str, tuple[list[float], list[flo
                 page.goto("about:blank")
                 page.goto(f"{url}/-/console/#/{route}")
                 page.wait_for_selector(f"body[data-loaded={marker}]", timeout=30_000)
-                page.wait_for_load_state("networkidle")
 
             def fetch(json_path: str = json_path) -> None:
                 requests.get(url + json_path, headers=bearer, timeout=30).raise_for_status()

@@ -15,7 +15,7 @@ from server.console.api import served_or_404
 from server.serving.expressions import BadExpression, compile_for, condition, run_guarded
 from server.serving.scenario_check import CONTEXTS
 from server.serving.scenarios import ScenarioConfig
-from storage.catalog import get_values, list_entities
+from storage.catalog import Condition, get_values, list_entities
 from storage.errors import BadParameter, StorageError
 from storage.interactions import InteractionKind
 from storage.schema import Entity, validate_id
@@ -121,13 +121,21 @@ async def find(state: ServerState, database: str, entity_name: str, text: str) -
 
 
 def _items_with_values(ctx: Any, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    values = {}
-    for item_id in dict.fromkeys(ids):
-        try:
-            values[item_id] = get_values(ctx, Entity.ITEM, item_id)
-        except StorageError:
-            values[item_id] = {}  # deleted since: the history still names it
-    return values
+    """The properties of these items, in one query (an item deleted since has none)."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    rows = list_entities(
+        ctx,
+        Entity.ITEM,
+        count=None,
+        offset=0,
+        return_properties=True,
+        included_properties=None,
+        condition=Condition('c."$id" IN (SELECT unnest(CAST($ids AS VARCHAR[])))', {"ids": wanted}),
+    )
+    found = {row.pop("itemId"): row for row in rows}
+    return {item_id: found.get(item_id, {}) for item_id in wanted}
 
 
 def _recent(ctx: Any, column: str, entity_id: str, limit: int) -> list[dict[str, Any]]:
@@ -202,6 +210,8 @@ async def neighbours(
     filter, not logged); a model that cannot answer says why."""
     served = served_or_404(state, database)
     validate_id(item_id, "itemId")
+    # An unknown item is the request's 404, not each model's error.
+    await served.database.read(lambda ctx: get_values(ctx, Entity.ITEM, item_id))
     config = state.live.config
     by_model: list[dict[str, Any]] = []
     for name in sorted(served.models.configs):

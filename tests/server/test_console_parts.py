@@ -48,7 +48,8 @@ def test_a_session_is_valid_only_for_its_token_and_until_it_expires() -> None:
     expiry, nonce, signature = session.split(".")
     # A later expiry (or any other edit) breaks the signature.
     assert not valid_session(f"{int(expiry) + 3600}.{nonce}.{signature}", TOKEN, now=1_000_000)
-    assert not valid_session(f"{expiry}.{nonce}.{signature[:-1]}0", TOKEN, now=1_000_000)
+    flipped = signature[:-1] + ("1" if signature[-1] == "0" else "0")
+    assert not valid_session(f"{expiry}.{nonce}.{flipped}", TOKEN, now=1_000_000)
     for broken in ("", "abc", "1.2", "x.y.z", f"{expiry}.{nonce}"):
         assert not valid_session(broken, TOKEN, now=1_000_000)
     assert new_session(TOKEN) != new_session(TOKEN)  # each login its own nonce

@@ -168,11 +168,11 @@ function lineChart(title, series, format) {
       svg("text", { x: pad.left - 6, y: y(value) + 4, class: "tick", "text-anchor": "end" }, format(value)),
     );
   }
-  for (const t of [x0, (x0 + x1) / 2, x1]) {
+  for (const [t, anchor] of [[x0, "start"], [(x0 + x1) / 2, "middle"], [x1, "end"]]) {
     const span = x1 - x0;
     const [from, to] = span > 2 * 86400 ? [5, 10] : span > 900 ? [11, 16] : [11, 19];
     const label = new Date(t * 1000).toISOString().slice(from, to);
-    chart.append(svg("text", { x: x(t), y: height - 8, class: "tick", "text-anchor": "middle" }, label));
+    chart.append(svg("text", { x: x(t), y: height - 8, class: "tick", "text-anchor": anchor }, label));
   }
   series.forEach((s, index) => {
     const color = s.color || COLORS[index % COLORS.length];
