@@ -34,10 +34,10 @@ from server.config_telemetry import MetricsConfig
 from server.serving.lifecycle import Live
 from server.serving.store import Store
 from server.telemetry.sampler import Sampler
+from storage.errors import StorageError
 
 if TYPE_CHECKING:
     from server.console.history import TrafficHistory
-from storage.errors import StorageError
 
 OPENAPI = Path(__file__).resolve().parent.parent / "openapi.yaml"
 """reqo's extensions to Recombee's API, as an OpenAPI document."""

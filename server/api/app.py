@@ -105,10 +105,9 @@ def create_app(
     live = Live(config, registry, store)
     table = operation_table()
     traffic = Traffic()
-    state = ServerState(store, live, registry, traffic, Sampler("server"))
+    history = TrafficHistory(config.databases, (config.metrics or MetricsConfig()).history_interval)
+    state = ServerState(store, live, registry, traffic, Sampler("server"), history=history)
     state.sampler.sources.append(ServerGauges(store, traffic))
-    metrics_settings = config.metrics or MetricsConfig()
-    state.history = TrafficHistory(config.databases, metrics_settings.history_interval)
     # Unknown databases are checked against a token nobody has, so that an unsigned or wrongly
     # signed request learns nothing from the answer about which databases exist.
     nobody = secrets.token_hex(32)
@@ -129,8 +128,7 @@ def create_app(
         registry.manager.hook.startup(config=config)
         log_startup(live.config, store)
         sampling = asyncio.create_task(state.sampler.run())
-        assert state.history is not None
-        recording = asyncio.create_task(state.history.run())
+        recording = asyncio.create_task(history.run())
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.create_task(_reload_logged()))

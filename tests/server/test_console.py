@@ -145,6 +145,37 @@ def test_no_page_or_data_without_the_admin_token(demo: RunningServer) -> None:
     assert session.get(f"{url}/-/console/", allow_redirects=False, timeout=30).status_code == 303
 
 
+def test_without_an_admin_token_only_a_development_server_opens_the_console(
+    tmp_path: Path,
+) -> None:
+    for allow_unsigned in (True, False):
+        server = RunningServer(
+            tmp_path / str(allow_unsigned),
+            free_port(),
+            {"demo": TOKEN},
+            allow_unsigned=allow_unsigned,
+        )
+        server.directory.mkdir()
+        server.start()
+        try:
+            page = requests.get(f"{server.url}/-/console/", allow_redirects=False, timeout=30)
+            overview = requests.get(
+                f"{server.url}/-/console/api/overview", headers={"X-Reqo-Console": "1"}, timeout=30
+            )
+            login = requests.get(f"{server.url}/-/console/login", allow_redirects=False, timeout=30)
+        finally:
+            server.stop()
+        if allow_unsigned:  # loopback development: open, as every admin operation there
+            assert page.status_code == 200
+            assert overview.json()["databases"][0]["name"] == "demo"
+            assert login.status_code == 303
+        else:
+            assert page.status_code == 303
+            assert overview.status_code == 401
+            assert login.status_code == 401
+            assert "no admin_token configured" in login.text
+
+
 def test_previews_are_not_logged_and_the_kpis_count_only_real_traffic(
     demo: RunningServer,
 ) -> None:
