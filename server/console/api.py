@@ -18,6 +18,7 @@ import yaml
 
 from server.api.admin import ServerState, awaiting_versions
 from server.console.history import TrafficHistory
+from server.serving.scenarios import ScenarioConfig
 from server.serving.store import Served
 from server.training.artifacts import model_versions
 from storage.database import ReadContext
@@ -120,6 +121,22 @@ def scenario_yaml(state: ServerState, name: str) -> str:
     return yaml.safe_dump(shown, sort_keys=False, default_flow_style=False)
 
 
+def settings_of(scenario: ScenarioConfig) -> dict[str, Any]:
+    """The settings a scenario serves with, defaults included (the YAML shows only what it
+    sets)."""
+    return {
+        "model": scenario.model,
+        "logic": scenario.logic.name if scenario.logic is not None else None,
+        "filter": scenario.filter,
+        "booster": scenario.booster,
+        "diversity": scenario.diversity,
+        "rotationRate": scenario.rotation_rate,
+        "rotationTime": scenario.rotation_time,
+        "minRelevance": scenario.min_relevance,
+        "excludeInteracted": scenario.exclude_interacted,
+    }
+
+
 async def scenarios(state: ServerState, database: str, bucket: str) -> dict[str, Any]:
     """Each configured scenario (and any other that the log holds): its settings, its KPIs per
     variant in total and per time bucket, and its bandit's live state."""
@@ -165,6 +182,7 @@ async def scenarios(state: ServerState, database: str, bucket: str) -> dict[str,
                 "configured": config is not None,
                 "endpoint": config.endpoint if config is not None else None,
                 "model": config.model if config is not None else None,
+                "settings": settings_of(config) if config is not None else None,
                 "yaml": scenario_yaml(state, name) if config is not None else None,
                 "variants": list(variants.values()),
                 "bandit": served.experiments.state(config) if config is not None else None,

@@ -297,6 +297,7 @@ def test_the_console_in_a_browser(demo: RunningServer, browser: Browser) -> None
     expect(page.locator("body")).to_have_attribute("data-loaded", "scenarios")
     discover = page.locator("section.card", has=page.locator("h2", has_text="discover"))
     expect(discover.locator(".bar-row")).to_have_count(2)
+    expect(discover.locator("dl.settings")).to_contain_text("minRelevance")  # defaults shown
     expect(discover.locator("figure.chart svg").first).to_be_visible()
     discover.locator("summary").click()
     expect(discover.locator("pre.yaml")).to_contain_text("model: popularity")

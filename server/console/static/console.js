@@ -141,7 +141,8 @@ function confirmed(text) {
 // -- charts ---------------------------------------------------------------------------------
 
 // A line chart of series [{name, points: [[t, value]], color}], time on x.
-function lineChart(title, series, format) {
+// `pointSeconds`: the time one point stands for (a lone point is drawn in that span).
+function lineChart(title, series, format, pointSeconds = 60) {
   const width = 560;
   const height = 200;
   const pad = { left: 58, right: 12, top: 12, bottom: 26 };
@@ -154,7 +155,7 @@ function lineChart(title, series, format) {
   const xs = points.map((p) => p[0]);
   const ys = points.map((p) => p[1]);
   let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
-  if (x0 === x1) [x0, x1] = [x0 - 1, x1 + 1];
+  if (x0 === x1) [x0, x1] = [x0 - pointSeconds / 2, x1 + pointSeconds / 2];
   let y1 = Math.max(...ys, 0);
   const y0 = Math.min(...ys, 0);
   if (y1 === y0) y1 = y0 + 1;
@@ -378,14 +379,23 @@ async function scenariosPage(view, params) {
           { class: "muted" },
           scenario.configured ? `${scenario.endpoint} · model ${scenario.model || "default"}` : "in the log only (not configured)",
         ),
+        scenario.settings
+          ? el(
+              "dl",
+              { class: "settings" },
+              Object.entries(scenario.settings)
+                .filter(([, value]) => value !== null && value !== "")
+                .map(([key, value]) => el("div", {}, el("dt", {}, key), el("dd", {}, el("code", {}, String(value))))),
+            )
+          : null,
         totals,
         el(
           "div",
           { class: "charts" },
-          lineChart("recommendations served", seriesOf("recommendations"), (v) => number(v)),
-          lineChart("CTR", seriesOf("ctr"), percent),
-          lineChart("conversion", seriesOf("conversion"), percent),
-          lineChart("revenue", seriesOf("revenue"), (v) => number(v, 0)),
+          lineChart("recommendations served", seriesOf("recommendations"), (v) => number(v, 1), data.bucketSeconds),
+          lineChart("CTR", seriesOf("ctr"), percent, data.bucketSeconds),
+          lineChart("conversion", seriesOf("conversion"), percent, data.bucketSeconds),
+          lineChart("revenue", seriesOf("revenue"), (v) => number(v, 2), data.bucketSeconds),
         ),
         bandit,
         scenario.yaml ? el("details", {}, el("summary", {}, "Configuration (read-only: the YAML is the source of truth)"), el("pre", { class: "yaml" }, scenario.yaml)) : null,
