@@ -4,6 +4,7 @@ Debian's Chromium through Playwright. Each page's screenshot is written under
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 import requests
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from recombee_api_client.api_requests import AddDetailView, RecommendItemsToUser
 
@@ -156,8 +158,20 @@ def test_without_an_admin_token_only_a_development_server_opens_the_console(
             allow_unsigned=allow_unsigned,
         )
         server.directory.mkdir()
+        # A map as `reqo plot embeddings` leaves it by default (drawn here: no visual model).
+        maps = server.directory / "data" / "maps" / "demo"
+        maps.mkdir(parents=True)
+        Image.new("RGB", (40, 30), "teal").save(maps / "visual-category.png")
         server.start()
         try:
+            picture = requests.get(
+                f"{server.url}/-/console/api/demo/maps/visual-category.png", timeout=30
+            )
+            listed = requests.get(
+                f"{server.url}/-/console/api/demo/models",
+                headers={"X-Reqo-Console": "1"},
+                timeout=30,
+            )
             page = requests.get(f"{server.url}/-/console/", allow_redirects=False, timeout=30)
             overview = requests.get(
                 f"{server.url}/-/console/api/overview", headers={"X-Reqo-Console": "1"}, timeout=30
@@ -168,10 +182,15 @@ def test_without_an_admin_token_only_a_development_server_opens_the_console(
         if allow_unsigned:  # loopback development: open, as every admin operation there
             assert page.status_code == 200
             assert overview.json()["databases"][0]["name"] == "demo"
+            assert picture.headers["content-type"] == "image/png"
+            assert Image.open(io.BytesIO(picture.content)).size == (40, 30)
+            assert [m["file"] for m in listed.json()["maps"]] == ["visual-category.png"]
             assert login.status_code == 303
         else:
             assert page.status_code == 303
             assert overview.status_code == 401
+            assert picture.status_code == 401
+            assert listed.status_code == 401
             assert login.status_code == 401
             assert "no admin_token configured" in login.text
 
