@@ -40,6 +40,18 @@ FAILED_LOGIN_DELAY = 0.5
 """Seconds a wrong token waits for its answer (guessing is slowed; the token is long anyway)."""
 
 Handler = Callable[[Request], Awaitable[Any]]
+PAGE_HEADERS = {
+    "cache-control": "no-store",
+    # Its own script only, no framing by another site (clickjacking a rollback), forms post
+    # here only; item pictures may come from anywhere.
+    "content-security-policy": (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src * data:; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+"""The headers of the console's HTML pages."""
 
 
 def console_routes(state: ServerState) -> list[Route]:
@@ -90,7 +102,7 @@ def console_routes(state: ServerState) -> list[Route]:
         if not may_see_pages(request):
             return RedirectResponse(f"{PREFIX}/login", 303)
         response = FileResponse(STATIC / "index.html", media_type="text/html")
-        response.headers["cache-control"] = "no-store"
+        response.headers.update(PAGE_HEADERS)
         return response
 
     async def asset(request: Request) -> Response:
@@ -204,6 +216,4 @@ def _login_html(state: ServerState, problem: str | None, status: int = 200) -> H
         status = 401
     text = (STATIC / "login.html").read_text(encoding="utf-8")
     shown = f'<p class="problem" role="alert">{html.escape(problem)}</p>' if problem else ""
-    response = HTMLResponse(text.replace("<!--problem-->", shown), status)
-    response.headers["cache-control"] = "no-store"
-    return response
+    return HTMLResponse(text.replace("<!--problem-->", shown), status, headers=PAGE_HEADERS)

@@ -126,7 +126,12 @@ def test_no_page_or_data_without_the_admin_token(demo: RunningServer) -> None:
     assert "SameSite=Strict" in cookie
     assert ADMIN not in cookie  # the session, never the token
     session = _logged_in(demo)
-    assert session.get(f"{url}/-/console/", timeout=30).status_code == 200
+    console = session.get(f"{url}/-/console/", timeout=30)
+    assert console.status_code == 200
+    # No other site may frame it (a click on its rollback), nor run script in it.
+    assert "frame-ancestors 'none'" in console.headers["content-security-policy"]
+    assert "script-src" not in console.headers["content-security-policy"]  # default: 'self'
+    assert console.headers["x-frame-options"] == "DENY"
     # The JSON and the database's API want the console's header too (no cross-site riding).
     assert session.get(f"{url}/-/console/api/overview", timeout=30).status_code == 401
     assert session.get(f"{url}/demo/items/list/?count=1", timeout=30).status_code == 401
