@@ -114,27 +114,28 @@ async def find(state: ServerState, database: str, entity_name: str, text: str) -
             'ORDER BY length("$id"), "$id" LIMIT ?',
             [escaped + "%", MAX_FOUND],
         ).fetchall()
-        return [{entity.id_field: row[0], **get_values(ctx, entity, row[0])} for row in rows]
+        values = _values_of(ctx, entity, [row[0] for row in rows])
+        return [{entity.id_field: row[0], **values[row[0]]} for row in rows]
 
     found = await served.database.read(by_prefix)
     return {"by": "id", "found": found}
 
 
-def _items_with_values(ctx: Any, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The properties of these items, in one query (an item deleted since has none)."""
+def _values_of(ctx: Any, entity: Entity, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The properties of these items (or users), in one query (one deleted since has none)."""
     wanted = list(dict.fromkeys(ids))
     if not wanted:
         return {}
     rows = list_entities(
         ctx,
-        Entity.ITEM,
+        entity,
         count=None,
         offset=0,
         return_properties=True,
         included_properties=None,
         condition=Condition('c."$id" IN (SELECT unnest(CAST($ids AS VARCHAR[])))', {"ids": wanted}),
     )
-    found = {row.pop("itemId"): row for row in rows}
+    found = {row.pop(entity.id_field): row for row in rows}
     return {item_id: found.get(item_id, {}) for item_id in wanted}
 
 
@@ -179,7 +180,7 @@ async def user(state: ServerState, database: str, user_id: str) -> dict[str, Any
             "values": values,
             "interactions": _kinds(ctx, "user_id", user_id),
             "history": recent,
-            "items": _items_with_values(ctx, [r["itemId"] for r in recent]),
+            "items": _values_of(ctx, Entity.ITEM, [r["itemId"] for r in recent]),
         }
 
     result: dict[str, Any] = await served.database.read(read)
@@ -234,5 +235,5 @@ async def neighbours(
             continue
         by_model.append({"model": name, "ids": [r["id"] for r in body["recomms"]]})
     ids = [i for entry in by_model for i in entry.get("ids", [])]
-    values = await served.database.read(lambda ctx: _items_with_values(ctx, ids))
+    values = await served.database.read(lambda ctx: _values_of(ctx, Entity.ITEM, ids))
     return {"itemId": item_id, "models": by_model, "items": values}

@@ -261,12 +261,38 @@ function itemCard(id, values, shown, image, extra) {
   );
 }
 
+// A user's interactions, newest first, with the shown properties of each item.
+function timeline(history, items, shown) {
+  return el(
+    "ol",
+    { class: "timeline" },
+    history.map((h) =>
+      el(
+        "li",
+        {},
+        el("a", { href: `#/data/item/${seg(h.itemId)}` }, h.itemId),
+        " ",
+        shown.map((name) => items[h.itemId]?.[name]).filter((v) => v !== undefined && v !== null).join(" · "),
+        el("span", { class: "muted" }, ` ${h.type}${h.rating !== undefined ? ` ${h.rating}` : ""} · ${when(h.timestamp)}`),
+      ),
+    ),
+  );
+}
+
+// One recommendation of a scenario: a user (Users to …) or an item card.
+function recommendationCard(endpoint, recommendation, shown, image) {
+  if (endpoint.startsWith("users")) {
+    return el("a", { class: "item-card", href: `#/data/user/${seg(recommendation.id)}` }, el("strong", {}, recommendation.id));
+  }
+  return itemCard(recommendation.id, recommendation.values, shown, image);
+}
+
 // -- pages ----------------------------------------------------------------------------------
 
 async function overviewPage(view) {
   const data = await consoleApi("/overview");
   state.overview = data;
-  fill(view, 
+  fill(view,
     el(
       "div",
       { class: "page-head" },
@@ -322,7 +348,7 @@ async function overviewPage(view) {
         m.awaitingTraining ? el("span", { class: "badge warn" }, "awaiting training") : el("span", { class: "badge ok" }, "trained"),
       ]),
     );
-    add(view, 
+    add(view,
       card(
         `Database ${db.name}`,
         figures,
@@ -371,7 +397,7 @@ async function scenariosPage(view, params) {
           bars(Object.entries(scenario.bandit.variants).map(([name, v]) => ({ label: name, share: v.share }))),
         )
       : null;
-    add(view, 
+    add(view,
       card(
         scenario.name,
         el(
@@ -497,7 +523,7 @@ async function previewPage(view, params) {
       const result = await consoleApi(`/${seg(state.database)}/find`, { entity: "users", q: text });
       fill(userChoices, ...result.found.map((u) => el("option", { value: u.userId })));
       if (result.by === "filter") {
-        fill(found, 
+        fill(found,
           el("span", { class: "muted" }, `${result.found.length} users match: `),
           ...result.found.map((u) =>
             el("button", { class: "chip", type: "button", onclick: () => { userInput.value = u.userId; fill(found, ); } }, u.userId),
@@ -561,23 +587,10 @@ async function previewPage(view, params) {
     if (!user || user.includes("'")) return;
     try {
       const found = await consoleApi(`/${seg(state.database)}/users/${seg(user)}`);
-      fill(history, 
+      fill(history,
         el("h2", {}, `History of user ${user}`),
         found.history.length === 0 ? el("p", { class: "muted" }, "no interactions") : null,
-        el(
-          "ol",
-          { class: "timeline" },
-          found.history.slice(0, 20).map((h) =>
-            el(
-              "li",
-              {},
-              el("a", { href: `#/data/item/${seg(h.itemId)}` }, h.itemId),
-              " ",
-              shown.map((name) => found.items[h.itemId]?.[name]).filter((v) => v !== undefined && v !== null).join(" · "),
-              el("span", { class: "muted" }, ` ${h.type}${h.rating !== undefined ? ` ${h.rating}` : ""} · ${when(h.timestamp)}`),
-            ),
-          ),
-        ),
+        timeline(found.history.slice(0, 20), found.items, shown),
       );
     } catch (error) {
       fill(history, el("h2", {}, "User's recent history"), problem(error));
@@ -599,18 +612,9 @@ async function previewPage(view, params) {
             filter: pane.filterEditor.input.value,
             booster: pane.boosterEditor.input.value,
           });
-          const users = scenario.endpoint.startsWith("users");
-          fill(pane.results, 
+          fill(pane.results,
             el("p", { class: "muted" }, `${answer.recomms.length} recommendations`),
-            el(
-              "div",
-              { class: "cards" },
-              answer.recomms.map((r) =>
-                users
-                  ? el("a", { class: "item-card", href: `#/data/user/${seg(r.id)}` }, el("strong", {}, r.id))
-                  : itemCard(r.id, r.values, shown, image),
-              ),
-            ),
+            el("div", { class: "cards" }, answer.recomms.map((r) => recommendationCard(scenario.endpoint, r, shown, image))),
           );
         } catch (error) {
           const report = error.body && error.body.error;
@@ -642,7 +646,7 @@ async function previewPage(view, params) {
     propertyPicker,
     el("div", { class: "row" }, el("label", { class: "check" }, compareBox, "compare two scenarios or settings side by side"), show),
   );
-  fill(view, 
+  fill(view,
     el("div", { class: "page-head" }, el("h1", {}, "Preview")),
     scenarios.length === 0 ? card(null, el("p", {}, "No scenario the preview can show is configured.")) : null,
     form,
@@ -702,7 +706,7 @@ async function dataPage(view, params) {
     ]),
     { class: "listing" },
   );
-  add(view, 
+  add(view,
     card(
       null,
       listing,
@@ -729,7 +733,7 @@ async function itemPage(view, id) {
   const image = imageProperty(properties);
   const shown = defaultShown(properties);
   const near = el("div", { id: "neighbours" }, el("p", { class: "muted" }, "…"));
-  fill(view, 
+  fill(view,
     el("div", { class: "page-head" }, el("h1", {}, `Item ${id}`), el("a", { href: `#/preview?item=${seg(id)}&a=${seg(previewablesOf().find((s) => s.endpoint === "items-to-item")?.name || "")}` }, "preview related items →")),
     el(
       "div",
@@ -746,7 +750,7 @@ async function itemPage(view, id) {
   );
   try {
     const result = await consoleApi(`/${seg(state.database)}/items/${seg(id)}/neighbours`);
-    fill(near, 
+    fill(near,
       ...result.models.map((m) =>
         el(
           "div",
@@ -771,7 +775,7 @@ async function userPage(view, id) {
   const shown = defaultShown(properties);
   const scenarios = previewablesOf().filter((s) => PREVIEWABLE[s.endpoint].user && !PREVIEWABLE[s.endpoint].search);
   const shows = el("div", { id: "user-scenarios" });
-  fill(view, 
+  fill(view,
     el("div", { class: "page-head" }, el("h1", {}, `User ${id}`), el("a", { href: `#/preview?user=${seg(id)}` }, "open in the preview →")),
     el(
       "div",
@@ -779,20 +783,7 @@ async function userPage(view, id) {
       card("Properties", valuesTable(found.values), el("h3", {}, "Interactions"), table(["type", "count"], Object.entries(found.interactions).map(([k, v]) => [k, number(v)]))),
       card(
         "History",
-        el(
-          "ol",
-          { class: "timeline" },
-          found.history.map((h) =>
-            el(
-              "li",
-              {},
-              el("a", { href: `#/data/item/${seg(h.itemId)}` }, h.itemId),
-              " ",
-              shown.map((name) => found.items[h.itemId]?.[name]).filter((v) => v !== undefined && v !== null).join(" · "),
-              el("span", { class: "muted" }, ` ${h.type}${h.rating !== undefined ? ` ${h.rating}` : ""} · ${when(h.timestamp)}`),
-            ),
-          ),
-        ),
+        timeline(found.history, found.items, shown),
       ),
     ),
     card("What each scenario would show", shows),
@@ -802,12 +793,12 @@ async function userPage(view, id) {
     shows.append(row);
     try {
       const answer = await recommendFor(scenario, { user: id, count: 8 }, {});
-      fill(row, 
+      fill(row,
         el("h3", {}, scenario.name),
         el(
           "div",
           { class: "cards" },
-          answer.recomms.map((r) => (scenario.endpoint.startsWith("users") ? el("a", { class: "item-card", href: `#/data/user/${seg(r.id)}` }, el("strong", {}, r.id)) : itemCard(r.id, r.values, shown, image))),
+          answer.recomms.map((r) => recommendationCard(scenario.endpoint, r, shown, image)),
         ),
       );
     } catch (error) {
@@ -848,7 +839,7 @@ async function modelsPage(view) {
             "Roll back to this",
           ),
     ]);
-    add(view, 
+    add(view,
       card(
         model.model,
         el("p", { class: "muted" }, `${model.algorithm}${Object.keys(model.params).length ? ` · ${JSON.stringify(model.params)}` : ""} · serving `, el("code", { class: "serving", "data-model": model.model }, model.serving || "fallback")),
@@ -869,7 +860,7 @@ async function modelsPage(view) {
   });
   add(view, ...(evaluations.length ? evaluations : [card("Evaluations", el("p", { class: "muted" }, "No `reqo evaluate` record of this database yet."))]));
   if (data.maps.length) {
-    add(view, 
+    add(view,
       card(
         "Maps of item vectors (t-SNE)",
         el("div", { class: "maps" }, data.maps.map((m) => el("figure", {}, el("img", { src: `${API}/${seg(state.database)}/maps/${seg(m.file)}`, alt: `t-SNE map of ${m.model}` }), el("figcaption", {}, m.file)))),
